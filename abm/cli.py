@@ -1,0 +1,330 @@
+"""The `abm` command: a thin layer over the library. Expected problems print a clear
+message and exit 2 (usage, configuration) or 1 (the work ran, something was rejected)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from abm.errors import AbmError
+from abm.settings import get_settings
+from models.db import DatabaseError, get_engine, migrate, require_current_schema
+
+app = typer.Typer(
+    help="Account-based-marketing campaign orchestrator on Prefect.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+import_app = typer.Typer(help="Import accounts, contacts or suppressions from CSV.")
+accounts_app = typer.Typer(help="Target accounts: fit, tier, stage, committee.")
+contacts_app = typer.Typer(help="Contacts and their committee roles.")
+stakeholders_app = typer.Typer(help="Buying-committee mapping.")
+campaign_app = typer.Typer(help="Campaign files: validate, run, status.")
+app.add_typer(import_app, name="import")
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(contacts_app, name="contacts")
+app.add_typer(stakeholders_app, name="stakeholders")
+app.add_typer(campaign_app, name="campaign")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, default=str, ensure_ascii=False, indent=2) + "\n")
+
+
+def _engine():  # type: ignore[no-untyped-def]
+    engine = get_engine(get_settings().database_url)
+    require_current_schema(engine)
+    return engine
+
+
+@app.command()
+def init() -> None:
+    """Create or migrate the database."""
+    settings = get_settings()
+    before, after = migrate(get_engine(settings.database_url))
+    where = get_engine(settings.database_url).url.render_as_string(hide_password=True)
+    if before == after:
+        err.print(f"database {where} is up to date (revision {after})")
+    else:
+        err.print(f"database {where} migrated from {before or 'empty'} to revision {after}")
+
+
+def _import(kind: str, path: Path) -> None:
+    from flows.import_csv import import_file
+
+    report = import_file(kind, path, _engine(), get_settings())
+    for line in report.notes:
+        err.print(line)
+    for reject in report.rejects[:10]:
+        err.print(f"[yellow]{path}:{reject.line}: {reject.reason}[/]", highlight=False)
+    if len(report.rejects) > 10:
+        err.print(f"[yellow]... and {len(report.rejects) - 10} more[/]")
+    if report.rejects_path:
+        err.print(f"rejected rows with reasons: {report.rejects_path}", highlight=False)
+    print(f"imported={report.imported} updated={report.updated} rejected={len(report.rejects)}")
+    if report.rejects:
+        raise typer.Exit(1)
+
+
+@import_app.command("accounts")
+def import_accounts(file: Path) -> None:
+    """Upsert accounts by domain."""
+    _import("accounts", file)
+
+
+@import_app.command("contacts")
+def import_contacts(file: Path) -> None:
+    """Upsert contacts by email (their accounts must be imported first)."""
+    _import("contacts", file)
+
+
+@import_app.command("suppressions")
+def import_suppressions(file: Path) -> None:
+    """Emails or domains never to contact."""
+    _import("suppressions", file)
+
+
+@app.command()
+def score() -> None:
+    """(Re)score ICP fit and tiers for all accounts."""
+    from flows.targeting import load_icp_rules, rescore_accounts_in_db
+
+    per_tier = rescore_accounts_in_db(_engine(), load_icp_rules(get_settings().icp_rules))
+    total = sum(per_tier.values())
+    parts = [f"tier {t}: {per_tier.get(t, 0)}" for t in (1, 2, 3)]
+    err.print(f"scored {total} accounts; {', '.join(parts)}; not targeted: {per_tier.get(None, 0)}")
+
+
+@accounts_app.command("list")
+def accounts_list(
+    tier: Annotated[int | None, typer.Option(min=1, max=3)] = None,
+    stage: Annotated[str | None, typer.Option()] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Accounts with score, tier, stage and engagement."""
+    from models.queries import list_accounts
+
+    rows = list_accounts(_engine(), tier, stage)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("domain", "name", "score", "tier", "stage", "engagement", "contacts")
+    for row in rows:
+        table.add_row(
+            row["domain"],
+            row["name"] or "",
+            "" if row["score"] is None else str(row["score"]),
+            "-" if row["tier"] is None else str(row["tier"]),
+            row["stage"],
+            f"{row['engagement_score']:g}",
+            str(row["contacts"]),
+        )
+    out.print(table)
+    err.print(f"{len(rows)} accounts")
+
+
+@accounts_app.command("show")
+def accounts_show(domain: str, as_json: JsonOption = False) -> None:
+    """One account: score with reasons, committee with roles and gaps, engagement, stages."""
+    from flows.committee import coverage
+    from flows.targeting import load_icp_rules
+    from models.queries import get_account
+
+    account = get_account(_engine(), domain.strip().lower())
+    if account is None:
+        raise AbmError(f"no account with domain {domain!r}")
+    required = load_icp_rules(get_settings().icp_rules).committee.required_roles
+    reachable = [c["role"] for c in account["contacts"] if c["status"] == "active"]
+    cover = coverage(reachable, required)
+    account["committee"] = {
+        "required": list(required),
+        "covered": list(cover.covered),
+        "gaps": list(cover.gaps),
+    }
+    if as_json:
+        _print_json(account)
+        return
+    tier = "not targeted" if account["tier"] is None else f"tier {account['tier']}"
+    out.print(f"[bold]{account['name'] or domain}[/] ({account['domain']})", highlight=False)
+    out.print(
+        f"{account['industry'] or 'industry unknown'} · {account['employees'] or '?'} employees"
+        f" · {account['country'] or '?'} · ICP {account['icp_score']} · {tier}"
+        f" · stage {account['stage']} · engagement {account['engagement_score']:g}",
+        highlight=False,
+    )
+    out.print("\n[bold]Why this score[/]")
+    for reason in account["icp_reasons"]:
+        out.print(f"  {reason}", highlight=False)
+    out.print("\n[bold]Buying committee[/]")
+    table = Table("role", "name", "title", "seniority", "function", "status")
+    for c in account["contacts"]:
+        name = " ".join(p for p in (c["first_name"], c["last_name"]) if p)
+        table.add_row(
+            c["role"] or "",
+            name,
+            c["title"] or "",
+            c["seniority"] or "",
+            c["function"] or "",
+            c["status"],
+        )
+    out.print(table)
+    out.print(f"covered: {', '.join(cover.covered) or 'none'}")
+    out.print(f"[red]gaps: {', '.join(cover.gaps)}[/]" if cover.gaps else "gaps: none")
+    if account["stage_history"]:
+        out.print("\n[bold]Stage history[/]")
+        for change in account["stage_history"]:
+            out.print(
+                f"  {change['changed_at']:%Y-%m-%d %H:%M} {change['from_stage']} -> "
+                f"{change['to_stage']}: {change['reason']}",
+                highlight=False,
+            )
+    if account["engagement"]:
+        out.print("\n[bold]Recent engagement[/]")
+        for event in account["engagement"][:15]:
+            out.print(
+                f"  {event['occurred_at']:%Y-%m-%d %H:%M} {event['type']:<12} "
+                f"{event['email'] or '(account)'}",
+                highlight=False,
+            )
+
+
+@contacts_app.command("list")
+def contacts_list(
+    account: Annotated[str | None, typer.Option(help="only this account's domain")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Contacts with seniority, function, committee role and status."""
+    from models.queries import list_contacts
+
+    rows = list_contacts(_engine(), account.strip().lower() if account else None)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("email", "account", "title", "seniority", "function", "role", "status")
+    for row in rows:
+        table.add_row(
+            row["email"],
+            row["account_domain"],
+            row["title"] or "",
+            row["seniority"] or "",
+            row["function"] or "",
+            row["role"] or "",
+            row["status"],
+        )
+    out.print(table)
+    err.print(f"{len(rows)} contacts")
+
+
+@stakeholders_app.command("classify")
+def stakeholders_classify(as_json: JsonOption = False) -> None:
+    """Read job titles from stdin, one a line; print seniority, function and role."""
+    from flows.stakeholders import classify_title, load_title_table
+
+    table = load_title_table(get_settings().title_rules)
+    titles = [line.rstrip("\r\n") for line in sys.stdin]
+    rows = []
+    for title in titles:
+        result = classify_title(title, table)
+        rows.append(
+            {
+                "title": title,
+                "seniority": result.seniority,
+                "function": result.function,
+                "role": result.role,
+            }
+        )
+    if as_json:
+        _print_json(rows)
+        return
+    view = Table("title", "seniority", "function", "role")
+    for row in rows:
+        view.add_row(row["title"], row["seniority"], row["function"], row["role"])
+    out.print(view)
+
+
+@campaign_app.command("validate")
+def campaign_validate(file: Path) -> None:
+    """Check a campaign file and render every template it uses with sample data."""
+    from flows.preview import validate_campaign
+
+    for line in validate_campaign(file, get_settings()):
+        err.print(line, highlight=False)
+
+
+@campaign_app.command("run")
+def campaign_run(
+    file: Path,
+    limit: Annotated[int | None, typer.Option(min=1, help="plan at most N messages")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the campaign flow now (an ad-hoc run, on the configured Prefect API)."""
+    from abm.prefect_runtime import run_flow_quietly
+
+    summary = run_flow_quietly(str(file), limit=limit, simulate=False)
+    _summary(summary, as_json)
+
+
+@campaign_app.command("status")
+def campaign_status(file: Path, as_json: JsonOption = False) -> None:
+    """The delivery ledger of a campaign: counts by state and skip reason."""
+    from abm.campaign_file import load_campaign
+    from flows.delivery import campaign_id_for, ledger_summary
+
+    key, _ = load_campaign(file)
+    engine = _engine()
+    _summary(ledger_summary(engine, campaign_id_for(engine, key)), as_json)
+
+
+def _summary(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _print_json(summary)
+        return
+    table = Table("planned", "sent", "skipped", "failed", "uncertain", "pending")
+    table.add_row(
+        *(str(summary[k]) for k in ("planned", "sent", "skipped", "failed", "uncertain", "pending"))
+    )
+    out.print(table)
+    for reason, count in summary["skipped_by_reason"].items():
+        out.print(f"skipped because {reason}: {count}")
+
+
+@app.command()
+def demo(
+    contacts: Annotated[int, typer.Option(min=20, max=1_000_000, help="demo contacts")] = 2000,
+) -> None:
+    """Make a demo dataset, run the demo campaign through Prefect, print a summary."""
+    from abm.demo import run_demo
+
+    run_demo(contacts, out, err)
+
+
+def main() -> None:
+    """Entry point: expected errors become a message and an exit code, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except (AbmError, DatabaseError) as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,124 @@
+"""`abm demo`: the main job end to end on embedded defaults, on a demo dataset."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from flows.import_csv import import_file
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import Engine, select
+
+from abm.demo_data import write_demo_csvs
+from abm.errors import AbmError
+from abm.prefect_runtime import prefect_log_path, run_flow_quietly
+from abm.settings import REPO_ROOT, get_settings, reset_settings
+from models.db import get_engine, migrate
+from models.queries import accounts_by_tier_and_stage, list_accounts
+from models.tables import STAGES, Account
+
+DEMO_CAMPAIGN = REPO_ROOT / "campaigns" / "demo.yaml"
+
+
+def _refuse_real_data(engine: Engine) -> None:
+    """The demo writes invented companies; never into a database holding real ones."""
+    with engine.connect() as connection:
+        real = connection.execute(
+            select(Account.domain).where(Account.domain.not_like("%.example")).limit(1)
+        ).scalar()
+    if real is not None:
+        raise AbmError(
+            f"this database holds real accounts (e.g. {real}); the demo only runs on an empty "
+            "or demo database: set ABM_DATABASE_URL to another one"
+        )
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def run_demo(contacts: int, out: Console, err: Console) -> None:
+    """Generate, import, score, map, render, deliver to the outbox, write engagement back."""
+    started = time.perf_counter()
+    os.environ["ABM_EMAIL_BACKEND"] = "outbox"  # the demo never sends real email
+    reset_settings()
+    settings = get_settings()
+    engine = get_engine(settings.database_url)
+    migrate(engine)
+    _refuse_real_data(engine)
+    sent_before = _sent(engine)
+
+    demo_dir = settings.state_dir / "demo"
+    accounts_csv, contacts_csv = write_demo_csvs(demo_dir, contacts=contacts)
+    err.print(f"[bold]1.[/] demo data written to {_relative(demo_dir)}/", highlight=False)
+    for kind, path in (("accounts", accounts_csv), ("contacts", contacts_csv)):
+        report = import_file(kind, path, engine, settings)
+        line = (
+            f"   import {kind}: imported={report.imported} updated={report.updated} "
+            f"rejected={len(report.rejects)}"
+        )
+        if report.rejects_path:
+            line += f" (reasons in {_relative(report.rejects_path)})"
+        err.print(line, highlight=False)
+
+    err.print(
+        "[bold]2.[/] running campaigns/demo.yaml through Prefect "
+        "(score, map, render, deliver, write back) ..."
+    )
+    with err.status("starting a temporary Prefect server and running the flow"):
+        summary = run_flow_quietly(str(DEMO_CAMPAIGN), limit=None, simulate=True)
+    elapsed = time.perf_counter() - started
+
+    out.print()
+    out.print(_tier_stage_table(engine))
+    new = summary["sent"] - sent_before
+    out.print(
+        f"Emails: {summary['sent']} written as .eml files to {_relative(settings.outbox_dir)}/ "
+        f"({new} new this run{'; nothing is sent twice' if new == 0 else ''}), "
+        f"{summary['skipped']} skipped, {summary['failed']} failed.",
+        highlight=False,
+    )
+    if summary["skipped_by_reason"]:
+        reasons = ", ".join(f"{k} {v}" for k, v in summary["skipped_by_reason"].items())
+        out.print(f"Skipped because: {reasons}.", highlight=False)
+    top = sorted(list_accounts(engine), key=lambda r: -r["engagement_score"])[:3]
+    if top:
+        out.print(
+            "Most engaged: "
+            + ", ".join(f"{r['domain']} ({r['stage']}, {r['engagement_score']:g})" for r in top),
+            highlight=False,
+        )
+    url = engine.url.render_as_string(hide_password=True)
+    out.print(f"Database: {url}   Prefect log: {_relative(prefect_log_path())}", highlight=False)
+    out.print(f"Done in {elapsed:.0f} s. Try next:", highlight=False)
+    example = top[0]["domain"] if top else "<domain>"
+    for command in (
+        "abm accounts list --tier 1",
+        f"abm accounts show {example}",
+        f"abm contacts list --account {example}",
+    ):
+        out.print(f"  {command}", highlight=False)
+
+
+def _sent(engine: Engine) -> int:
+    from models.queries import delivery_state_counts
+
+    return delivery_state_counts(engine).get("sent", 0)
+
+
+def _tier_stage_table(engine: Engine) -> Table:
+    counts = accounts_by_tier_and_stage(engine)
+    stages = [s for s in STAGES if any(stage == s for _, stage in counts)] or ["target"]
+    table = Table("accounts", *stages, "total", title="Accounts by tier and journey stage")
+    for tier in (1, 2, 3, None):
+        cells = [counts.get((tier, stage), 0) for stage in stages]
+        label = {1: "tier 1 (1:1)", 2: "tier 2 (1:few)", 3: "tier 3 (1:many)"}.get(
+            tier, "not targeted"
+        )
+        table.add_row(label, *(str(c) for c in cells), str(sum(cells)))
+    return table

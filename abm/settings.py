@@ -1,0 +1,84 @@
+"""Configuration from the environment (and a `.env` file), as documented in shared/cli.md."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from dotenv import load_dotenv
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
+
+EMAIL_BACKENDS = ("outbox", "console")
+
+
+class Settings(BaseSettings):
+    """Every knob a user can turn, read from `ABM_*` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="ABM_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///.abm/abm.db", description="SQLAlchemy URL of the application database"
+    )
+    email_backend: str = Field("outbox", description="outbox or console")
+    outbox_dir: Path = Field(Path(".abm/outbox"), description="where the outbox writes .eml")
+    smtp_url: str | None = None
+    sendgrid_api_key: str | None = None
+    sendgrid_base_url: str = "https://api.sendgrid.com"
+    sendgrid_webhook_public_key: str | None = None
+    linkedin_mode: str = "sandbox"
+    linkedin_access_token: str | None = None
+    linkedin_base_url: str = "https://api.linkedin.com"
+    linkedin_ad_account: str | None = None
+    sender: str = "Demo Co <marketing@demo.example>"
+    postal_address: str = "Demo Co, 1 Example Street, Springfield, 00000, United States"
+    secret_key: str | None = None
+    public_url: str = "http://127.0.0.1:8025"
+    icp_rules: Path | None = Field(None, description="ICP rules YAML replacing the default")
+    title_rules: Path | None = Field(None, description="title table YAML merged over defaults")
+    templates_dir: Path = Field(REPO_ROOT / "templates", description="Jinja2 templates")
+    chunk_size: int = Field(1000, ge=1, le=50_000, description="contacts per delivery task")
+    state_dir: Path = Field(Path(".abm"), description="local state: database, secret, demo")
+
+    @field_validator("email_backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in EMAIL_BACKENDS:
+            raise ValueError(f"must be one of {', '.join(EMAIL_BACKENDS)}")
+        return value
+
+    @field_validator("linkedin_mode")
+    @classmethod
+    def _known_linkedin_mode(cls, value: str) -> str:
+        if value not in ("sandbox", "api"):
+            raise ValueError("must be sandbox or api")
+        return value
+
+    def signing_key(self) -> str:
+        """The key that signs unsubscribe links, generated once into `.abm/secret`."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.state_dir / "secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(32))
+        return path.read_text().strip()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings for this process; `.env` in the working directory is read first."""
+    load_dotenv(Path.cwd() / ".env", override=False)
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests and the CLI change the environment)."""
+    get_settings.cache_clear()

@@ -1,0 +1,156 @@
+"""The `run_campaign` flow: the pipeline's table of contents, top to bottom.
+
+target -> map -> plan -> render and deliver (in chunks) -> write back.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy import select
+
+from abm.campaign_file import load_campaign
+from abm.settings import get_settings
+from connectors.email import get_backend
+from flows.committee import Coverage, map_stakeholders
+from flows.delivery import (
+    DeliveryContext,
+    deliver_chunk,
+    due_delivery_ids,
+    ledger_summary,
+    plan_step,
+    register_campaign,
+    release_expired_leases,
+)
+from flows.engagement import simulate_engagement, write_back_engagement
+from flows.targeting import score_accounts
+from models.db import chunked, get_engine, require_current_schema
+from models.tables import Account
+
+
+@task(name="select-target-accounts", cache_policy=NO_CACHE, persist_result=False)
+def select_target_accounts(database_url: str, tiers: list[int]) -> list[int]:
+    """Ids of scored accounts in the campaign's tiers."""
+    with get_engine(database_url).connect() as connection:
+        return list(
+            connection.execute(
+                select(Account.id).where(Account.tier.in_(tiers)).order_by(Account.id)
+            ).scalars()
+        )
+
+
+def _targets_table(database_url: str, coverage: dict[int, Coverage]) -> list[dict[str, Any]]:
+    """Per tier: accounts, average coverage and the most common gaps (no personal data)."""
+    with get_engine(database_url).connect() as connection:
+        tiers = dict(
+            connection.execute(
+                select(Account.id, Account.tier).where(Account.id.in_(list(coverage)))
+            ).all()
+        )
+    rows = []
+    for tier in sorted({t for t in tiers.values() if t is not None}):
+        ids = [account_id for account_id, t in tiers.items() if t == tier]
+        gaps = Counter(gap for account_id in ids for gap in coverage[account_id].gaps)
+        rows.append(
+            {
+                "tier": tier,
+                "accounts": len(ids),
+                "full coverage": sum(1 for i in ids if not coverage[i].gaps),
+                "avg coverage": f"{sum(coverage[i].ratio for i in ids) / len(ids):.0%}",
+                "top gaps": ", ".join(f"{role} ({n})" for role, n in gaps.most_common(3)),
+            }
+        )
+    return rows
+
+
+def _summary_markdown(key: str, summary: dict[str, Any]) -> str:
+    lines = [
+        f"# Campaign `{key}`",
+        "",
+        "| planned | sent | skipped | failed | uncertain | pending |",
+        "|---:|---:|---:|---:|---:|---:|",
+        f"| {summary['planned']} | {summary['sent']} | {summary['skipped']} "
+        f"| {summary['failed']} | {summary['uncertain']} | {summary['pending']} |",
+    ]
+    if summary["skipped_by_reason"]:
+        lines += ["", "| skipped because | messages |", "|---|---:|"]
+        lines += [f"| {reason} | {n} |" for reason, n in summary["skipped_by_reason"].items()]
+    return "\n".join(lines)
+
+
+@flow(name="run-campaign", log_prints=False)
+def run_campaign(
+    campaign_file: str = "campaigns/demo.yaml",
+    limit: int | None = None,
+    simulate: bool = False,
+) -> dict[str, Any]:
+    """Run one campaign file now: every step of the pipeline, idempotent on re-run."""
+    logger = get_run_logger()
+    settings = get_settings()
+    database_url = settings.database_url
+    engine = get_engine(database_url)
+    require_current_schema(engine)
+    path = Path(campaign_file)
+    key, campaign = load_campaign(path)
+    artifact_key = key.replace("_", "-")
+    campaign_id = register_campaign(engine, key, campaign, path)
+    title_rules = str(settings.title_rules) if settings.title_rules else None
+    icp_rules = str(settings.icp_rules) if settings.icp_rules else None
+
+    # 1. target
+    score_accounts(database_url, icp_rules)
+    account_ids = select_target_accounts(database_url, list(campaign.audience.tiers))
+    logger.info("%d target accounts in tiers %s", len(account_ids), campaign.audience.tiers)
+
+    # 2. map
+    required = list(campaign.audience.required_roles)
+    coverage = map_stakeholders(database_url, account_ids, required, title_rules)
+    if coverage:
+        create_table_artifact(
+            key=f"{artifact_key}-targets",
+            table=_targets_table(database_url, coverage),
+            description=f"Target accounts of {key} by tier, with committee coverage",
+        )
+
+    # 3-4. plan, render and deliver, a chunk of contacts per task
+    backend = get_backend(settings)
+    release_expired_leases(engine, campaign_id, requeue=backend.idempotent)
+    roles = list(campaign.audience.roles) if campaign.audience.roles else None
+    for step in campaign.steps:
+        plan_step(engine, campaign_id, step.id, account_ids, roles, limit)
+        context = DeliveryContext(
+            database_url=database_url,
+            campaign_id=campaign_id,
+            campaign_key=key,
+            step=step.id,
+            template=step.template,
+            consent_required=campaign.consent_required,
+            links={name: str(url) for name, url in campaign.links.items()},
+        )
+        ids = due_delivery_ids(engine, campaign_id, step.id)
+        chunks = [list(chunk) for chunk in chunked(ids, settings.chunk_size)]
+        logger.info("step %s: %d messages due in %d chunks", step.id, len(ids), len(chunks))
+        for future in deliver_chunk.map(chunks, context=unmapped(context)):
+            future.result()
+
+    # 5. write back
+    if simulate:
+        simulate_engagement(database_url, campaign_id)
+    write_back_engagement(database_url, account_ids)
+
+    summary = ledger_summary(engine, campaign_id)
+    create_markdown_artifact(
+        key=f"{artifact_key}-summary",
+        markdown=_summary_markdown(key, summary),
+        description=f"Delivery summary of {key}",
+    )
+    return summary
+
+
+if __name__ == "__main__":
+    run_campaign()

@@ -1,0 +1,105 @@
+"""Step 2 of the pipeline, map: classify every contact's title into seniority, function and
+committee role, and find which roles each target account still lacks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy import Engine, bindparam, select, update
+
+from flows.stakeholders import classify_title, load_title_table
+from models.db import chunked, get_engine, session_scope
+from models.tables import Contact, utcnow
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Which required committee roles an account has a reachable contact for."""
+
+    covered: tuple[str, ...]
+    gaps: tuple[str, ...]
+
+    @property
+    def ratio(self) -> float:
+        total = len(self.covered) + len(self.gaps)
+        return len(self.covered) / total if total else 1.0
+
+
+def coverage(roles_present: Iterable[str | None], required: Iterable[str]) -> Coverage:
+    """Covered and missing roles, in the order the campaign lists them."""
+    present = set(roles_present)
+    wanted = list(dict.fromkeys(required))
+    return Coverage(
+        covered=tuple(role for role in wanted if role in present),
+        gaps=tuple(role for role in wanted if role not in present),
+    )
+
+
+def classify_contacts(engine: Engine, account_ids: list[int], title_rules: Path | None) -> int:
+    """Re-derive seniority, function and role where they changed; returns rows updated."""
+    table = load_title_table(title_rules)
+    changed = []
+    with engine.connect() as connection:
+        for batch in chunked(account_ids, 2000):
+            rows = connection.execute(
+                select(
+                    Contact.id, Contact.title, Contact.seniority, Contact.function, Contact.role
+                ).where(Contact.account_id.in_(batch))
+            )
+            for contact_id, title, seniority, function, role in rows:
+                result = classify_title(title, table)
+                if (result.seniority, result.function, result.role) != (seniority, function, role):
+                    changed.append(
+                        {
+                            "_id": contact_id,
+                            "seniority": result.seniority,
+                            "function": result.function,
+                            "role": result.role,
+                        }
+                    )
+    if changed:
+        contact = Contact.__table__
+        with session_scope(engine) as session:
+            session.execute(
+                update(contact)
+                .where(contact.c.id == bindparam("_id"))
+                .values(
+                    seniority=bindparam("seniority"),
+                    function=bindparam("function"),
+                    role=bindparam("role"),
+                    updated_at=utcnow(),
+                ),
+                changed,
+            )
+    return len(changed)
+
+
+def committee_coverage(
+    engine: Engine, account_ids: list[int], required: list[str]
+) -> dict[int, Coverage]:
+    """Coverage per account, counting only contacts we may still reach."""
+    roles: dict[int, set[str | None]] = {account_id: set() for account_id in account_ids}
+    with engine.connect() as connection:
+        for batch in chunked(account_ids, 2000):
+            rows = connection.execute(
+                select(Contact.account_id, Contact.role)
+                .where(Contact.account_id.in_(batch), Contact.status == "active")
+                .distinct()
+            )
+            for account_id, role in rows:
+                roles[account_id].add(role)
+    return {account_id: coverage(present, required) for account_id, present in roles.items()}
+
+
+@task(name="map-stakeholders", cache_policy=NO_CACHE, persist_result=False)
+def map_stakeholders(
+    database_url: str, account_ids: list[int], required: list[str], title_rules: str | None
+) -> dict[int, Coverage]:
+    """Classify titles of the target accounts' contacts, then measure committee coverage."""
+    engine = get_engine(database_url)
+    classify_contacts(engine, account_ids, Path(title_rules) if title_rules else None)
+    return committee_coverage(engine, account_ids, required)

@@ -1,0 +1,467 @@
+"""Step 4 of the pipeline, deliver: the delivery ledger drives everything. Rows are planned
+once (unique per campaign x step x contact), claimed in chunks, checked against the rules
+that protect people at the moment of sending, sent through one backend connection, and
+their outcome written back in bulk."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
+
+from abm.campaign_file import CampaignFile
+from abm.settings import Settings
+from abm.unsubscribe import make_token
+from connectors.email import EmailBackend, SendResult, get_backend
+from flows.rendering import (
+    Sender,
+    build_message,
+    message_id,
+    render_context,
+    render_parts,
+    template_environment,
+)
+from models.db import chunked, get_engine, session_scope
+from models.store import insert_new_rows
+from models.tables import Account, Campaign, Contact, Delivery, Suppression, utcnow
+
+LEASE = timedelta(minutes=10)
+RETRY_BACKOFF = timedelta(minutes=15)
+MAX_ATTEMPTS = 5
+CLAIMABLE = ("planned", "failed")
+
+
+def register_campaign(engine: Engine, key: str, campaign: CampaignFile, source: Path) -> int:
+    """The campaign's row, created on first run and renamed when the file is."""
+    with session_scope(engine) as session:
+        row = session.execute(select(Campaign).where(Campaign.key == key)).scalar_one_or_none()
+        if row is None:
+            row = Campaign(key=key, name=campaign.name, source_path=str(source))
+            session.add(row)
+        else:
+            row.name, row.source_path, row.updated_at = campaign.name, str(source), utcnow()
+        session.flush()
+        return int(row.id)  # type: ignore[arg-type]
+
+
+def plan_step(
+    engine: Engine,
+    campaign_id: int,
+    step: str,
+    account_ids: list[int],
+    roles: list[str] | None = None,
+    limit: int | None = None,
+) -> int:
+    """Add a `planned` row for every contact of the target accounts not yet in the ledger.
+
+    Contacts who may not be emailed still get a row: the send-time rules skip it with a
+    reason, so the summary shows who was left out and why."""
+    now = utcnow()
+    planned = 0
+    with session_scope(engine) as session:
+        already = select(Delivery.contact_id).where(
+            Delivery.campaign_id == campaign_id, Delivery.step == step
+        )
+        candidates = []
+        for batch in chunked(account_ids, 2000):
+            query = select(Contact.id, Contact.account_id).where(
+                Contact.account_id.in_(batch), Contact.id.not_in(already)
+            )
+            if roles:
+                query = query.where(Contact.role.in_(roles))
+            candidates.extend(session.execute(query.order_by(Contact.id)))
+        if limit is not None:
+            candidates = candidates[: max(0, limit - _ledger_size(session, campaign_id, step))]
+        for batch in chunked(candidates, 5000):
+            rows = [
+                {
+                    "campaign_id": campaign_id,
+                    "step": step,
+                    "contact_id": contact_id,
+                    "account_id": account_id,
+                    "channel": "email",
+                    "state": "planned",
+                    "due_at": now,
+                    "attempts": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for contact_id, account_id in batch
+            ]
+            planned += insert_new_rows(
+                session, engine, Delivery.__table__, rows, ["campaign_id", "step", "contact_id"]
+            )
+    return planned
+
+
+def _ledger_size(session: Any, campaign_id: int, step: str) -> int:
+    return session.execute(
+        select(func.count())
+        .select_from(Delivery)
+        .where(Delivery.campaign_id == campaign_id, Delivery.step == step)
+    ).scalar_one()
+
+
+def release_expired_leases(engine: Engine, campaign_id: int, requeue: bool) -> int:
+    """Rows left `sending` by a crashed run: `uncertain`, or back to `planned` when the
+    backend is idempotent (re-sending the same Message-ID cannot deliver twice)."""
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(Delivery)
+            .where(
+                Delivery.campaign_id == campaign_id,
+                Delivery.state == "sending",
+                Delivery.lease_until < utcnow(),
+            )
+            .values(
+                state="planned" if requeue else "uncertain",
+                claimed_by=None,
+                updated_at=utcnow(),
+            )
+        )
+        return result.rowcount or 0
+
+
+def due_delivery_ids(engine: Engine, campaign_id: int, step: str) -> list[int]:
+    """Ids of rows that may be sent now, oldest first."""
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                select(Delivery.id)
+                .where(
+                    Delivery.campaign_id == campaign_id,
+                    Delivery.step == step,
+                    Delivery.state.in_(CLAIMABLE),
+                    Delivery.due_at <= utcnow(),
+                )
+                .order_by(Delivery.id)
+            ).scalars()
+        )
+
+
+def claim(engine: Engine, ids: list[int]) -> tuple[str, list[int]]:
+    """Move claimable rows to `sending` under a lease and commit before any send."""
+    token = uuid.uuid4().hex
+    now = utcnow()
+    with session_scope(engine) as session:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids), Delivery.state.in_(CLAIMABLE))
+            .values(
+                state="sending",
+                claimed_by=token,
+                lease_until=now + LEASE,
+                attempts=Delivery.attempts + 1,
+                updated_at=now,
+            )
+        )
+    with engine.connect() as connection:
+        claimed = connection.execute(
+            select(Delivery.id).where(Delivery.claimed_by == token, Delivery.state == "sending")
+        ).scalars()
+        return token, sorted(claimed)
+
+
+def suppressed_contact_ids(engine: Engine, contact_ids: list[int]) -> set[int]:
+    """Contacts whose email, email domain or account domain is suppressed for email."""
+    channels = ("all", "email")
+    email_domain = (
+        func.substr(Contact.email, func.instr(Contact.email, "@") + 1)
+        if engine.dialect.name == "sqlite"
+        else func.split_part(Contact.email, "@", 2)
+    )
+    query = (
+        select(Contact.id)
+        .join(Account, Account.id == Contact.account_id)
+        .join(
+            Suppression,
+            and_(
+                Suppression.channel.in_(channels),
+                or_(
+                    and_(Suppression.kind == "email", Suppression.value == Contact.email),
+                    and_(
+                        Suppression.kind == "domain",
+                        or_(Suppression.value == Account.domain, Suppression.value == email_domain),
+                    ),
+                ),
+            ),
+        )
+        .where(Contact.id.in_(contact_ids))
+    )
+    with engine.connect() as connection:
+        return set(connection.execute(query).scalars())
+
+
+def skip_reason(contact: dict[str, Any], suppressed: bool, consent_required: bool) -> str | None:
+    """Why this person must not get this message now, or None. The one place rules live."""
+    if contact["status"] == "unsubscribed":
+        return "unsubscribed"
+    if contact["status"] == "bounced":
+        return "bounced"
+    if suppressed or contact["status"] == "suppressed":
+        return "suppressed"
+    if consent_required and contact.get("consent") not in ("opt_in", "legitimate_interest"):
+        return "no_consent"
+    return None
+
+
+@dataclass
+class ChunkOutcome:
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0
+    dead: int = 0
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeliveryContext:
+    """Everything a chunk task needs, small and picklable (no engine, no secrets)."""
+
+    database_url: str
+    campaign_id: int
+    campaign_key: str
+    step: str
+    template: str
+    consent_required: bool
+    links: dict[str, str]
+
+
+def _load_rows(engine: Engine, ids: list[int]) -> list[dict[str, Any]]:
+    query = (
+        select(
+            Delivery.id.label("delivery_id"),
+            Delivery.step,
+            Delivery.attempts,
+            Contact.id.label("contact_id"),
+            Contact.email,
+            Contact.first_name,
+            Contact.last_name,
+            Contact.title,
+            Contact.seniority,
+            Contact.function,
+            Contact.role,
+            Contact.status,
+            Contact.consent,
+            Account.id.label("account_id"),
+            Account.domain,
+            Account.name.label("account_name"),
+            Account.industry,
+            Account.tier,
+            Account.country,
+            Account.employees,
+        )
+        .join(Contact, Contact.id == Delivery.contact_id)
+        .join(Account, Account.id == Delivery.account_id)
+        .where(Delivery.id.in_(ids))
+        .order_by(Delivery.id)
+    )
+    with engine.connect() as connection:
+        return [dict(row) for row in connection.execute(query).mappings()]
+
+
+def _record(engine: Engine, token: str, updates: list[dict[str, Any]]) -> None:
+    """Write outcomes for rows this claim still holds (a stolen lease is left alone)."""
+    if not updates:
+        return
+    table = Delivery.__table__
+    with session_scope(engine) as session:
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("_id"), table.c.claimed_by == token)
+            .values(
+                state=bindparam("state"),
+                message_id=bindparam("message_id"),
+                provider_id=bindparam("provider_id"),
+                last_error=bindparam("last_error"),
+                skip_reason=bindparam("skip_reason"),
+                sent_at=bindparam("sent_at"),
+                due_at=bindparam("due_at"),
+                lease_until=None,
+                updated_at=bindparam("updated_at"),
+            ),
+            updates,
+        )
+
+
+def _outcome_row(row: dict[str, Any], **values: Any) -> dict[str, Any]:
+    now = utcnow()
+    base = {
+        "_id": row["delivery_id"],
+        "state": "sent",
+        "message_id": row.get("message_id"),
+        "provider_id": None,
+        "last_error": None,
+        "skip_reason": None,
+        "sent_at": None,
+        "due_at": now,
+        "updated_at": now,
+    }
+    base.update(values)
+    return base
+
+
+def _result_row(row: dict[str, Any], result: SendResult) -> dict[str, Any]:
+    if result.accepted:
+        return _outcome_row(row, provider_id=result.provider_id, sent_at=utcnow())
+    retry = result.outcome == "retryable" and row["attempts"] < MAX_ATTEMPTS
+    return _outcome_row(
+        row,
+        state="failed" if retry else "dead",
+        last_error=(result.error or result.outcome)[:1000],
+        due_at=utcnow() + RETRY_BACKOFF * row["attempts"],
+    )
+
+
+def deliver(
+    engine: Engine,
+    settings: Settings,
+    context: DeliveryContext,
+    ids: list[int],
+    backend: EmailBackend,
+) -> ChunkOutcome:
+    """Claim, check, render, send and record one chunk of ledger rows."""
+    outcome = ChunkOutcome()
+    token, claimed = claim(engine, ids)
+    if not claimed:
+        return outcome
+    rows = _load_rows(engine, claimed)
+    suppressed = suppressed_contact_ids(engine, [row["contact_id"] for row in rows])
+    sender = Sender.parse(settings.sender)
+    secret = settings.signing_key()
+    env = template_environment(settings.templates_dir)
+    sender_domain = sender.email.split("@")[1]
+    reasons: Counter[str] = Counter()
+    skipped, to_send = [], []
+    for row in rows:
+        reason = skip_reason(row, row["contact_id"] in suppressed, context.consent_required)
+        if reason:
+            reasons[reason] += 1
+            skipped.append(_outcome_row(row, state="skipped", skip_reason=reason))
+            continue
+        ledger_key = f"{context.campaign_key}:{row['step']}:{row['contact_id']}"
+        row["message_id"] = message_id(row["delivery_id"], ledger_key, sender_domain, secret)
+        to_send.append(row)
+    _record(engine, token, skipped)
+    outcome.skipped = len(skipped)
+    outcome.skipped_by_reason = dict(reasons)
+
+    with backend:
+        for batch in chunked(to_send, backend.batch_size):
+            messages, results = [], []
+            for row in batch:
+                try:
+                    messages.append((row, _render(row, context, sender, settings, env)))
+                except Exception as exc:  # a template error for one person must not stop all
+                    results.append(
+                        _outcome_row(row, state="dead", last_error=f"render: {exc}"[:1000])
+                    )
+            sent = backend.send_messages([message for _, message in messages])
+            results += [
+                _result_row(row, result) for (row, _), result in zip(messages, sent, strict=True)
+            ]
+            _record(engine, token, results)
+            for result in results:
+                if result["state"] == "sent":
+                    outcome.sent += 1
+                elif result["state"] == "failed":
+                    outcome.failed += 1
+                else:
+                    outcome.dead += 1
+    return outcome
+
+
+def _render(
+    row: dict[str, Any],
+    context: DeliveryContext,
+    sender: Sender,
+    settings: Settings,
+    env: Any,
+) -> Any:
+    token = make_token(row["contact_id"], context.campaign_id, settings.signing_key())
+    unsubscribe_url = f"{settings.public_url.rstrip('/')}/unsubscribe/{token}"
+    contact = {
+        key: row[key]
+        for key in ("email", "first_name", "last_name", "title", "seniority", "function", "role")
+    }
+    account = {
+        "name": row["account_name"] or row["domain"],
+        "domain": row["domain"],
+        "industry": row["industry"],
+        "tier": row["tier"],
+        "country": row["country"],
+        "employees": row["employees"],
+    }
+    footer = {"postal_address": settings.postal_address, "unsubscribe_url": unsubscribe_url}
+    parts = render_parts(
+        env,
+        "email",
+        context.template,
+        render_context(contact, account, sender, context.links, footer),
+    )
+    name = " ".join(part for part in (row["first_name"], row["last_name"]) if part)
+    return build_message(
+        parts,
+        sender=sender,
+        to_email=row["email"],
+        to_name=name,
+        message_id=row["message_id"],
+        unsubscribe_url=unsubscribe_url,
+        campaign_key=context.campaign_key,
+    )
+
+
+@task(name="deliver-chunk", cache_policy=NO_CACHE, persist_result=False)
+def deliver_chunk(ids: list[int], context: DeliveryContext) -> ChunkOutcome:
+    """One task per chunk of a thousand or so contacts, not one per contact."""
+    from abm.settings import get_settings
+
+    settings = get_settings()
+    engine = get_engine(context.database_url)
+    return deliver(engine, settings, context, ids, get_backend(settings))
+
+
+def ledger_summary(engine: Engine, campaign_id: int) -> dict[str, Any]:
+    """Counts by state and skip reason: what `campaign run/status --json` print."""
+    with engine.connect() as connection:
+        states = dict(
+            connection.execute(
+                select(Delivery.state, func.count())
+                .where(Delivery.campaign_id == campaign_id)
+                .group_by(Delivery.state)
+            ).all()
+        )
+        reasons = dict(
+            connection.execute(
+                select(Delivery.skip_reason, func.count())
+                .where(Delivery.campaign_id == campaign_id, Delivery.state == "skipped")
+                .group_by(Delivery.skip_reason)
+            ).all()
+        )
+    return {
+        "planned": sum(states.values()),
+        "sent": states.get("sent", 0),
+        "skipped": states.get("skipped", 0),
+        "failed": states.get("failed", 0) + states.get("dead", 0),
+        "uncertain": states.get("uncertain", 0),
+        "pending": states.get("planned", 0) + states.get("sending", 0),
+        "skipped_by_reason": {str(k): v for k, v in sorted(reasons.items())},
+    }
+
+
+def campaign_id_for(engine: Engine, key: str) -> int:
+    """The id of a campaign that has run at least once."""
+    from abm.errors import AbmError
+
+    with engine.connect() as connection:
+        found = connection.execute(select(Campaign.id).where(Campaign.key == key)).scalar()
+    if found is None:
+        raise AbmError(f"campaign {key!r} has not run yet: `abm campaign run FILE` first")
+    return int(found)

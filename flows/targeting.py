@@ -1,0 +1,205 @@
+"""Step 1 of the pipeline, target: score accounts against the ideal-customer profile and
+put them in tiers. Scoring is a pure function; the task around it reads and writes in bulk."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import task
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import Engine, bindparam, select, update
+
+from abm.settings import DEFAULTS_DIR
+from abm.yamlfile import load_model
+from models.db import get_engine, session_scope
+from models.tables import Account, utcnow
+
+TESTS = ("in", "not_in", "between", "at_least", "below", "any_of", "none_of", "present")
+ROLES = ("decision_maker", "approver", "specifier", "reviewer", "influencer", "user")
+
+
+class IcpRule(BaseModel):
+    """One weighted test of one account field."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str | None = None
+    field: str
+    weight: int = Field(ge=-100, le=100)
+    in_: list[str] | None = Field(None, alias="in")
+    not_in: list[str] | None = None
+    between: tuple[float, float] | None = None
+    at_least: float | None = None
+    below: float | None = None
+    any_of: list[str] | None = None
+    none_of: list[str] | None = None
+    present: Literal[True] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_test(self) -> IcpRule:
+        used = [name for name in TESTS if getattr(self, "in_" if name == "in" else name)]
+        if len(used) != 1:
+            raise ValueError(f"a rule needs exactly one test of {', '.join(TESTS)}; has {used}")
+        if self.between and self.between[0] > self.between[1]:
+            raise ValueError("between: the low end is above the high end")
+        return self
+
+
+class Committee(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    required_roles: list[Literal[ROLES]] = list(ROLES[:5])  # type: ignore[valid-type]
+
+
+class IcpRules(BaseModel):
+    """The whole ICP file: rules, tier thresholds, required committee roles."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tiers: dict[Literal[1, 2, 3], int] = {1: 70, 2: 45, 3: 20}
+    committee: Committee = Committee()
+    rules: list[IcpRule]
+
+    @model_validator(mode="after")
+    def _tiers_descend(self) -> IcpRules:
+        if sorted(self.tiers) != [1, 2, 3]:
+            raise ValueError("tiers needs thresholds for 1, 2 and 3")
+        if not self.tiers[1] >= self.tiers[2] >= self.tiers[3]:
+            raise ValueError("tier thresholds must not rise from tier 1 to tier 3")
+        return self
+
+
+def load_icp_rules(path: Path | None = None) -> IcpRules:
+    """The user's ICP file, or the documented default that ships in `abm/defaults/`."""
+    return load_model(path or DEFAULTS_DIR / "icp.yaml", IcpRules)
+
+
+@dataclass(frozen=True)
+class IcpScore:
+    score: int
+    reasons: list[str]
+    tier: int | None
+
+
+def _field_value(account: Mapping[str, Any], field: str) -> Any:
+    if field.startswith("attributes."):
+        return (account.get("attributes") or {}).get(field.removeprefix("attributes."))
+    return account.get(field)
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,}"
+
+
+def _evaluate(rule: IcpRule, value: Any) -> str | None:
+    """The reason text when the rule matches `value`, else None."""
+    field = rule.field
+    if rule.present:
+        return f"{field} present"
+    if rule.in_ is not None or rule.not_in is not None:
+        text = str(value).casefold()
+        if rule.in_ is not None and text in {v.casefold() for v in rule.in_}:
+            return f"{field}={value}"
+        if rule.not_in is not None and text not in {v.casefold() for v in rule.not_in}:
+            return f"{field}={value} (not excluded)"
+        return None
+    if rule.any_of is not None or rule.none_of is not None:
+        items = value if isinstance(value, list) else [value]
+        have = {str(v).casefold(): str(v) for v in items}
+        if rule.any_of is not None:
+            hits = [have[v.casefold()] for v in rule.any_of if v.casefold() in have]
+            return f"{field} has {', '.join(hits)}" if hits else None
+        assert rule.none_of is not None
+        if not any(v.casefold() in have for v in rule.none_of):
+            return f"{field} has none of {', '.join(rule.none_of)}"
+        return None
+    number = float(value)
+    if rule.between is not None:
+        low, high = rule.between
+        ok = low <= number <= high
+        return f"{field} {_number(low)}-{_number(high)} ({_number(number)})" if ok else None
+    if rule.at_least is not None:
+        ok = number >= rule.at_least
+        return f"{field}>={_number(rule.at_least)} ({_number(number)})" if ok else None
+    assert rule.below is not None
+    return f"{field}<{_number(rule.below)} ({_number(number)})" if number < rule.below else None
+
+
+def tier_for(score: int, rules: IcpRules, override: int | None = None) -> int | None:
+    """Tier from thresholds; a manual override always wins."""
+    if override in (1, 2, 3):
+        return override
+    for tier in (1, 2, 3):
+        if score >= rules.tiers[tier]:  # type: ignore[index]
+            return tier
+    return None
+
+
+def score_account(account: Mapping[str, Any], rules: IcpRules) -> IcpScore:
+    """ICP fit of one account, 0-100, with a reason for every rule that fired or could not."""
+    total, reasons = 0, []
+    for rule in rules.rules:
+        value = _field_value(account, rule.field)
+        if value in (None, "", []) and not rule.none_of:
+            reasons.append(f"0 {rule.field} unknown")
+            continue
+        reason = _evaluate(rule, value if value is not None else [])
+        if reason is not None:
+            total += rule.weight
+            reasons.append(f"{rule.weight:+d} {reason}")
+    score = max(0, min(100, total))
+    override = account.get("tier_override")
+    tier = tier_for(score, rules, override)
+    if override in (1, 2, 3):
+        reasons.append(f"tier {override} set by hand")
+    return IcpScore(score=score, reasons=list(dict.fromkeys(reasons)), tier=tier)
+
+
+SCORED_FIELDS = ("id", "domain", "name", "industry", "employees", "annual_revenue", "country")
+
+
+def rescore_accounts_in_db(engine: Engine, rules: IcpRules) -> dict[int | None, int]:
+    """Score every account and store score, reasons and tier; returns accounts per tier."""
+    columns = [getattr(Account, name) for name in SCORED_FIELDS]
+    extra = [Account.technologies, Account.attributes, Account.tier_override]
+    per_tier: dict[int | None, int] = {}
+    now = utcnow()
+    with session_scope(engine) as session:
+        rows = session.execute(select(*columns, *extra)).mappings().all()
+        updates = []
+        for row in rows:
+            result = score_account(row, rules)
+            per_tier[result.tier] = per_tier.get(result.tier, 0) + 1
+            updates.append(
+                {
+                    "_id": row["id"],
+                    "icp_score": result.score,
+                    "icp_reasons": result.reasons,
+                    "tier": result.tier,
+                    "scored_at": now,
+                }
+            )
+        if updates:
+            session.execute(
+                update(Account.__table__)
+                .where(Account.__table__.c.id == bindparam("_id"))
+                .values(
+                    icp_score=bindparam("icp_score"),
+                    icp_reasons=bindparam("icp_reasons"),
+                    tier=bindparam("tier"),
+                    scored_at=bindparam("scored_at"),
+                ),
+                updates,
+            )
+    return per_tier
+
+
+@task(name="score-accounts")
+def score_accounts(database_url: str, rules_path: str | None = None) -> dict[int | None, int]:
+    """Rescore all accounts (cheap: a few thousand per second, one bulk update)."""
+
+    return rescore_accounts_in_db(
+        get_engine(database_url), load_icp_rules(Path(rules_path) if rules_path else None)
+    )

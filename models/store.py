@@ -1,0 +1,229 @@
+"""The few database functions the rest of the code calls. Bulk data goes through SQLAlchemy
+core in chunks (tens of thousands of rows a second); small, rich work uses the ORM."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, bindparam, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from models.db import chunked, session_scope
+from models.tables import Account, Contact, Suppression, utcnow
+
+IN_CHUNK = 2000
+
+
+@dataclass
+class UpsertCounts:
+    imported: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+def dialect_insert(engine: Engine, table: Any) -> Any:
+    """An INSERT that understands ON CONFLICT, on SQLite and PostgreSQL alike."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def insert_new_rows(
+    session: Any, engine: Engine, table: Any, rows: list[dict[str, Any]], unique: list[str]
+) -> int:
+    """Insert rows, silently keeping existing ones that clash on `unique`; returns how many
+    were new (RETURNING, since executemany row counts are unreliable across drivers)."""
+    if not rows:
+        return 0
+    statement = (
+        dialect_insert(engine, table)
+        .on_conflict_do_nothing(index_elements=unique)
+        .returning(table.c.id)
+    )
+    return len(session.execute(statement, rows).all())
+
+
+def _merged(existing: dict[str, Any], record: dict[str, Any], fields: Sequence[str]) -> dict:
+    """Values after applying a file record: blanks in the file never erase what we know."""
+    merged: dict[str, Any] = {}
+    for field in fields:
+        value = record.get(field)
+        if field == "attributes":
+            merged[field] = {**(existing.get(field) or {}), **(value or {})}
+        elif value in (None, "", []):
+            merged[field] = existing.get(field)
+        else:
+            merged[field] = value
+    return merged
+
+
+def _upsert(
+    engine: Engine,
+    model: type,
+    key: str,
+    records: list[dict[str, Any]],
+    fields: Sequence[str],
+) -> UpsertCounts:
+    """Insert new rows and update changed ones by natural key; unchanged rows are not touched."""
+    counts = UpsertCounts()
+    columns = [getattr(model, name) for name in (key, *fields)]
+    now = utcnow()
+    with session_scope(engine) as session:
+        for batch in chunked(records, IN_CHUNK):
+            keys = [record[key] for record in batch]
+            existing = {
+                row[1]: row
+                for row in session.execute(
+                    select(model.id, *columns).where(getattr(model, key).in_(keys))
+                )
+            }
+            inserts, updates = [], []
+            for record in batch:
+                row = existing.get(record[key])
+                if row is None:
+                    new = _merged({}, record, fields)
+                    new.update({key: record[key], "created_at": now, "updated_at": now})
+                    new["attributes"] = new.get("attributes") or {}
+                    inserts.append(new)
+                    continue
+                current = dict(zip((key, *fields), row[1:], strict=True))
+                merged = _merged(current, record, fields)
+                if any(merged[field] != current[field] for field in fields):
+                    updates.append({"_id": row[0], **merged, "updated_at": now})
+                else:
+                    counts.unchanged += 1
+            if inserts:
+                session.execute(model.__table__.insert(), _with_defaults(model, inserts))
+            if updates:
+                session.execute(
+                    update(model.__table__)
+                    .where(model.__table__.c.id == bindparam("_id"))
+                    .values({name: bindparam(name) for name in (*fields, "updated_at")}),
+                    updates,
+                )
+            counts.imported += len(inserts)
+            counts.updated += len(updates)
+    return counts
+
+
+def _with_defaults(model: type, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Core inserts skip Python-side defaults; fill the JSON list columns every row needs."""
+    json_lists = [name for name in ("technologies", "icp_reasons") if name in model.__table__.c]
+    for row in rows:
+        for name in json_lists:
+            if row.get(name) is None:
+                row[name] = []
+    return rows
+
+
+ACCOUNT_FIELDS = (
+    "name",
+    "industry",
+    "employees",
+    "annual_revenue",
+    "country",
+    "technologies",
+    "tier_override",
+    "attributes",
+)
+CONTACT_FIELDS = (
+    "account_id",
+    "first_name",
+    "last_name",
+    "title",
+    "linkedin_url",
+    "country",
+    "timezone",
+    "consent",
+    "seniority",
+    "function",
+    "role",
+    "attributes",
+)
+
+
+def upsert_accounts(engine: Engine, records: list[dict[str, Any]]) -> UpsertCounts:
+    """Upsert accounts by domain (records as `flows.import_csv.parse_accounts` makes them)."""
+    return _upsert(engine, Account, "domain", records, ACCOUNT_FIELDS)
+
+
+def upsert_contacts(engine: Engine, records: list[dict[str, Any]]) -> UpsertCounts:
+    """Upsert contacts by email; each record names its `account_domain`, which must exist."""
+    ids = account_ids_by_domain(engine, {record["account_domain"] for record in records})
+    rows = [{**record, "account_id": ids[record["account_domain"]]} for record in records]
+    counts = _upsert(engine, Contact, "email", rows, CONTACT_FIELDS)
+    apply_suppressions(engine)
+    return counts
+
+
+def account_ids_by_domain(engine: Engine, domains: Iterable[str]) -> dict[str, int]:
+    wanted = sorted(set(domains))
+    found: dict[str, int] = {}
+    with engine.connect() as connection:
+        for batch in chunked(wanted, IN_CHUNK):
+            rows = connection.execute(
+                select(Account.domain, Account.id).where(Account.domain.in_(batch))
+            )
+            found.update(dict(rows.all()))
+    return found
+
+
+def known_domains(engine: Engine) -> set[str]:
+    """Every account domain, for checking contacts before they are written."""
+    with engine.connect() as connection:
+        return set(connection.execute(select(Account.domain)).scalars())
+
+
+def add_suppressions(engine: Engine, records: list[dict[str, Any]], source: str = "import") -> int:
+    """Store suppressions (existing ones are kept as they are) and apply them to contacts."""
+    added = 0
+    now = utcnow()
+    with session_scope(engine) as session:
+        for batch in chunked(records, IN_CHUNK):
+            rows = [
+                {
+                    "kind": r["kind"],
+                    "value": r["value"],
+                    "channel": r.get("channel") or "all",
+                    "reason": r.get("reason") or None,
+                    "source": source,
+                    "created_at": now,
+                }
+                for r in batch
+            ]
+            added += insert_new_rows(
+                session, engine, Suppression.__table__, rows, ["kind", "value", "channel"]
+            )
+    apply_suppressions(engine)
+    return added
+
+
+def apply_suppressions(engine: Engine) -> int:
+    """Mark active contacts whose email or domain is suppressed for email as `suppressed`."""
+    channels = ("all", "email")
+    email_hit = select(Suppression.value).where(
+        Suppression.kind == "email", Suppression.channel.in_(channels)
+    )
+    domain_hit = select(Suppression.value).where(
+        Suppression.kind == "domain", Suppression.channel.in_(channels)
+    )
+    account_domain = select(Account.domain).where(Account.id == Contact.account_id)
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(Contact)
+            .where(Contact.status == "active")
+            .where(
+                or_(
+                    Contact.email.in_(email_hit),
+                    account_domain.scalar_subquery().in_(domain_hit),
+                    func.substr(Contact.email, func.instr(Contact.email, "@") + 1).in_(domain_hit)
+                    if engine.dialect.name == "sqlite"
+                    else func.split_part(Contact.email, "@", 2).in_(domain_hit),
+                )
+            )
+            .values(status="suppressed", updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount or 0

@@ -1,0 +1,164 @@
+"""The tables. Times are aware UTC; SQLModel stores them alike on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+STAGES = ("target", "aware", "engaged", "mqa", "opportunity", "customer")
+CONTACT_STATUSES = ("active", "unsubscribed", "bounced", "suppressed")
+DELIVERY_STATES = (
+    "planned",
+    "rendered",
+    "sending",
+    "sent",
+    "failed",
+    "dead",
+    "skipped",
+    "uncertain",
+)
+
+
+def utcnow() -> datetime:
+    """Now, as aware UTC (what every timestamp column holds)."""
+    return datetime.now(UTC)
+
+
+class Account(SQLModel, table=True):
+    """An organisation, identified by its normalised web domain."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    domain: str = Field(max_length=253, unique=True, index=True)
+    name: str | None = Field(default=None, max_length=300)
+    industry: str | None = Field(default=None, max_length=120)
+    employees: int | None = None
+    annual_revenue: float | None = None
+    country: str | None = Field(default=None, max_length=80)
+    technologies: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    tier_override: int | None = None
+    icp_score: int | None = None
+    icp_reasons: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    tier: int | None = Field(default=None, index=True)
+    stage: str = Field(default="target", max_length=20, index=True)
+    engagement_score: float = 0.0
+    scored_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Contact(SQLModel, table=True):
+    """A person at an account, identified by normalised email."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True, index=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    first_name: str | None = Field(default=None, max_length=200)
+    last_name: str | None = Field(default=None, max_length=200)
+    title: str | None = Field(default=None, max_length=300)
+    linkedin_url: str | None = Field(default=None, max_length=500)
+    country: str | None = Field(default=None, max_length=80)
+    timezone: str | None = Field(default=None, max_length=64)
+    consent: str | None = Field(default=None, max_length=30)
+    seniority: str | None = Field(default=None, max_length=30)
+    function: str | None = Field(default=None, max_length=30)
+    role: str | None = Field(default=None, max_length=30)
+    status: str = Field(default="active", max_length=20, index=True)
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Campaign(SQLModel, table=True):
+    """A campaign file as last run: its key is the file's `key` (or its stem)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=120, unique=True, index=True)
+    name: str = Field(max_length=300)
+    source_path: str | None = Field(default=None, max_length=1000)
+    status: str = Field(default="active", max_length=20)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Delivery(SQLModel, table=True):
+    """The ledger: one row per campaign x step x contact. Flows ask it who to send to."""
+
+    __table_args__ = (
+        UniqueConstraint(
+            "campaign_id", "step", "contact_id", name="uq_delivery_campaign_step_contact"
+        ),
+        Index("ix_delivery_campaign_state_due", "campaign_id", "state", "due_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    step: str = Field(max_length=80)
+    contact_id: int = Field(foreign_key="contact.id", index=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    channel: str = Field(default="email", max_length=30)
+    variant: str | None = Field(default=None, max_length=40)
+    state: str = Field(default="planned", max_length=20)
+    due_at: datetime = Field(default_factory=utcnow)
+    lease_until: datetime | None = None
+    claimed_by: str | None = Field(default=None, max_length=40)
+    message_id: str | None = Field(default=None, max_length=255, unique=True)
+    provider_id: str | None = Field(default=None, max_length=255)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=1000)
+    skip_reason: str | None = Field(default=None, max_length=80)
+    sent_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class EngagementEvent(SQLModel, table=True):
+    """Something a person (or, for ad analytics, an account) did; stored once per provider id."""
+
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_event_id", name="uq_event_provider_event_id"),
+        Index("ix_event_account_time", "account_id", "occurred_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=40)
+    provider_event_id: str = Field(max_length=255)
+    type: str = Field(max_length=30)
+    channel: str = Field(max_length=30)
+    occurred_at: datetime
+    account_id: int | None = Field(default=None, foreign_key="account.id")
+    contact_id: int | None = Field(default=None, foreign_key="contact.id", index=True)
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id")
+    message_id: str | None = Field(default=None, max_length=255)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class StageChange(SQLModel, table=True):
+    """Every move of an account along the journey, with the rule that moved it."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    from_stage: str | None = Field(default=None, max_length=20)
+    to_stage: str = Field(max_length=20)
+    reason: str = Field(max_length=500)
+    changed_at: datetime = Field(default_factory=utcnow)
+
+
+class Suppression(SQLModel, table=True):
+    """An email or whole domain never to contact, on one channel or all."""
+
+    __table_args__ = (
+        UniqueConstraint("kind", "value", "channel", name="uq_suppression_kind_value_channel"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=10)
+    value: str = Field(max_length=320, index=True)
+    channel: str = Field(default="all", max_length=20)
+    reason: str | None = Field(default=None, max_length=200)
+    source: str = Field(default="import", max_length=40)
+    created_at: datetime = Field(default_factory=utcnow)
