@@ -895,7 +895,24 @@ _DECIDING_FUNCTIONS = _TECH_FUNCTIONS | _BUSINESS_FUNCTIONS | {"security"}
 
 # Committee slot -> (function distribution, level distribution)
 _SLOTS: dict[str, tuple[_Weighted, _Weighted]] = {
-    "executive": (_Weighted([("executive", 1)]), _Weighted([("c", 90), ("vp", 10)])),
+    "executive": (_Weighted([("executive", 1)]), _Weighted([("c", 1)])),
+    "decision": (
+        _Weighted(
+            [
+                ("engineering", 12),
+                ("it", 15),
+                ("data", 8),
+                ("security", 5),
+                ("product", 5),
+                ("primary", 55),
+            ]
+        ),
+        _Weighted([("c", 35), ("vp", 65)]),
+    ),
+    "specifier": (
+        _Weighted([("engineering", 35), ("it", 35), ("data", 20), ("product", 10)]),
+        _Weighted([("dir", 50), ("mgr", 50)]),
+    ),
     "finance": (
         _Weighted([("finance", 1)]),
         _Weighted([("c", 30), ("vp", 15), ("dir", 30), ("mgr", 15), ("ic", 10)]),
@@ -904,7 +921,7 @@ _SLOTS: dict[str, tuple[_Weighted, _Weighted]] = {
         _Weighted(
             [("engineering", 30), ("it", 30), ("data", 20), ("security", 12), ("product", 8)]
         ),
-        _Weighted([("c", 6), ("vp", 12), ("dir", 22), ("mgr", 25), ("ic", 35)]),
+        _Weighted([("c", 3), ("vp", 8), ("dir", 20), ("mgr", 29), ("ic", 40)]),
     ),
     "business": (
         _Weighted(
@@ -916,7 +933,7 @@ _SLOTS: dict[str, tuple[_Weighted, _Weighted]] = {
                 ("hr", 10),
             ]
         ),
-        _Weighted([("c", 5), ("vp", 12), ("dir", 23), ("mgr", 30), ("ic", 30)]),
+        _Weighted([("c", 3), ("vp", 8), ("dir", 22), ("mgr", 32), ("ic", 35)]),
     ),
     "procurement": (
         _Weighted([("procurement", 1)]),
@@ -1112,9 +1129,14 @@ def _mess_up(rng: random.Random, accounts: list[dict[str, str]]) -> None:
 
 
 def _committee(rng: random.Random, size: int) -> list[str]:
-    """Slots for one account: executive, finance, technical, business, sometimes reviewers."""
-    slots = ["executive", "finance", "technical", "business"]
-    extra = size - 4
+    """Slots for one account: the classic committee first, then more people around it.
+
+    Executive (approver), a C-level or VP owning the budget area (decision maker), a
+    technical director or manager (specifier), finance and the business area; larger
+    accounts add technical and business people and sometimes procurement or legal.
+    """
+    slots = ["executive", "decision", "specifier", "finance", "business"][:size]
+    extra = size - len(slots)
     slots += ["technical"] * round(extra * 0.3)
     slots += ["business"] * round(extra * 0.25)
     if size >= 6 and rng.random() < 0.5:
@@ -1135,11 +1157,12 @@ def _pick_title(
     small_company: bool,
 ) -> tuple[str, str, str]:
     functions, levels = _SLOTS[slot]
-    business = slot == "business" and rng.random() < 0.7
-    function = primary if business else functions.pick(rng)
+    function = functions.pick(rng)
+    if function == "primary" or (slot == "business" and rng.random() < 0.7):
+        function = primary
     by_level = _TITLES[function]
     level = levels.pick(rng)
-    if small_company and level == "vp" and rng.random() < 0.7:
+    if small_company and level == "vp" and slot != "decision" and rng.random() < 0.7:
         level = "dir"
     if level not in by_level:
         level = "ic" if "ic" in by_level else next(lv for lv in _LEVELS if lv in by_level)

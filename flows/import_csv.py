@@ -60,7 +60,7 @@ class ImportFileError(ConfigError):
         super().__init__(f"{where}: {message}")
 
 
-@dataclass
+@dataclass(slots=True)
 class CsvRow:
     """One data record; `line` is the physical line where it starts (header is line 1)."""
 
@@ -68,7 +68,7 @@ class CsvRow:
     values: dict[str, str]
 
 
-@dataclass
+@dataclass(slots=True)
 class Reject:
     """A row that cannot be used, with a reason a marketer can act on."""
 
@@ -251,21 +251,34 @@ def _sniff(lines: list[str]) -> tuple[str, int]:
     return (best if counts[best] else ","), 0
 
 
+@functools.cache
+def _record_patterns(delimiter: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """Regexes for a well-quoted record and for one that ends inside an open quote.
+
+    Like the csv module with skipinitialspace, but whitespace after a closing quote is
+    tolerated (`"Acme, Inc" ,x` is a common hand edit and means no harm).
+    """
+    d = re.escape(delimiter)
+    quoted = rf'[ ]*"(?:[^"]|"")*"[^\S\r\n{d}]*'
+    unquoted = rf'[ ]*(?:[^"{d}\r\n ][^{d}\r\n]*)?'
+    field = rf"(?:{quoted}|{unquoted})"
+    good = re.compile(rf"{field}(?:{d}{field})*(?:\r\n|\r|\n)?")
+    unclosed = re.compile(rf'(?:{field}{d})*[ ]*"(?:[^"]|"")*')
+    return good, unclosed
+
+
 def _quote_problem(raw: str, delimiter: str) -> str | None:
-    """Why the record is badly quoted under strict CSV rules, or None when it is fine."""
-    try:
-        for _ in csv.reader(
-            io.StringIO(raw, newline=""), delimiter=delimiter, skipinitialspace=True, strict=True
-        ):
-            pass
-    except csv.Error as exc:
-        return str(exc)
-    return None
+    """None for a well-quoted record, else "unclosed" or "misplaced"."""
+    good, unclosed = _record_patterns(delimiter)
+    if good.fullmatch(raw):
+        return None
+    return "unclosed" if unclosed.fullmatch(raw) else "misplaced"
 
 
-def _normalise_header(raw: list[str], path: Path, line: int) -> list[str]:
+def _normalise_header(raw: list[str], path: Path, line: int, offset: int = 0) -> list[str]:
+    """Canonical column names; `offset` counts leading columns already dropped."""
     names = []
-    for i, cell in enumerate(raw, start=1):
+    for i, cell in enumerate(raw, start=1 + offset):
         name = _HEADER_JUNK.sub("_", cell.lower()).strip("_")
         names.append(name or f"column_{i}")
     taken = set(names)
@@ -280,7 +293,8 @@ def _normalise_header(raw: list[str], path: Path, line: int) -> list[str]:
             j = seen[name]
             raise ImportFileError(
                 path,
-                f"columns {j + 1} ('{raw[j]}') and {i + 1} ('{raw[i]}') both mean '{name}'; "
+                f"columns {j + 1 + offset} ('{raw[j]}') and {i + 1 + offset} ('{raw[i]}') "
+                f"both mean '{name}'; "
                 "remove or rename one",
                 line,
             )
@@ -353,7 +367,7 @@ def read_csv(path: Path) -> CsvTable:
                 raw = "".join(lines[start - 1 : end])
                 if '"' in raw:
                     problem = _quote_problem(raw, delimiter)
-                if problem is not None and end == len(lines) and "end of data" in problem:
+                if problem == "unclosed" and end == len(lines):
                     raise ImportFileError(
                         path,
                         "a quoted cell starts here and is never closed, so the rest of the "
@@ -370,11 +384,10 @@ def read_csv(path: Path) -> CsvTable:
                         path, f"the header row is badly quoted ({problem})", start
                     )
                 header_line = start
-                original = cleaned
-                header = _normalise_header(cleaned, path, start)
-                if header[:2] == _REJECT_COLUMNS and len(header) > 2:
+                if len(cleaned) > 2 and [c.lower() for c in cleaned[:2]] == _REJECT_COLUMNS:
                     skip = 2
-                    header, original = header[2:], original[2:]
+                original = cleaned[skip:]
+                header = _normalise_header(original, path, start, skip)
                 width = len(header)
                 continue
             spans = f" (lines {start}-{end} were read as one row)" if end > start else ""
@@ -513,7 +526,7 @@ def normalise_email(raw: str) -> str:
         s = s[7:].split("?", 1)[0].strip(_TRIM)
     s = s.lower()
     local, at, domain = s.rpartition("@")
-    if at and local and _LOCAL.fullmatch(local) and len(local) <= 64:
+    if at and local and domain and _LOCAL.fullmatch(local) and len(local) <= 64:
         try:
             return f"{local}@{_check_host(domain.rstrip('.'))}"
         except ValueError as exc:
@@ -1038,15 +1051,16 @@ def parse_contacts(table: CsvTable, known_domains: Collection[str]) -> ParseResu
     derived_memo = _Memo("", account_of)
     timezone_memo = _Memo("timezone", normalise_timezone)
     consent_memo = _Memo("consent", normalise_consent)
+    derived_cache, timezone_cache = derived_memo.cache, timezone_memo.cache
+    consent_cache = consent_memo.cache
     columns = {name: name if name in header else None for name in _CONTACT_FIELDS}
-    columns["account_domain"] = domain_col
-    blank: dict[str, str] = {}
     first_c, last_c, title_c = columns["first_name"], columns["last_name"], columns["title"]
     account_c, linkedin_c, country_c = domain_col, columns["linkedin_url"], columns["country"]
     timezone_c, consent_c = columns["timezone"], columns["consent"]
     nfc = _nfc
 
     merger = _Merger(dict_keys=("attributes",))
+    index, records, record_lines = merger.index, merger.records, merger.lines
     rejects = list(table.rejects)
     for row in table.rows:
         v = row.values
@@ -1067,7 +1081,9 @@ def parse_contacts(table: CsvTable, known_domains: Collection[str]) -> ParseResu
             if account is not None and account not in known:
                 errors.append(f"unknown account '{account}' (import accounts first)")
         elif email is not None:
-            account = derived_memo(email.rpartition("@")[2], errors)
+            raw = email[email.rindex("@") + 1 :]
+            hit = derived_cache.get(raw)
+            account = hit[0] if hit and hit[1] is None else derived_memo(raw, errors)
         linkedin = None
         raw = v[linkedin_c] if linkedin_c else ""
         if raw:
@@ -1075,10 +1091,16 @@ def parse_contacts(table: CsvTable, known_domains: Collection[str]) -> ParseResu
                 linkedin = normalise_linkedin_url(raw)
             except ValueError as exc:
                 errors.append(f"linkedin_url: {exc}")
+        timezone = None
         raw = v[timezone_c] if timezone_c else ""
-        timezone = timezone_memo(raw, errors) if raw else None
+        if raw:
+            hit = timezone_cache.get(raw)
+            timezone = hit[0] if hit and hit[1] is None else timezone_memo(raw, errors)
+        consent = None
         raw = v[consent_c] if consent_c else ""
-        consent = consent_memo(raw, errors) if raw else None
+        if raw:
+            hit = consent_cache.get(raw)
+            consent = hit[0] if hit and hit[1] is None else consent_memo(raw, errors)
         if errors:
             rejects.append(Reject(row.line, "; ".join(errors), v))
             continue
@@ -1096,9 +1118,14 @@ def parse_contacts(table: CsvTable, known_domains: Collection[str]) -> ParseResu
             "country": normalise_country(country) if country else None,
             "timezone": timezone,
             "consent": consent,
-            "attributes": {c: nfc(v[c]) for c in others if v[c]} if others else blank.copy(),
+            "attributes": {c: nfc(v[c]) for c in others if v[c]} if others else {},
         }
-        merger.add(email, record, row.line)
+        if email in index:
+            merger.add(email, record, row.line)
+        else:
+            index[email] = len(records)
+            records.append(record)
+            record_lines.append([row.line])
     return merger.result(table, rejects)
 
 
