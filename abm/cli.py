@@ -34,7 +34,7 @@ app.add_typer(stakeholders_app, name="stakeholders")
 app.add_typer(campaign_app, name="campaign")
 
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
 
 

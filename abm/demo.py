@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import time
 from pathlib import Path
 
-from flows.import_csv import import_file
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine, select
 
-from abm.demo_data import write_demo_csvs
+from abm.demo_data import BAD_CONTACT_ROWS, write_demo_csvs
 from abm.errors import AbmError
-from abm.prefect_runtime import prefect_log_path, run_flow_quietly
+from abm.prefect_runtime import prefect_log_path, prepare_environment, run_flow_quietly
 from abm.settings import REPO_ROOT, get_settings, reset_settings
+from flows.import_csv import import_file
 from models.db import get_engine, migrate
 from models.queries import accounts_by_tier_and_stage, list_accounts
 from models.tables import STAGES, Account
@@ -47,6 +48,7 @@ def run_demo(contacts: int, out: Console, err: Console) -> None:
     started = time.perf_counter()
     os.environ["ABM_EMAIL_BACKEND"] = "outbox"  # the demo never sends real email
     reset_settings()
+    prepare_environment()
     settings = get_settings()
     engine = get_engine(settings.database_url)
     migrate(engine)
@@ -55,8 +57,13 @@ def run_demo(contacts: int, out: Console, err: Console) -> None:
 
     demo_dir = settings.state_dir / "demo"
     accounts_csv, contacts_csv = write_demo_csvs(demo_dir, contacts=contacts)
+    suppressions_csv = _write_suppressions(demo_dir, contacts_csv)
     err.print(f"[bold]1.[/] demo data written to {_relative(demo_dir)}/", highlight=False)
-    for kind, path in (("accounts", accounts_csv), ("contacts", contacts_csv)):
+    for kind, path in (
+        ("accounts", accounts_csv),
+        ("contacts", contacts_csv),
+        ("suppressions", suppressions_csv),
+    ):
         report = import_file(kind, path, engine, settings)
         line = (
             f"   import {kind}: imported={report.imported} updated={report.updated} "
@@ -103,6 +110,19 @@ def run_demo(contacts: int, out: Console, err: Console) -> None:
         f"abm contacts list --account {example}",
     ):
         out.print(f"  {command}", highlight=False)
+
+
+def _write_suppressions(directory: Path, contacts_csv: Path) -> Path:
+    """A small do-not-contact list (every 250th demo person), so the demo shows the rules
+    that protect people at work: those people are skipped, with the reason recorded."""
+    with contacts_csv.open(encoding="utf-8", newline="") as handle:
+        emails = [row["email"] for row in csv.DictReader(handle)][: -BAD_CONTACT_ROWS or None]
+    path = directory / "suppressions.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["email", "reason"])
+        writer.writerows([email, "asked not to be contacted"] for email in emails[::250])
+    return path
 
 
 def _sent(engine: Engine) -> int:

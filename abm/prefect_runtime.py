@@ -3,57 +3,55 @@ local server, with Prefect's own console chatter sent to a log file instead of t
 
 from __future__ import annotations
 
-import logging
+import importlib.util
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from abm.settings import get_settings
-
-
-def prepare_environment() -> None:
-    """Defaults that must be in place before Prefect is imported."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
-        state = get_settings().state_dir.resolve()
-        os.environ["PREFECT_HOME"] = str(state / "prefect")
-
-
-def log_to_file(path: Path) -> None:
-    """Move every console handler Prefect installed to `path` (the UI still gets run logs)."""
-    import prefect  # noqa: F401  (sets Prefect's logging up)
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    loggers = [logging.getLogger()] + [
-        logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
-    ]
-    for logger in loggers:
-        for old in list(logger.handlers):
-            if isinstance(old, PrefectConsoleHandler | logging.StreamHandler) and not isinstance(
-                old, logging.FileHandler
-            ):
-                logger.removeHandler(old)
-                if handler not in logger.handlers:
-                    logger.addHandler(handler)
-    for name in ("uvicorn", "uvicorn.error", "asyncio", "httpx"):
-        noisy = logging.getLogger(name)
-        noisy.handlers = [handler]
-        noisy.propagate = False
-    warnings.filterwarnings("ignore")
 
 
 def prefect_log_path() -> Path:
     return get_settings().state_dir / "logs" / "prefect.log"
 
 
+def _file_logging_config(log_file: Path) -> Path:
+    """Prefect's own logging config with every console handler writing to `log_file`.
+
+    Run logs still reach the Prefect API (and the UI); only the terminal stays quiet."""
+    spec = importlib.util.find_spec("prefect")
+    assert spec and spec.submodule_search_locations, "prefect is not installed"
+    default = Path(next(iter(spec.submodule_search_locations))) / "logging" / "logging.yml"
+    config = yaml.safe_load(default.read_text())
+    for name in ("console", "debug"):
+        config["handlers"][name] = {
+            "level": 0,
+            "class": "logging.FileHandler",
+            "formatter": "standard",
+            "filename": str(log_file),
+            "encoding": "utf-8",
+        }
+    target = log_file.parent / "prefect-logging.yml"
+    target.write_text(yaml.safe_dump(config))
+    return target
+
+
+def prepare_environment(quiet: bool = True) -> None:
+    """Settings Prefect reads once, so this runs before Prefect is imported."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
+        os.environ["PREFECT_HOME"] = str((get_settings().state_dir / "prefect").resolve())
+    if quiet and "PREFECT_LOGGING_SETTINGS_PATH" not in os.environ:
+        log_file = prefect_log_path().resolve()
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_LOGGING_SETTINGS_PATH"] = str(_file_logging_config(log_file))
+
+
 def run_flow_quietly(campaign_file: str, limit: int | None, simulate: bool) -> dict[str, Any]:
     """Run `run_campaign` in this process; Prefect's own logging goes to a file."""
     prepare_environment()
-    log_to_file(prefect_log_path())
     from flows.campaign import run_campaign
 
     return run_campaign(campaign_file=campaign_file, limit=limit, simulate=simulate)

@@ -358,7 +358,7 @@ def deliver(
             messages, results = [], []
             for row in batch:
                 try:
-                    messages.append((row, _render(row, context, sender, settings, env)))
+                    messages.append((row, _render(row, context, sender, settings, env, secret)))
                 except Exception as exc:  # a template error for one person must not stop all
                     results.append(
                         _outcome_row(row, state="dead", last_error=f"render: {exc}"[:1000])
@@ -384,8 +384,9 @@ def _render(
     sender: Sender,
     settings: Settings,
     env: Any,
+    secret: str,
 ) -> Any:
-    token = make_token(row["contact_id"], context.campaign_id, settings.signing_key())
+    token = make_token(row["contact_id"], context.campaign_id, secret)
     unsubscribe_url = f"{settings.public_url.rstrip('/')}/unsubscribe/{token}"
     contact = {
         key: row[key]

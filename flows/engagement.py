@@ -44,7 +44,8 @@ EVENT_TYPES = (
     "lead_form",
     "meeting",
 )
-ENGAGED = {"open", "click", "reply", "meeting", "lead_form", "ad_click"}
+# Events that show a person (not a mail client's privacy proxy) engaged: breadth counts these.
+ENGAGED = {"click", "reply", "meeting", "lead_form", "ad_click"}
 
 
 class StageRule(BaseModel):
@@ -289,9 +290,9 @@ def simulated_events(sent: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         tier_boost = {1: 1.5, 2: 1.2}.get(row.get("tier"), 1.0)
         if _chance(mid, "open") < OPEN_RATE.get(row.get("seniority") or "", 0.4) * tier_boost:
             add("open", 2 + 30 * _chance(mid, "open-at"))
-            if _chance(mid, "click") < 0.22 * tier_boost:
+            if _chance(mid, "click") < 0.15 * tier_boost:
                 add("click", 3 + 30 * _chance(mid, "click-at"))
-            if _chance(mid, "reply") < 0.08 * tier_boost:
+            if _chance(mid, "reply") < 0.05 * tier_boost:
                 add("reply", 6 + 48 * _chance(mid, "reply-at"))
                 if _chance(mid, "meeting") < 0.3:
                     add("meeting", 72 + 96 * _chance(mid, "meeting-at"))

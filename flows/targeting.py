@@ -58,7 +58,7 @@ class IcpRules(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tiers: dict[Literal[1, 2, 3], int] = {1: 70, 2: 45, 3: 20}
+    tiers: dict[Literal[1, 2, 3], int] = {1: 90, 2: 65, 3: 40}
     committee: Committee = Committee()
     rules: list[IcpRule]
 

@@ -156,7 +156,7 @@ def test_the_outbox_writes_one_eml_per_message_id_even_when_sent_twice(tmp_path:
         first = backend.send_messages([message])
         again = backend.send_messages([message])
     files = list((tmp_path / "outbox").iterdir())
-    assert [f.name for f in files] == ["abm.1.abc_demo.example.eml"]
+    assert [f.name for f in files] == ["abm.1.abc@demo.example.eml"]
     assert first[0].accepted and again[0].accepted
     parsed = message_from_bytes(files[0].read_bytes(), policy=default)
     assert parsed["Subject"] == message["Subject"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.message import Message
 from types import TracebackType
 from typing import Literal
 
@@ -47,7 +47,7 @@ class EmailBackend(ABC):
         """Close what `open` opened; a no-op by default."""
 
     @abstractmethod
-    def send_messages(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
+    def send_messages(self, messages: Sequence[Message]) -> list[SendResult]:
         """Send a batch and return one result per message, in order (empty batch: [])."""
 
     def __enter__(self) -> EmailBackend:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from email.message import EmailMessage
+from email.message import Message
 from typing import TextIO
 
 from connectors.email.base import EmailBackend, SendResult
@@ -17,7 +17,7 @@ class ConsoleBackend(EmailBackend):
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
 
-    def send_messages(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
+    def send_messages(self, messages: Sequence[Message]) -> list[SendResult]:
         results = []
         for message in messages:
             self.stream.write(message.as_string())

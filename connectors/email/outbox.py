@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from email.message import EmailMessage
-from email.policy import SMTP
+from email.message import Message
+from email.policy import compat32
+
+_CRLF = compat32.clone(linesep="\r\n")
 from pathlib import Path
 
 from connectors.email.base import EmailBackend, SendResult
@@ -31,7 +33,7 @@ class OutboxBackend(EmailBackend):
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def send_messages(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
+    def send_messages(self, messages: Sequence[Message]) -> list[SendResult]:
         self.open()
         results = []
         for message in messages:
@@ -42,7 +44,7 @@ class OutboxBackend(EmailBackend):
             path = self.directory / eml_name(message_id)
             if not path.exists():
                 temporary = path.with_suffix(f".tmp{os.getpid()}")
-                temporary.write_bytes(message.as_bytes(policy=SMTP))
+                temporary.write_bytes(message.as_bytes(policy=_CRLF))
                 os.replace(temporary, path)
             results.append(SendResult(message_id, "accepted", provider_id=path.name))
         return results
