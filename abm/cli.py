@@ -312,7 +312,7 @@ def demo(
 def main() -> None:
     """Entry point: expected errors become a message and an exit code, never a traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns the code of typer.Exit here
     except (AbmError, DatabaseError) as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         sys.exit(getattr(exc, "exit_code", 2))
@@ -328,3 +328,4 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    sys.exit(code if isinstance(code, int) else 0)

@@ -9,39 +9,32 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 from sqlalchemy import select
 
 from abm.campaign_file import load_campaign
 from abm.settings import get_settings
 from connectors.email import get_backend
-from flows.committee import Coverage, map_stakeholders
+from flows.committee import Coverage
 from flows.delivery import (
     DeliveryContext,
-    deliver_chunk,
     due_delivery_ids,
     ledger_summary,
     plan_step,
     register_campaign,
     release_expired_leases,
 )
-from flows.engagement import simulate_engagement, write_back_engagement
-from flows.targeting import score_accounts
+from flows.tasks import (
+    deliver_chunk,
+    map_stakeholders,
+    score_accounts,
+    select_target_accounts,
+    simulate_engagement,
+    write_back_engagement,
+)
 from models.db import chunked, get_engine, require_current_schema
 from models.tables import Account
-
-
-@task(name="select-target-accounts", cache_policy=NO_CACHE, persist_result=False)
-def select_target_accounts(database_url: str, tiers: list[int]) -> list[int]:
-    """Ids of scored accounts in the campaign's tiers."""
-    with get_engine(database_url).connect() as connection:
-        return list(
-            connection.execute(
-                select(Account.id).where(Account.tier.in_(tiers)).order_by(Account.id)
-            ).scalars()
-        )
 
 
 def _targets_table(database_url: str, coverage: dict[int, Coverage]) -> list[dict[str, Any]]:

@@ -7,12 +7,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine, bindparam, select, update
 
 from flows.stakeholders import classify_title, load_title_table
-from models.db import chunked, get_engine, session_scope
+from models.db import chunked, session_scope
 from models.tables import Contact, utcnow
 
 
@@ -93,13 +91,3 @@ def committee_coverage(
             for account_id, role in rows:
                 roles[account_id].add(role)
     return {account_id: coverage(present, required) for account_id, present in roles.items()}
-
-
-@task(name="map-stakeholders", cache_policy=NO_CACHE, persist_result=False)
-def map_stakeholders(
-    database_url: str, account_ids: list[int], required: list[str], title_rules: str | None
-) -> dict[int, Coverage]:
-    """Classify titles of the target accounts' contacts, then measure committee coverage."""
-    engine = get_engine(database_url)
-    classify_contacts(engine, account_ids, Path(title_rules) if title_rules else None)
-    return committee_coverage(engine, account_ids, required)

@@ -12,14 +12,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
 
 from abm.campaign_file import CampaignFile
 from abm.settings import Settings
 from abm.unsubscribe import make_token
-from connectors.email import EmailBackend, SendResult, get_backend
+from connectors.email import EmailBackend, SendResult
 from flows.rendering import (
     Sender,
     build_message,
@@ -28,7 +26,7 @@ from flows.rendering import (
     render_parts,
     template_environment,
 )
-from models.db import chunked, get_engine, session_scope
+from models.db import chunked, session_scope
 from models.store import insert_new_rows
 from models.tables import Account, Campaign, Contact, Delivery, Suppression, utcnow
 
@@ -417,16 +415,6 @@ def _render(
         unsubscribe_url=unsubscribe_url,
         campaign_key=context.campaign_key,
     )
-
-
-@task(name="deliver-chunk", cache_policy=NO_CACHE, persist_result=False)
-def deliver_chunk(ids: list[int], context: DeliveryContext) -> ChunkOutcome:
-    """One task per chunk of a thousand or so contacts, not one per contact."""
-    from abm.settings import get_settings
-
-    settings = get_settings()
-    engine = get_engine(context.database_url)
-    return deliver(engine, settings, context, ids, get_backend(settings))
 
 
 def ledger_summary(engine: Engine, campaign_id: int) -> dict[str, Any]:

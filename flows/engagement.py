@@ -10,14 +10,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, bindparam, select, update
 
 from abm.settings import DEFAULTS_DIR
 from abm.yamlfile import load_model
-from models.db import chunked, get_engine, session_scope
+from models.db import chunked, session_scope
 from models.store import insert_new_rows
 from models.tables import (
     STAGES,
@@ -301,10 +299,8 @@ def simulated_events(sent: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return events
 
 
-@task(name="simulate-engagement", cache_policy=NO_CACHE, persist_result=False)
-def simulate_engagement(database_url: str, campaign_id: int) -> int:
-    """Demo only: invent engagement for the messages this campaign sent; idempotent."""
-    engine = get_engine(database_url)
+def simulate_campaign_engagement(engine: Engine, campaign_id: int) -> int:
+    """Demo only: invent engagement for the messages a campaign sent; idempotent."""
     with engine.connect() as connection:
         sent = connection.execute(
             select(
@@ -322,9 +318,3 @@ def simulate_engagement(database_url: str, campaign_id: int) -> int:
         ).mappings()
         events = simulated_events(dict(row) for row in sent)
     return store_events(engine, events)
-
-
-@task(name="write-back-engagement", cache_policy=NO_CACHE, persist_result=False)
-def write_back_engagement(database_url: str, account_ids: list[int]) -> int:
-    """Roll events up into account engagement scores and stages."""
-    return rollup_accounts(get_engine(database_url), account_ids, load_engagement_rules())

@@ -8,13 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Engine, bindparam, select, update
 
 from abm.settings import DEFAULTS_DIR
 from abm.yamlfile import load_model
-from models.db import get_engine, session_scope
+from models.db import session_scope
 from models.tables import Account, utcnow
 
 TESTS = ("in", "not_in", "between", "at_least", "below", "any_of", "none_of", "present")
@@ -196,10 +195,11 @@ def rescore_accounts_in_db(engine: Engine, rules: IcpRules) -> dict[int | None, 
     return per_tier
 
 
-@task(name="score-accounts")
-def score_accounts(database_url: str, rules_path: str | None = None) -> dict[int | None, int]:
-    """Rescore all accounts (cheap: a few thousand per second, one bulk update)."""
-
-    return rescore_accounts_in_db(
-        get_engine(database_url), load_icp_rules(Path(rules_path) if rules_path else None)
-    )
+def target_account_ids(engine: Engine, tiers: list[int]) -> list[int]:
+    """Ids of scored accounts in the given tiers."""
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                select(Account.id).where(Account.tier.in_(tiers)).order_by(Account.id)
+            ).scalars()
+        )

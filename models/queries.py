@@ -40,11 +40,14 @@ def list_accounts(
 def get_account(engine: Engine, domain: str) -> dict[str, Any] | None:
     """One account with its contacts, stage history and recent engagement."""
     with engine.connect() as connection:
-        account = connection.execute(select(Account).where(Account.domain == domain)).mappings()
-        row = account.first()
+        row = (
+            connection.execute(select(Account.__table__).where(Account.domain == domain))
+            .mappings()
+            .first()
+        )
         if row is None:
             return None
-        data = dict(row["Account"].model_dump())
+        data = dict(row)
         account_id = data["id"]
         data["contacts"] = [
             dict(contact)

@@ -14,8 +14,8 @@ from sqlalchemy.engine import make_url
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from abm.settings import reset_settings  # noqa: E402
-from models.db import get_engine, migrate  # noqa: E402
+from abm.settings import reset_settings
+from models.db import get_engine, migrate
 
 POSTGRES_URL = os.environ.get("ABM_TEST_POSTGRES_URL")
 REQUIRE_POSTGRES = os.environ.get("ABM_TEST_REQUIRE_POSTGRES") == "1"

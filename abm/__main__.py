@@ -1,0 +1,5 @@
+"""`python -m abm` runs the command line."""
+
+from abm.cli import main
+
+main()

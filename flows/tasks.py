@@ -1,0 +1,64 @@
+"""Thin Prefect tasks around the pipeline's stages. The stage modules hold the logic and do
+not import Prefect, so the command line stays quick; the flows compose these tasks.
+
+Tasks take a database URL, not an engine, so they can run in another process or worker.
+No task persists its result: results can hold personal data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from abm.settings import get_settings
+from connectors.email import get_backend
+from flows.committee import Coverage, classify_contacts, committee_coverage
+from flows.delivery import ChunkOutcome, DeliveryContext, deliver
+from flows.engagement import load_engagement_rules, rollup_accounts, simulate_campaign_engagement
+from flows.targeting import load_icp_rules, rescore_accounts_in_db, target_account_ids
+from models.db import get_engine
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+@task(name="score-accounts", cache_policy=NO_CACHE, persist_result=False)
+def score_accounts(database_url: str, rules_path: str | None) -> dict[int | None, int]:
+    """Rescore all accounts: one read, one bulk update, thousands of accounts a second."""
+    return rescore_accounts_in_db(get_engine(database_url), load_icp_rules(_path(rules_path)))
+
+
+@task(name="select-target-accounts", cache_policy=NO_CACHE, persist_result=False)
+def select_target_accounts(database_url: str, tiers: list[int]) -> list[int]:
+    return target_account_ids(get_engine(database_url), tiers)
+
+
+@task(name="map-stakeholders", cache_policy=NO_CACHE, persist_result=False)
+def map_stakeholders(
+    database_url: str, account_ids: list[int], required: list[str], title_rules: str | None
+) -> dict[int, Coverage]:
+    """Classify titles of the target accounts' contacts, then measure committee coverage."""
+    engine = get_engine(database_url)
+    classify_contacts(engine, account_ids, _path(title_rules))
+    return committee_coverage(engine, account_ids, required)
+
+
+@task(name="deliver-chunk", cache_policy=NO_CACHE, persist_result=False)
+def deliver_chunk(ids: list[int], context: DeliveryContext) -> ChunkOutcome:
+    """One task per chunk of a thousand or so contacts, never one per contact."""
+    settings = get_settings()
+    engine = get_engine(context.database_url)
+    return deliver(engine, settings, context, ids, get_backend(settings))
+
+
+@task(name="simulate-engagement", cache_policy=NO_CACHE, persist_result=False)
+def simulate_engagement(database_url: str, campaign_id: int) -> int:
+    return simulate_campaign_engagement(get_engine(database_url), campaign_id)
+
+
+@task(name="write-back-engagement", cache_policy=NO_CACHE, persist_result=False)
+def write_back_engagement(database_url: str, account_ids: list[int]) -> int:
+    """Roll events up into account engagement scores and stages."""
+    return rollup_accounts(get_engine(database_url), account_ids, load_engagement_rules())
