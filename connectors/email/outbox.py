@@ -8,12 +8,11 @@ import re
 from collections.abc import Sequence
 from email.message import Message
 from email.policy import compat32
-
-_CRLF = compat32.clone(linesep="\r\n")
 from pathlib import Path
 
 from connectors.email.base import EmailBackend, SendResult
 
+_CRLF = compat32.clone(linesep="\r\n")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 
 
