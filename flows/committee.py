@@ -7,10 +7,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, select
 
 from flows.stakeholders import classify_title, load_title_table
 from models.db import chunked, session_scope
+from models.store import update_rows_by_id
 from models.tables import Contact, utcnow
 
 
@@ -60,19 +61,8 @@ def classify_contacts(engine: Engine, account_ids: list[int], title_rules: Path 
                         }
                     )
     if changed:
-        contact = Contact.__table__
         with session_scope(engine) as session:
-            session.execute(
-                update(contact)
-                .where(contact.c.id == bindparam("_id"))
-                .values(
-                    seniority=bindparam("seniority"),
-                    function=bindparam("function"),
-                    role=bindparam("role"),
-                    updated_at=utcnow(),
-                ),
-                changed,
-            )
+            update_rows_by_id(session, Contact, changed, updated_at=utcnow())
     return len(changed)
 
 

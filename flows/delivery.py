@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
+from sqlalchemy import Engine, and_, func, or_, select, update
 
 from abm.campaign_file import CampaignFile
 from abm.settings import Settings
@@ -27,7 +27,7 @@ from flows.rendering import (
     template_environment,
 )
 from models.db import chunked, session_scope
-from models.store import insert_new_rows
+from models.store import insert_new_rows, update_rows_by_id
 from models.tables import Account, Campaign, Contact, Delivery, Suppression, utcnow
 
 LEASE = timedelta(minutes=10)
@@ -269,23 +269,9 @@ def _record(engine: Engine, token: str, updates: list[dict[str, Any]]) -> None:
     """Write outcomes for rows this claim still holds (a stolen lease is left alone)."""
     if not updates:
         return
-    table = Delivery.__table__
     with session_scope(engine) as session:
-        session.execute(
-            update(table)
-            .where(table.c.id == bindparam("_id"), table.c.claimed_by == token)
-            .values(
-                state=bindparam("state"),
-                message_id=bindparam("message_id"),
-                provider_id=bindparam("provider_id"),
-                last_error=bindparam("last_error"),
-                skip_reason=bindparam("skip_reason"),
-                sent_at=bindparam("sent_at"),
-                due_at=bindparam("due_at"),
-                lease_until=None,
-                updated_at=bindparam("updated_at"),
-            ),
-            updates,
+        update_rows_by_id(
+            session, Delivery, updates, Delivery.__table__.c.claimed_by == token, lease_until=None
         )
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, select, update
 
 from abm.settings import DEFAULTS_DIR
 from abm.yamlfile import load_model
 from models.db import chunked, session_scope
-from models.store import insert_new_rows
+from models.store import insert_new_rows, update_rows_by_id
 from models.tables import (
     STAGES,
     Account,
@@ -177,19 +177,9 @@ def rollup_accounts(engine: Engine, account_ids: list[int], rules: EngagementRul
                     )
                     stage = moved[0]
                 updates.append(
-                    {"_id": account_id, "score": engagement.score, "stage": stage, "now": now}
+                    {"_id": account_id, "engagement_score": engagement.score, "stage": stage}
                 )
-            table = Account.__table__
-            session.execute(
-                update(table)
-                .where(table.c.id == bindparam("_id"))
-                .values(
-                    engagement_score=bindparam("score"),
-                    stage=bindparam("stage"),
-                    updated_at=bindparam("now"),
-                ),
-                updates,
-            )
+            update_rows_by_id(session, Account, updates, updated_at=now)
             if history:
                 session.execute(StageChange.__table__.insert(), history)
             changes += len(history)

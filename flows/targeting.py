@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, select
 
 from abm.settings import DEFAULTS_DIR
 from abm.yamlfile import load_model
 from models.db import session_scope
+from models.store import update_rows_by_id
 from models.tables import Account, utcnow
 
 TESTS = ("in", "not_in", "between", "at_least", "below", "any_of", "none_of", "present")
@@ -180,18 +181,7 @@ def rescore_accounts_in_db(engine: Engine, rules: IcpRules) -> dict[int | None, 
                     "scored_at": now,
                 }
             )
-        if updates:
-            session.execute(
-                update(Account.__table__)
-                .where(Account.__table__.c.id == bindparam("_id"))
-                .values(
-                    icp_score=bindparam("icp_score"),
-                    icp_reasons=bindparam("icp_reasons"),
-                    tier=bindparam("tier"),
-                    scored_at=bindparam("scored_at"),
-                ),
-                updates,
-            )
+        update_rows_by_id(session, Account, updates)
     return per_tier
 
 

@@ -45,6 +45,27 @@ def insert_new_rows(
     return len(session.execute(statement, rows).all())
 
 
+def update_rows_by_id(
+    session: Any,
+    model: type,
+    rows: list[dict[str, Any]],
+    *conditions: Any,
+    **constants: Any,
+) -> None:
+    """One executemany UPDATE: each row dict holds `_id` and the new column values (the
+    same columns in every row); `conditions` narrow the WHERE, `constants` set fixed values."""
+    if not rows:
+        return
+    table = model.__table__
+    columns = {name: bindparam(name) for name in rows[0] if name != "_id"}
+    session.execute(
+        update(table)
+        .where(table.c.id == bindparam("_id"), *conditions)
+        .values(**columns, **constants),
+        rows,
+    )
+
+
 def _merged(existing: dict[str, Any], record: dict[str, Any], fields: Sequence[str]) -> dict:
     """Values after applying a file record: blanks in the file never erase what we know."""
     merged: dict[str, Any] = {}
@@ -96,13 +117,7 @@ def _upsert(
                     counts.unchanged += 1
             if inserts:
                 session.execute(model.__table__.insert(), _with_defaults(model, inserts))
-            if updates:
-                session.execute(
-                    update(model.__table__)
-                    .where(model.__table__.c.id == bindparam("_id"))
-                    .values({name: bindparam(name) for name in (*fields, "updated_at")}),
-                    updates,
-                )
+            update_rows_by_id(session, model, updates)
             counts.imported += len(inserts)
             counts.updated += len(updates)
     return counts
