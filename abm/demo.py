@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -102,14 +104,27 @@ def run_demo(contacts: int, out: Console, err: Console) -> None:
         )
     url = engine.url.render_as_string(hide_password=True)
     out.print(f"Database: {url}   Prefect log: {_relative(prefect_log_path())}", highlight=False)
+    sample = next(iter(sorted(settings.outbox_dir.glob("*.eml"))), None)
+    if sample is not None:
+        out.print(f"Open one in your mail program: {_relative(sample)}", highlight=False)
     out.print(f"Done in {elapsed:.0f} s. Try next:", highlight=False)
     example = top[0]["domain"] if top else "<domain>"
+    abm = _command_name()
     for command in (
-        "abm accounts list --tier 1",
-        f"abm accounts show {example}",
-        f"abm contacts list --account {example}",
+        "accounts list --tier 1",
+        f"accounts show {example}",
+        f"contacts list --account {example}",
     ):
-        out.print(f"  {command}", highlight=False)
+        out.print(f"  {abm} {command}", highlight=False)
+
+
+def _command_name() -> str:
+    """How the user reaches `abm`: plain when it is on PATH, else the path they ran."""
+    invoked = Path(sys.argv[0])
+    on_path = shutil.which("abm")
+    if invoked.name != "abm" or (on_path and Path(on_path).resolve() == invoked.resolve()):
+        return "abm"
+    return _relative(invoked)
 
 
 def _write_suppressions(directory: Path, contacts_csv: Path) -> Path:
