@@ -1,39 +1,192 @@
-"""Campaign files (`campaigns/*.yaml`): a campaign is code, reviewed, validated, then run."""
+"""Campaign files (`campaigns/*.yaml`): a campaign is code, reviewed, validated, then run.
+
+The schema rejects unknown keys and wrong types; `abm.yamlfile` turns every problem into
+`file:line: field: message`."""
 
 from __future__ import annotations
 
 import re
+from datetime import time, timedelta
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from abm.yamlfile import load_model
-from flows.targeting import ROLES
+from flows.targeting import ROLES, FieldTest
+from models.tables import STAGES
 
 Role = Literal[ROLES]  # type: ignore[valid-type]
+Stage = Literal[STAGES]  # type: ignore[valid-type]
 Tier = Literal[1, 2, 3]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,119}$")
+_WAIT = re.compile(r"^\s*(\d+)\s*(m|h|d|w)\s*$")
+_WAIT_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_STAGE_CONDITION = re.compile(r"^stage\s*>=\s*([a-z]+)$")
+STOP_EVENTS = ("replied", "clicked", "meeting", "unsubscribed", "bounced")
+ID = r"^[a-z0-9][a-z0-9_-]{0,79}$"
+TEMPLATE = r"^[a-z0-9][a-z0-9_-]{0,119}$"
+
+
+def parse_wait(text: str) -> timedelta:
+    """`90m`, `12h`, `3d`, `2w` -> timedelta."""
+    found = _WAIT.match(text)
+    if not found:
+        raise ValueError(f"wait {text!r}: use a number and m, h, d or w, like 3d")
+    return timedelta(**{_WAIT_UNITS[found.group(2)]: int(found.group(1))})
 
 
 class Audience(BaseModel):
-    """Who the campaign is for: accounts by tier, and the committee roles it needs."""
+    """Who the campaign is for: accounts by tier, stage and firmographics, and which people."""
 
     model_config = ConfigDict(extra="forbid")
 
     tiers: list[Tier] = [1, 2, 3]
+    stages: list[Stage] = ["target", "aware", "engaged", "mqa"]
+    icp: list[FieldTest] = Field(default=[], description="account filters, all must pass")
     required_roles: list[Role] = ["decision_maker", "approver", "specifier", "reviewer"]
-    roles: list[Role] | None = Field(
-        None, description="only contacts in these committee roles (default: everyone)"
-    )
+    roles: list[Role] | None = Field(None, description="only people in these roles (default all)")
+
+
+class Variant(BaseModel):
+    """One arm of an A/B test: its own template, a share of the audience by weight."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
+    template: str = Field(pattern=TEMPLATE)
+    weight: int = Field(1, ge=1, le=1000)
 
 
 class Step(BaseModel):
+    """One touch of the sequence; a step waits `wait` after the previous one was sent."""
+
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,79}$")
-    channel: Literal["email"] = "email"
-    template: str = Field(pattern=r"^[a-z0-9][a-z0-9_/-]{0,119}$")
+    id: str = Field(pattern=ID)
+    channel: Literal["email", "linkedin_audience", "linkedin_task"] = "email"
+    template: str | None = Field(None, pattern=TEMPLATE)
+    variants: list[Variant] = []
+    wait: str = "0d"
+    stop_if: list[str] = ["replied", "unsubscribed", "bounced"]
+    action: Literal["connect", "message"] | None = Field(
+        None, description="linkedin_task only: connection request or message"
+    )
+    matched_audience: Literal["contacts", "companies"] | None = Field(
+        None, description="linkedin_audience only: hashed contact list or company list"
+    )
+
+    @field_validator("wait")
+    @classmethod
+    def _wait(cls, value: str) -> str:
+        parse_wait(value)
+        return value
+
+    @field_validator("stop_if")
+    @classmethod
+    def _stop_conditions(cls, values: list[str]) -> list[str]:
+        for value in values:
+            stage = _STAGE_CONDITION.match(value.strip())
+            if stage and stage.group(1) in STAGES:
+                continue
+            if value not in STOP_EVENTS:
+                raise ValueError(
+                    f"{value!r}: use one of {', '.join(STOP_EVENTS)} or 'stage >= <stage>'"
+                )
+        return values
+
+    @model_validator(mode="after")
+    def _channel_fields(self) -> Step:
+        if self.channel == "linkedin_audience":
+            if self.template or self.variants:
+                raise ValueError("a linkedin_audience step has no template")
+            self.matched_audience = self.matched_audience or "contacts"
+        else:
+            if self.matched_audience:
+                raise ValueError("matched_audience belongs to linkedin_audience steps")
+            if not self.variants and not self.template:
+                self.template = self.id
+            if self.variants and self.template:
+                raise ValueError("give either template or variants, not both")
+        if self.channel == "linkedin_task":
+            self.action = self.action or "connect"
+        elif self.action:
+            raise ValueError("action belongs to linkedin_task steps")
+        ids = [variant.id for variant in self.variants]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"variant ids must be unique: {ids}")
+        return self
+
+    @property
+    def delay(self) -> timedelta:
+        return parse_wait(self.wait)
+
+    @property
+    def stop_stage(self) -> str | None:
+        """The stage at which this step no longer goes out (`stage >= mqa`), if any."""
+        for value in self.stop_if:
+            found = _STAGE_CONDITION.match(value.strip())
+            if found:
+                return found.group(1)
+        return None
+
+    def templates(self) -> list[str]:
+        """Every template this step can use."""
+        return [v.template for v in self.variants] if self.variants else [self.template or ""]
+
+
+class Cap(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max: int = Field(ge=1, le=1000)
+    days: int = Field(ge=1, le=365)
+
+
+class Caps(BaseModel):
+    """Most messages a person / an account may get from all campaigns in a rolling window."""
+
+    model_config = ConfigDict(extra="forbid")
+    per_contact: Cap | None = Cap(max=2, days=7)
+    per_account: Cap | None = Cap(max=5, days=7)
+
+
+class SendingWindow(BaseModel):
+    """When messages may leave, in the contact's own time zone (else the account's country,
+    else `timezone` here)."""
+
+    model_config = ConfigDict(extra="forbid")
+    days: list[Weekday] = ["mon", "tue", "wed", "thu", "fri"]
+    start: time = time(8, 0)
+    end: time = time(18, 0)
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone such as Europe/Berlin") from None
+        return value
+
+    @model_validator(mode="after")
+    def _order(self) -> SendingWindow:
+        if self.start >= self.end:
+            raise ValueError("start must be before end")
+        return self
+
+
+class Utm(BaseModel):
+    """UTM parameters added to links in emails (never to the unsubscribe link)."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str = "abm"
+    medium: str = "email"
+    campaign: str | None = Field(None, description="default: the campaign key")
+    domains: list[str] = Field(
+        [], description="only links to these domains get UTM parameters (default: all)"
+    )
 
 
 class CampaignFile(BaseModel):
@@ -47,11 +200,15 @@ class CampaignFile(BaseModel):
     consent_required: bool = Field(
         False, description="skip contacts whose consent is `none` or unknown"
     )
+    sender: str | None = Field(None, description="From address; default ABM_SENDER")
     links: dict[str, HttpUrl] = {}
+    utm: Utm = Utm()
+    caps: Caps = Caps()
+    sending_window: SendingWindow | None = None
     steps: list[Step] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique_steps(self) -> CampaignFile:
+    def _consistent(self) -> CampaignFile:
         ids = [step.id for step in self.steps]
         if len(ids) != len(set(ids)):
             raise ValueError(f"step ids must be unique: {ids}")

@@ -262,6 +262,38 @@ def campaign_validate(file: Path) -> None:
         err.print(line, highlight=False)
 
 
+@campaign_app.command("preview")
+def campaign_preview(
+    file: Path,
+    account: Annotated[str, typer.Option(help="the account's domain")],
+    contact: Annotated[str | None, typer.Option(help="a contact's email")] = None,
+    step: Annotated[str | None, typer.Option(help="step id (default: the first)")] = None,
+    html: Annotated[Path | None, typer.Option(help="also write the HTML part to this file")] = None,
+) -> None:
+    """Render exactly what would be sent to one person, headers included."""
+    from email.message import Message
+
+    from flows.preview import preview
+
+    chosen, person, rendered = preview(_engine(), get_settings(), file, account, contact, step)
+    variant = f", variant {person['variant']}" if person.get("variant") else ""
+    err.print(
+        f"step {chosen.id} ({chosen.channel}) for {person['email']} at {person['domain']}{variant}",
+        highlight=False,
+    )
+    if not isinstance(rendered, Message):
+        print(rendered)
+        return
+    for name, value in rendered.items():
+        print(f"{name}: {value}")
+    for part in rendered.get_payload():
+        body = part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8")
+        print(f"\n----- {part.get_content_type()} -----\n{body}")
+        if html and part.get_content_type() == "text/html":
+            html.write_text(body, encoding="utf-8")
+            err.print(f"HTML written to {html}: open it in a browser", highlight=False)
+
+
 @campaign_app.command("run")
 def campaign_run(
     file: Path,

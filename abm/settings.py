@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
 
-EMAIL_BACKENDS = ("outbox", "console")
+EMAIL_BACKENDS = ("outbox", "console", "smtp")
 
 
 class Settings(BaseSettings):
@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "sqlite:///.abm/abm.db", description="SQLAlchemy URL of the application database"
     )
-    email_backend: str = Field("outbox", description="outbox or console")
+    email_backend: str = Field("outbox", description="outbox, console or smtp")
     outbox_dir: Path = Field(Path(".abm/outbox"), description="where the outbox writes .eml")
     smtp_url: str | None = None
     sendgrid_api_key: str | None = None

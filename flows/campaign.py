@@ -97,7 +97,7 @@ def run_campaign(
 
     # 1. target
     score_accounts(database_url, icp_rules)
-    account_ids = select_target_accounts(database_url, list(campaign.audience.tiers))
+    account_ids = select_target_accounts(database_url, campaign.audience)
     logger.info("%d target accounts in tiers %s", len(account_ids), campaign.audience.tiers)
 
     # 2. map
@@ -114,16 +114,14 @@ def run_campaign(
     backend = get_backend(settings)
     release_expired_leases(engine, campaign_id, requeue=backend.idempotent)
     roles = list(campaign.audience.roles) if campaign.audience.roles else None
-    for step in campaign.steps:
-        plan_step(engine, campaign_id, step.id, account_ids, roles, limit)
+    for index, step in enumerate(campaign.steps):
+        plan_step(engine, campaign_id, key, campaign.steps, index, account_ids, roles, limit)
         context = DeliveryContext(
             database_url=database_url,
+            campaign_file=str(path),
             campaign_id=campaign_id,
             campaign_key=key,
             step=step.id,
-            template=step.template,
-            consent_required=campaign.consent_required,
-            links={name: str(url) for name, url in campaign.links.items()},
         )
         ids = due_delivery_ids(engine, campaign_id, step.id)
         chunks = [list(chunk) for chunk in chunked(ids, settings.chunk_size)]

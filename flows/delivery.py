@@ -14,26 +14,31 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, func, or_, select, update
 
-from abm.campaign_file import CampaignFile
+from abm.campaign_file import CampaignFile, Step, load_campaign
 from abm.settings import Settings
-from abm.unsubscribe import make_token
 from connectors.email import EmailBackend, SendResult
-from flows.rendering import (
-    Sender,
-    build_message,
-    message_id,
-    render_context,
-    render_parts,
-    template_environment,
-)
+from connectors.linkedin import LinkedInConnector, export_rep_tasks
+from flows.compose import Composer
+from flows.rendering import choose_variant
 from models.db import chunked, session_scope
 from models.store import insert_new_rows, update_rows_by_id
-from models.tables import Account, Campaign, Contact, Delivery, Suppression, utcnow
+from models.tables import (
+    STAGES,
+    Account,
+    Campaign,
+    Contact,
+    Delivery,
+    EngagementEvent,
+    Suppression,
+    utcnow,
+)
 
 LEASE = timedelta(minutes=10)
 RETRY_BACKOFF = timedelta(minutes=15)
 MAX_ATTEMPTS = 5
 CLAIMABLE = ("planned", "failed")
+# stop_if conditions that are engagement events (unsubscribed/bounced are contact statuses)
+STOP_EVENT_TYPES = {"replied": "reply", "clicked": "click", "meeting": "meeting"}
 
 
 def register_campaign(engine: Engine, key: str, campaign: CampaignFile, source: Path) -> int:
@@ -52,46 +57,64 @@ def register_campaign(engine: Engine, key: str, campaign: CampaignFile, source: 
 def plan_step(
     engine: Engine,
     campaign_id: int,
-    step: str,
+    campaign_key: str,
+    steps: list[Step],
+    index: int,
     account_ids: list[int],
     roles: list[str] | None = None,
     limit: int | None = None,
 ) -> int:
-    """Add a `planned` row for every contact of the target accounts not yet in the ledger.
+    """Add `planned` rows for the people this step is now due for; returns how many.
 
-    Contacts who may not be emailed still get a row: the send-time rules skip it with a
-    reason, so the summary shows who was left out and why."""
+    The first step is for every contact of the target accounts; a later step for those
+    whose previous step was sent at least `wait` ago and whose account is still targeted.
+    People who may not be contacted still get a row: the send-time rules skip it with a
+    reason, so the summary shows who was left out and why. A/B variants are drawn here,
+    once, from a stable hash, and kept in the row."""
+    step = steps[index]
     now = utcnow()
     planned = 0
     with session_scope(engine) as session:
         already = select(Delivery.contact_id).where(
-            Delivery.campaign_id == campaign_id, Delivery.step == step
+            Delivery.campaign_id == campaign_id, Delivery.step == step.id
         )
         candidates = []
         for batch in chunked(account_ids, 2000):
-            query = select(Contact.id, Contact.account_id).where(
+            query = select(Contact.id, Contact.account_id, Contact.email).where(
                 Contact.account_id.in_(batch), Contact.id.not_in(already)
             )
             if roles:
                 query = query.where(Contact.role.in_(roles))
+            if index > 0:
+                previous = select(Delivery.contact_id).where(
+                    Delivery.campaign_id == campaign_id,
+                    Delivery.step == steps[index - 1].id,
+                    Delivery.state == "sent",
+                    Delivery.sent_at <= now - step.delay,
+                )
+                query = query.where(Contact.id.in_(previous))
             candidates.extend(session.execute(query.order_by(Contact.id)))
         if limit is not None:
-            candidates = candidates[: max(0, limit - _ledger_size(session, campaign_id, step))]
+            candidates = candidates[: max(0, limit - _ledger_size(session, campaign_id, step.id))]
+        weights = [(variant.id, variant.weight) for variant in step.variants]
         for batch in chunked(candidates, 5000):
             rows = [
                 {
                     "campaign_id": campaign_id,
-                    "step": step,
+                    "step": step.id,
                     "contact_id": contact_id,
                     "account_id": account_id,
-                    "channel": "email",
+                    "channel": step.channel,
+                    "variant": choose_variant(weights, f"{campaign_key}:{step.id}:{email}")
+                    if weights
+                    else None,
                     "state": "planned",
                     "due_at": now,
                     "attempts": 0,
                     "created_at": now,
                     "updated_at": now,
                 }
-                for contact_id, account_id in batch
+                for contact_id, account_id, email in batch
             ]
             planned += insert_new_rows(
                 session, engine, Delivery.__table__, rows, ["campaign_id", "step", "contact_id"]
@@ -167,9 +190,11 @@ def claim(engine: Engine, ids: list[int]) -> tuple[str, list[int]]:
         return token, sorted(claimed)
 
 
-def suppressed_contact_ids(engine: Engine, contact_ids: list[int]) -> set[int]:
-    """Contacts whose email, email domain or account domain is suppressed for email."""
-    channels = ("all", "email")
+def suppressed_contact_ids(
+    engine: Engine, contact_ids: list[int], channel: str = "email"
+) -> set[int]:
+    """Contacts whose email, email domain or account domain is suppressed on the channel."""
+    channels = ("all", "email") if channel == "email" else ("all", "linkedin")
     email_domain = (
         func.substr(Contact.email, func.instr(Contact.email, "@") + 1)
         if engine.dialect.name == "sqlite"
@@ -224,37 +249,44 @@ class DeliveryContext:
     """Everything a chunk task needs, small and picklable (no engine, no secrets)."""
 
     database_url: str
+    campaign_file: str
     campaign_id: int
     campaign_key: str
     step: str
-    template: str
-    consent_required: bool
-    links: dict[str, str]
+
+
+PERSON_COLUMNS = (
+    Contact.id.label("contact_id"),
+    Contact.email,
+    Contact.first_name,
+    Contact.last_name,
+    Contact.title,
+    Contact.seniority,
+    Contact.function,
+    Contact.role,
+    Contact.status,
+    Contact.consent,
+    Contact.linkedin_url,
+    Account.id.label("account_id"),
+    Account.domain,
+    Account.name.label("account_name"),
+    Account.industry,
+    Account.tier,
+    Account.country,
+    Account.employees,
+    Account.stage,
+)
 
 
 def _load_rows(engine: Engine, ids: list[int]) -> list[dict[str, Any]]:
+    """Ledger rows with everything rendering and the send-time rules need, in one query."""
     query = (
         select(
             Delivery.id.label("delivery_id"),
             Delivery.step,
             Delivery.attempts,
-            Contact.id.label("contact_id"),
-            Contact.email,
-            Contact.first_name,
-            Contact.last_name,
-            Contact.title,
-            Contact.seniority,
-            Contact.function,
-            Contact.role,
-            Contact.status,
-            Contact.consent,
-            Account.id.label("account_id"),
-            Account.domain,
-            Account.name.label("account_name"),
-            Account.industry,
-            Account.tier,
-            Account.country,
-            Account.employees,
+            Delivery.variant,
+            *PERSON_COLUMNS,
         )
         .join(Contact, Contact.id == Delivery.contact_id)
         .join(Account, Account.id == Delivery.account_id)
@@ -304,6 +336,31 @@ def _result_row(row: dict[str, Any], result: SendResult) -> dict[str, Any]:
     )
 
 
+def stop_reasons(
+    engine: Engine, campaign_id: int, step: Step, rows: list[dict[str, Any]]
+) -> dict[int, str]:
+    """Contacts for whom a stop condition of the step holds now: `stopped_<why>` by id."""
+    stopped: dict[int, str] = {}
+    stop_stage = step.stop_stage
+    if stop_stage:
+        threshold = STAGES.index(stop_stage)
+        for row in rows:
+            if STAGES.index(row["stage"]) >= threshold:
+                stopped[row["contact_id"]] = f"stopped_stage_{row['stage']}"
+    kinds = {STOP_EVENT_TYPES[c]: c for c in step.stop_if if c in STOP_EVENT_TYPES}
+    if kinds:
+        ids = [row["contact_id"] for row in rows]
+        query = select(EngagementEvent.contact_id, EngagementEvent.type).where(
+            EngagementEvent.contact_id.in_(ids),
+            EngagementEvent.type.in_(list(kinds)),
+            or_(EngagementEvent.type != "click", EngagementEvent.campaign_id == campaign_id),
+        )
+        with engine.connect() as connection:
+            for contact_id, kind in connection.execute(query):
+                stopped.setdefault(contact_id, f"stopped_{kinds[kind]}")
+    return stopped
+
+
 def deliver(
     engine: Engine,
     settings: Settings,
@@ -313,36 +370,43 @@ def deliver(
 ) -> ChunkOutcome:
     """Claim, check, render, send and record one chunk of ledger rows."""
     outcome = ChunkOutcome()
+    _, campaign = load_campaign(Path(context.campaign_file))
+    step = next(step for step in campaign.steps if step.id == context.step)
+    composer = Composer(settings, context.campaign_key, context.campaign_id, campaign, step)
     token, claimed = claim(engine, ids)
     if not claimed:
         return outcome
     rows = _load_rows(engine, claimed)
-    suppressed = suppressed_contact_ids(engine, [row["contact_id"] for row in rows])
-    sender = Sender.parse(settings.sender)
-    secret = settings.signing_key()
-    env = template_environment(settings.templates_dir)
-    sender_domain = sender.email.split("@")[1]
+    channel = "email" if step.channel == "email" else "linkedin"
+    suppressed = suppressed_contact_ids(engine, [row["contact_id"] for row in rows], channel)
+    stopped = stop_reasons(engine, context.campaign_id, step, rows)
     reasons: Counter[str] = Counter()
     skipped, to_send = [], []
     for row in rows:
-        reason = skip_reason(row, row["contact_id"] in suppressed, context.consent_required)
+        reason = skip_reason(row, row["contact_id"] in suppressed, campaign.consent_required)
+        reason = reason or stopped.get(row["contact_id"])
         if reason:
             reasons[reason] += 1
             skipped.append(_outcome_row(row, state="skipped", skip_reason=reason))
             continue
-        ledger_key = f"{context.campaign_key}:{row['step']}:{row['contact_id']}"
-        row["message_id"] = message_id(row["delivery_id"], ledger_key, sender_domain, secret)
+        row["message_id"] = composer.message_id(row["delivery_id"], row["contact_id"])
         to_send.append(row)
     _record(engine, token, skipped)
     outcome.skipped = len(skipped)
     outcome.skipped_by_reason = dict(reasons)
+
+    if step.channel != "email":
+        results = _deliver_linkedin(settings, context, step, composer, to_send)
+        _record(engine, token, results)
+        _count(outcome, results)
+        return outcome
 
     with backend:
         for batch in chunked(to_send, backend.batch_size):
             messages, results = [], []
             for row in batch:
                 try:
-                    messages.append((row, _render(row, context, sender, settings, env, secret)))
+                    messages.append((row, composer.email(row)))
                 except Exception as exc:  # a template error for one person must not stop all
                     results.append(
                         _outcome_row(row, state="dead", last_error=f"render: {exc}"[:1000])
@@ -352,55 +416,86 @@ def deliver(
                 _result_row(row, result) for (row, _), result in zip(messages, sent, strict=True)
             ]
             _record(engine, token, results)
-            for result in results:
-                if result["state"] == "sent":
-                    outcome.sent += 1
-                elif result["state"] == "failed":
-                    outcome.failed += 1
-                else:
-                    outcome.dead += 1
+            _count(outcome, results)
     return outcome
 
 
-def _render(
-    row: dict[str, Any],
-    context: DeliveryContext,
-    sender: Sender,
+def _count(outcome: ChunkOutcome, results: list[dict[str, Any]]) -> None:
+    for result in results:
+        if result["state"] == "sent":
+            outcome.sent += 1
+        elif result["state"] == "failed":
+            outcome.failed += 1
+        else:
+            outcome.dead += 1
+
+
+def linkedin_connector(settings: Settings) -> LinkedInConnector:
+    """The LinkedIn connector as configured (sandbox by default: files, no network)."""
+    return LinkedInConnector(
+        settings.linkedin_mode,  # type: ignore[arg-type]
+        sandbox_dir=settings.state_dir / "linkedin" / "sandbox",
+        access_token=settings.linkedin_access_token,
+        ad_account=settings.linkedin_ad_account,
+        base_url=settings.linkedin_base_url,
+    )
+
+
+def _deliver_linkedin(
     settings: Settings,
-    env: Any,
-    secret: str,
-) -> Any:
-    token = make_token(row["contact_id"], context.campaign_id, secret)
-    unsubscribe_url = f"{settings.public_url.rstrip('/')}/unsubscribe/{token}"
-    contact = {
-        key: row[key]
-        for key in ("email", "first_name", "last_name", "title", "seniority", "function", "role")
-    }
-    account = {
-        "name": row["account_name"] or row["domain"],
-        "domain": row["domain"],
-        "industry": row["industry"],
-        "tier": row["tier"],
-        "country": row["country"],
-        "employees": row["employees"],
-    }
-    footer = {"postal_address": settings.postal_address, "unsubscribe_url": unsubscribe_url}
-    parts = render_parts(
-        env,
-        "email",
-        context.template,
-        render_context(contact, account, sender, context.links, footer),
-    )
-    name = " ".join(part for part in (row["first_name"], row["last_name"]) if part)
-    return build_message(
-        parts,
-        sender=sender,
-        to_email=row["email"],
-        to_name=name,
-        message_id=row["message_id"],
-        unsubscribe_url=unsubscribe_url,
-        campaign_key=context.campaign_key,
-    )
+    context: DeliveryContext,
+    step: Step,
+    composer: Composer,
+    rows: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """LinkedIn touches: rep tasks appended to a CSV (LinkedIn's API cannot message people),
+    or a matched audience of hashed emails / company domains uploaded for ads."""
+    if not rows:
+        return []
+    results: list[dict[str, Any]] = []
+    if step.channel == "linkedin_task":
+        tasks, done = [], []
+        for row in rows:
+            try:
+                text = composer.linkedin_text(row)
+            except Exception as exc:  # one person's bad render must not stop the others
+                results.append(_outcome_row(row, state="dead", last_error=f"render: {exc}"[:1000]))
+                continue
+            name = " ".join(p for p in (row["first_name"], row["last_name"]) if p)
+            tasks.append(
+                {
+                    "campaign": context.campaign_key,
+                    "step": step.id,
+                    "contact": row["email"],
+                    "action": step.action,
+                    "text": text,
+                    "account_domain": row["domain"],
+                    "contact_name": name,
+                    "title": row["title"] or "",
+                    "linkedin_url": row.get("linkedin_url") or "",
+                }
+            )
+            done.append(row)
+        path = rep_tasks_path(settings)
+        export_rep_tasks(path, tasks)
+        results += [_outcome_row(row, provider_id=path.name, sent_at=utcnow()) for row in done]
+        return results
+    name = f"{context.campaign_key}-{step.id}"
+    try:
+        connector = linkedin_connector(settings)
+        if step.matched_audience == "companies":
+            audience = connector.upload_company_audience(name, sorted({r["domain"] for r in rows}))
+        else:
+            audience = connector.upload_contact_audience(name, [r["email"] for r in rows])
+    except Exception as exc:
+        error = f"linkedin: {type(exc).__name__}: {exc}"[:1000]
+        return [_result_row(row, SendResult("", "retryable", error=error)) for row in rows]
+    return [_outcome_row(row, provider_id=str(audience), sent_at=utcnow()) for row in rows]
+
+
+def rep_tasks_path(settings: Settings) -> Path:
+    """Where reps find their LinkedIn tasks: one CSV, appended to, never duplicated."""
+    return settings.state_dir / "linkedin" / "rep-tasks.csv"
 
 
 def ledger_summary(engine: Engine, campaign_id: int) -> dict[str, Any]:

@@ -1,66 +1,176 @@
-"""Validation of a campaign file before it runs: schema, then every template it uses,
-rendered for sample people of every seniority, function and role, so a missing field is an
-error now and not a blank "Hi ," in someone's inbox."""
+"""Before a campaign runs: `validate` renders every template for every combination of
+tier, industry folder and committee role its audience can produce, so a missing field is an
+error now and not a blank "Hi ," in someone's inbox; `preview` shows exactly what one
+person would receive, through the same composer as the real send."""
 
 from __future__ import annotations
 
+import contextlib
+from email.message import Message
 from pathlib import Path
+from typing import Any
 
 from jinja2 import TemplateError
+from jinja2.sandbox import SecurityError
+from sqlalchemy import Engine, select
 
-from abm.campaign_file import load_campaign
-from abm.errors import ConfigError
+from abm.campaign_file import CampaignFile, Step, load_campaign
+from abm.errors import AbmError, ConfigError
 from abm.settings import Settings
-from flows.rendering import Sender, render_context, render_parts, template_environment
+from flows.compose import Composer
+from flows.delivery import PERSON_COLUMNS
+from flows.rendering import choose_variant, template_names
 from flows.stakeholders import FUNCTIONS, SENIORITIES
+from flows.targeting import ROLES
+from models.tables import Account, Campaign, Contact, Delivery
 
 
-def _sample_contexts(links: dict[str, str], sender: Sender, address: str) -> list[dict]:
-    contexts = []
-    for tier in (1, 2, 3, None):
-        for seniority in SENIORITIES:
-            for function in FUNCTIONS:
-                contact = {
-                    "email": "sample.person@sample.example",
-                    "first_name": None if function == "other" else "Sam",
-                    "last_name": "Sample",
-                    "title": None,
-                    "seniority": seniority,
-                    "function": function,
-                    "role": None,
-                }
-                account = {
-                    "name": "Sample Industries",
-                    "domain": "sample.example",
-                    "industry": None if tier is None else "Manufacturing",
-                    "tier": tier,
-                    "country": None,
-                    "employees": None,
-                }
-                footer = {"postal_address": address, "unsubscribe_url": "https://u.example/x"}
-                contexts.append(render_context(contact, account, sender, links, footer))
-    return contexts
+def _industries(names: frozenset[str], channel: str, templates: list[str]) -> list[str | None]:
+    """Industry folders the templates have (as sample industry names), plus 'none of them'."""
+    found: set[str] = set()
+    for name in names:
+        parts = name.split("/")
+        is_industry = len(parts) >= 5 and parts[3] != "_"
+        if is_industry and parts[0] == channel and parts[1] in templates:
+            found.add(parts[3])
+    return [None, "Other", *sorted(found)]
+
+
+def _sample_rows(campaign: CampaignFile, step: Step, names: frozenset[str]) -> list[dict]:
+    roles = list(campaign.audience.roles or ROLES)
+    rows = []
+    for tier in campaign.audience.tiers:
+        for industry in _industries(names, step.channel, step.templates()):
+            for role in roles:
+                for index, (seniority, function) in enumerate(
+                    zip(SENIORITIES * 3, FUNCTIONS, strict=False)
+                ):
+                    rows.append(
+                        {
+                            "delivery_id": 0,
+                            "contact_id": 0,
+                            "email": "sam.sample@sample.example",
+                            "first_name": None if index % 2 else "Sam",
+                            "last_name": "Sample",
+                            "title": None,
+                            "seniority": seniority,
+                            "function": function,
+                            "role": role,
+                            "domain": "sample.example",
+                            "account_name": None if index % 3 == 0 else "Sample Industries GmbH",
+                            "industry": industry.replace("-", " ") if industry else None,
+                            "tier": tier,
+                            "country": None,
+                            "employees": None if index % 2 else 1200,
+                            "stage": "target",
+                        }
+                    )
+    return rows
 
 
 def validate_campaign(path: Path, settings: Settings) -> list[str]:
-    """Lines describing what was checked; ConfigError naming file and template on failure."""
+    """Lines describing what was checked; a ConfigError naming file and template if not."""
     key, campaign = load_campaign(path)
-    env = template_environment(settings.templates_dir)
-    sender = Sender.parse(settings.sender)
-    links = {name: str(url) for name, url in campaign.links.items()}
-    contexts = _sample_contexts(links, sender, settings.postal_address)
+    names = template_names(settings.templates_dir)
+    checked = 0
     for step in campaign.steps:
-        for context in contexts:
-            try:
-                render_parts(env, step.channel, step.template, context)
-            except TemplateError as exc:
-                where = getattr(exc, "filename", None) or f"{step.channel}/{step.template}"
-                line = getattr(exc, "lineno", None)
-                raise ConfigError(
-                    f"{path}: step {step.id!r}: template {where}"
-                    f"{f':{line}' if line else ''}: {exc.message or exc}"
-                ) from None
+        if step.channel == "linkedin_audience":
+            continue
+        variants = [v.id for v in step.variants] or [None]
+        composer = Composer(settings, key, 0, campaign, step)
+        for row in _sample_rows(campaign, step, names):
+            for variant in variants:
+                try:
+                    _render(composer, step, {**row, "variant": variant})
+                except SecurityError as exc:
+                    raise ConfigError(
+                        f"{path}: step {step.id!r}: a template tried to reach Python internals, "
+                        f"which templates may not do (security error: {exc})"
+                    ) from None
+                except TemplateError as exc:
+                    where = _template_location(exc, settings.templates_dir) or step.channel
+                    raise ConfigError(
+                        f"{path}: step {step.id!r}: {where}: "
+                        f"{exc.message or exc} (tier {row['tier']}, industry "
+                        f"{row['industry'] or 'unknown'}, role {row['role']})"
+                    ) from None
+                except ValueError as exc:
+                    raise ConfigError(f"{path}: step {step.id!r}: {exc}") from None
+                checked += 1
     return [
-        f"{path}: campaign {key!r} is valid: {len(campaign.steps)} step(s), "
-        f"{len(contexts)} sample contexts rendered per step"
+        f"{path}: campaign {key!r} is valid: {len(campaign.steps)} step(s); "
+        f"{checked} renderings checked across tiers, industry folders, roles and variants"
     ]
+
+
+def _template_location(exc: TemplateError, templates_dir: Path) -> str | None:
+    """`email/t/body.html.j2:2`: the template frame Jinja put in the traceback, or the
+    syntax error's own position."""
+    filename, line = getattr(exc, "filename", None), getattr(exc, "lineno", None)
+    trace = exc.__traceback__
+    while trace is not None:
+        if trace.tb_frame.f_code.co_filename.endswith(".j2"):
+            filename, line = trace.tb_frame.f_code.co_filename, trace.tb_lineno
+        trace = trace.tb_next
+    if not filename:
+        return None
+    with contextlib.suppress(ValueError):
+        filename = str(Path(filename).resolve().relative_to(templates_dir.resolve()))
+    return f"{filename}:{line}" if line else filename
+
+
+def _render(composer: Composer, step: Step, row: dict[str, Any]) -> Message | str:
+    if step.channel == "email":
+        return composer.email(row)
+    return composer.linkedin_text(row)
+
+
+def preview(
+    engine: Engine,
+    settings: Settings,
+    path: Path,
+    domain: str,
+    email: str | None = None,
+    step_id: str | None = None,
+) -> tuple[Step, dict[str, Any], Message | str]:
+    """What one person at an account would receive for a step (the first step by default)."""
+    key, campaign = load_campaign(path)
+    steps = [s for s in campaign.steps if s.channel != "linkedin_audience"]
+    step = next((s for s in steps if s.id == step_id), None) if step_id else steps[0]
+    if step is None:
+        raise AbmError(f"{path}: no step {step_id!r} with content to preview")
+    query = (
+        select(*PERSON_COLUMNS)
+        .join(Account, Account.id == Contact.account_id)
+        .where(Account.domain == domain.strip().lower())
+        .order_by(Contact.role, Contact.id)
+    )
+    if email:
+        query = query.where(Contact.email == email.strip().lower())
+    with engine.connect() as connection:
+        row = connection.execute(query.limit(1)).mappings().first()
+        if row is None:
+            who = email or "any contact"
+            raise AbmError(f"no {who} at account {domain!r} (import them first)")
+        campaign_id = connection.execute(select(Campaign.id).where(Campaign.key == key)).scalar()
+        ledger = None
+        if campaign_id is not None:
+            ledger = connection.execute(
+                select(Delivery.id, Delivery.variant).where(
+                    Delivery.campaign_id == campaign_id,
+                    Delivery.step == step.id,
+                    Delivery.contact_id == row["contact_id"],
+                )
+            ).first()
+    person = dict(row)
+    weights = [(v.id, v.weight) for v in step.variants]
+    person["delivery_id"] = ledger.id if ledger else 0
+    person["variant"] = (
+        ledger.variant
+        if ledger
+        else choose_variant(weights, f"{key}:{step.id}:{person['email']}")
+        if weights
+        else None
+    )
+    composer = Composer(settings, key, campaign_id or 0, campaign, step)
+    return step, person, _render(composer, step, person)

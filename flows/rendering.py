@@ -1,10 +1,15 @@
-"""Step 3 of the pipeline, render: Jinja2 templates in a sandbox become real email messages.
-Pure functions: the same message comes out whether it is previewed or sent."""
+"""Step 3 of the pipeline, render: Jinja2 templates in a sandbox become real messages.
+
+Pure functions: preview and the real send call the same `compose_email`, so what a marketer
+previews is what leaves. Templates are resolved most-specific first:
+`templates/<channel>/<template>/<tier>/<industry>/<role>/<file>`, where any level may be `_`
+(any) and trailing `_` levels are left out, down to the template's default folder."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import html as html_lib
 import re
 from dataclasses import dataclass
 from email.charset import QP, Charset
@@ -14,9 +19,13 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
+from html.parser import HTMLParser
+from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import css_inline
 from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -39,9 +48,24 @@ FUNCTION_LABELS = {
     "customer_success": "customer success",
     "executive": "running the business",
 }
+# LinkedIn's limits (connectors/README.md has the sources): a connection request note holds
+# 300 characters (200 on free accounts), a message to a first-degree connection 8,000.
+LINKEDIN_LIMITS = {"connect": 300, "message": 8000}
+_LINE_BREAKS = re.compile(r"[\r\n\t\v\f\u2028\u2029\x00]+")
 _UTF8_QP = Charset("utf-8")
 _UTF8_QP.body_encoding = QP
-_LINE_BREAKS = re.compile(r"[\r\n\t\v\f\u2028\u2029\x00]+")
+_COMPANY_SUFFIX = re.compile(
+    r"[,\s]+(inc\.?|incorporated|llc|l\.l\.c\.|ltd\.?|limited|gmbh|ag|sa|s\.a\.|sas|bv|b\.v\.|"
+    r"nv|plc|corp\.?|corporation|co\.?|kg|oy|ab|as|srl|spa|pty|pte)$",
+    re.IGNORECASE,
+)
+_HREF = re.compile(r'(<a\b[^>]*?\bhref=")(https?://[^"]+)(")', re.IGNORECASE)
+_TEXT_URL = re.compile(r"https?://[^\s<>()\"']+")
+_INLINER = css_inline.CSSInliner(keep_style_tags=False)
+
+
+class TemplateMissing(ConfigError):
+    """No template file matches, not even the template's default."""
 
 
 @dataclass(frozen=True)
@@ -52,11 +76,14 @@ class Sender:
 
     @classmethod
     def parse(cls, value: str) -> Sender:
-        """`Demo Co <marketing@demo.example>` -> Sender; the company is the display name."""
-        name, email = parseaddr(value)
-        if "@" not in email:
-            raise ConfigError(f"ABM_SENDER: {value!r} is not an address like 'Name <a@b.com>'")
-        return cls(name=name or email, email=email, company=name or email.split("@")[1])
+        """`Demo Co <m@demo.example>` (a team) or `"Alex Rivera, Demo Co" <a@demo.example>`
+        (a person, then their company after the comma) -> Sender."""
+        display, email = parseaddr(value)
+        if "@" not in email or any(c in value for c in "\r\n"):
+            raise ConfigError(f"sender {value!r} is not an address like 'Name <a@b.com>'")
+        name, _, company = display.partition(", ")
+        name = name or email
+        return cls(name=name, email=email, company=company or name)
 
 
 def header_text(value: str) -> str:
@@ -64,24 +91,195 @@ def header_text(value: str) -> str:
     return " ".join(_LINE_BREAKS.sub(" ", value).split())
 
 
+def company(name: str | None) -> str:
+    """`Acme Robotics GmbH` -> `Acme Robotics`: how people write a company in a sentence."""
+    if not name:
+        return ""
+    short = _COMPANY_SUFFIX.sub("", name.strip())
+    return short or name.strip()
+
+
+def possessive(name: str | None) -> str:
+    """`Acme` -> `Acme's`, `Siemens` -> `Siemens'`."""
+    if not name:
+        return ""
+    return f"{name}'" if name.endswith(("s", "S")) else f"{name}'s"
+
+
+FILTERS = {"company": company, "possessive": possessive}
+
+
 @lru_cache(maxsize=8)
 def template_environment(templates_dir: Path) -> SandboxedEnvironment:
     """A sandbox: contact data is data, a missing field is an error, HTML is escaped."""
     if not templates_dir.is_dir():
         raise ConfigError(f"templates folder {templates_dir} does not exist (ABM_TEMPLATES_DIR)")
-    return SandboxedEnvironment(
+    env = SandboxedEnvironment(
         loader=FileSystemLoader(str(templates_dir)),
         undefined=StrictUndefined,
         autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
         keep_trailing_newline=True,
         auto_reload=False,
     )
+    env.filters.update(FILTERS)
+    return env
+
+
+@lru_cache(maxsize=8)
+def template_names(templates_dir: Path) -> frozenset[str]:
+    """Every template file, listed once: resolution then costs a set lookup."""
+    return frozenset(template_environment(templates_dir).list_templates())
+
+
+def slug(value: str | None) -> str | None:
+    """`Financial Services` -> `financial-services` (industry folder names)."""
+    if not value:
+        return None
+    return re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-") or None
+
+
+def candidates(
+    channel: str, template: str, tier: int | None, industry: str | None, role: str | None
+) -> list[str]:
+    """Folders to look in, most specific first: tier, then industry, then role."""
+    levels = [f"tier-{tier}" if tier else None, slug(industry), role]
+    options = [(value, None) if value else (None,) for value in levels]
+    combos = sorted(
+        set(product(*options)),
+        key=lambda combo: (-sum(v is not None for v in combo), [v is None for v in combo]),
+    )
+    folders = []
+    for combo in combos:
+        parts = [v or "_" for v in combo]
+        while parts and parts[-1] == "_":
+            parts.pop()
+        folders.append("/".join([channel, template, *parts]))
+    return folders
+
+
+def resolve(
+    names: frozenset[str],
+    channel: str,
+    template: str,
+    filename: str,
+    *,
+    tier: int | None = None,
+    industry: str | None = None,
+    role: str | None = None,
+    required: bool = True,
+) -> str | None:
+    """The most specific template file for this audience, or the template's default."""
+    for folder in candidates(channel, template, tier, industry, role):
+        name = f"{folder}/{filename}"
+        if name in names:
+            return name
+    if required:
+        raise TemplateMissing(f"no template {channel}/{template}/{filename} (templates folder)")
+    return None
+
+
+def add_utm(url: str, params: dict[str, str], domains: tuple[str, ...] = ()) -> str:
+    """The URL with UTM parameters it does not already carry, for links to `domains`."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if domains and not any(host == d or host.endswith("." + d) for d in domains):
+        return url
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    present = {key for key, _ in query}
+    query += [(key, value) for key, value in params.items() if key not in present and value]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _utm_html(html: str, params: dict[str, str], domains: tuple[str, ...], skip: str) -> str:
+    def replace(found: re.Match[str]) -> str:
+        url = html_lib.unescape(found.group(2))
+        if url == skip:
+            return found.group(0)
+        return found.group(1) + html_lib.escape(add_utm(url, params, domains)) + found.group(3)
+
+    return _HREF.sub(replace, html)
+
+
+def _utm_text(text: str, params: dict[str, str], domains: tuple[str, ...], skip: str) -> str:
+    return _TEXT_URL.sub(
+        lambda m: m.group(0) if m.group(0) == skip else add_utm(m.group(0), params, domains), text
+    )
+
+
+class _TextFromHtml(HTMLParser):
+    """Plain text from our own HTML: paragraphs, line breaks, list items, links as `(url)`."""
+
+    BLOCKS: ClassVar[frozenset[str]] = frozenset(
+        {"p", "div", "h1", "h2", "h3", "h4", "tr", "table", "ul", "ol", "hr"}
+    )
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.skip = 0
+        self.href: list[str | None] = []
+        self.link_text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("style", "script", "head", "title"):
+            self.skip += 1
+        elif tag == "br":
+            self.out.append("\n")
+        elif tag == "li":
+            self.out.append("\n- ")
+        elif tag in self.BLOCKS:
+            self.out.append("\n\n")
+        elif tag == "a":
+            self.href.append(dict(attrs).get("href"))
+            self.link_text.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("style", "script", "head", "title"):
+            self.skip = max(0, self.skip - 1)
+        elif tag in self.BLOCKS:
+            self.out.append("\n\n")
+        elif tag == "a" and self.href:
+            href, text = self.href.pop(), self.link_text.pop()
+            if href and href != text.strip():
+                self.out.append(f" ({href})")
+
+    def handle_data(self, data: str) -> None:
+        if self.skip:
+            return
+        text = re.sub(r"\s+", " ", data)
+        if self.link_text:
+            self.link_text[-1] += text
+        self.out.append(text)
+
+    def text(self) -> str:
+        joined = "".join(self.out)
+        lines = [line.strip() for line in joined.splitlines()]
+        return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+def html_to_text(html: str) -> str:
+    """The plain-text part when a template has none: readable, links spelled out."""
+    parser = _TextFromHtml()
+    parser.feed(html)
+    parser.close()
+    return parser.text()
 
 
 def message_id(delivery_id: int, ledger_key: str, sender_domain: str, secret: str) -> str:
     """A Message-ID stable for one ledger row: resends of the row carry the same id."""
     tag = hmac.new(secret.encode(), ledger_key.encode(), hashlib.sha256).hexdigest()[:12]
     return f"<abm.{delivery_id}.{tag}@{sender_domain}>"
+
+
+def choose_variant(weights: list[tuple[str, int]], key: str) -> str:
+    """A/B arm for one person, from a stable hash: the same on every run and machine."""
+    total = sum(weight for _, weight in weights)
+    point = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % total
+    for variant, weight in weights:
+        if point < weight:
+            return variant
+        point -= weight
+    raise AssertionError("weights must be positive")
 
 
 @dataclass(frozen=True)
@@ -91,16 +289,61 @@ class EmailParts:
     html: str
 
 
-def render_parts(
-    env: SandboxedEnvironment, channel: str, template: str, context: dict[str, Any]
+@dataclass(frozen=True)
+class Audience:
+    """What template resolution looks at."""
+
+    tier: int | None
+    industry: str | None
+    role: str | None
+
+
+def render_email_parts(
+    env: SandboxedEnvironment,
+    names: frozenset[str],
+    template: str,
+    audience: Audience,
+    context: dict[str, Any],
+    utm: dict[str, str] | None = None,
+    utm_domains: tuple[str, ...] = (),
 ) -> EmailParts:
-    """Subject, text and HTML of one message from `templates/<channel>/<template>/`."""
-    base = f"{channel}/{template}/default"
-    return EmailParts(
-        subject=header_text(env.get_template(f"{base}.subject.j2").render(context)),
-        text=env.get_template(f"{base}.txt.j2").render(context),
-        html=env.get_template(f"{base}.html.j2").render(context),
-    )
+    """Subject, HTML (CSS inlined, UTM added) and text (written, or derived from the HTML)."""
+    where = {"tier": audience.tier, "industry": audience.industry, "role": audience.role}
+    subject_name = resolve(names, "email", template, "subject.j2", **where)
+    html_name = resolve(names, "email", template, "body.html.j2", **where)
+    text_name = resolve(names, "email", template, "body.txt.j2", required=False, **where)
+    subject = header_text(env.get_template(subject_name).render(context))
+    html = _INLINER.inline(env.get_template(html_name).render(context))
+    unsubscribe = context["footer"]["unsubscribe_url"]
+    if utm:
+        html = _utm_html(html, utm, utm_domains, unsubscribe)
+    if text_name:
+        text = env.get_template(text_name).render(context)
+        if utm:
+            text = _utm_text(text, utm, utm_domains, unsubscribe)
+    else:
+        text = html_to_text(html)
+    return EmailParts(subject=subject, text=text, html=html)
+
+
+def render_linkedin_text(
+    env: SandboxedEnvironment,
+    names: frozenset[str],
+    template: str,
+    action: str,
+    audience: Audience,
+    context: dict[str, Any],
+) -> str:
+    """The note or message a rep sends; too long for LinkedIn is an error, never cut."""
+    where = {"tier": audience.tier, "industry": audience.industry, "role": audience.role}
+    name = resolve(names, "linkedin_task", template, f"{action}.j2", **where)
+    text = env.get_template(name).render(context).strip()
+    limit = LINKEDIN_LIMITS[action]
+    if len(text) > limit:
+        raise ValueError(
+            f"{name}: {len(text)} characters; LinkedIn allows {limit} in a {action} text"
+        )
+    return text
 
 
 def _address(name: str, email: str) -> str:
@@ -153,6 +396,7 @@ def render_context(
     sender: Sender,
     links: dict[str, str],
     footer: dict[str, str],
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a template can see; only plain data, never ORM objects."""
     contact = {**contact, "function_label": FUNCTION_LABELS.get(contact.get("function") or "")}
@@ -162,4 +406,5 @@ def render_context(
         "sender": {"name": sender.name, "email": sender.email, "company": sender.company},
         "links": links,
         "footer": footer,
+        **(extra or {}),
     }

@@ -21,14 +21,12 @@ TESTS = ("in", "not_in", "between", "at_least", "below", "any_of", "none_of", "p
 ROLES = ("decision_maker", "approver", "specifier", "reviewer", "influencer", "user")
 
 
-class IcpRule(BaseModel):
-    """One weighted test of one account field."""
+class FieldTest(BaseModel):
+    """One test of one account field; ICP rules weigh them, campaign audiences filter by them."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    name: str | None = None
     field: str
-    weight: int = Field(ge=-100, le=100)
     in_: list[str] | None = Field(None, alias="in")
     not_in: list[str] | None = None
     between: tuple[float, float] | None = None
@@ -39,13 +37,20 @@ class IcpRule(BaseModel):
     present: Literal[True] | None = None
 
     @model_validator(mode="after")
-    def _exactly_one_test(self) -> IcpRule:
+    def _exactly_one_test(self) -> FieldTest:
         used = [name for name in TESTS if getattr(self, "in_" if name == "in" else name)]
         if len(used) != 1:
             raise ValueError(f"a rule needs exactly one test of {', '.join(TESTS)}; has {used}")
         if self.between and self.between[0] > self.between[1]:
             raise ValueError("between: the low end is above the high end")
         return self
+
+
+class IcpRule(FieldTest):
+    """One weighted test of one account field."""
+
+    name: str | None = None
+    weight: int = Field(ge=-100, le=100)
 
 
 class Committee(BaseModel):
@@ -93,7 +98,7 @@ def _number(value: float) -> str:
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,}"
 
 
-def _evaluate(rule: IcpRule, value: Any) -> str | None:
+def _evaluate(rule: FieldTest, value: Any) -> str | None:
     """The reason text when the rule matches `value`, else None."""
     field = rule.field
     if rule.present:
@@ -125,6 +130,14 @@ def _evaluate(rule: IcpRule, value: Any) -> str | None:
         return f"{field}>={_number(rule.at_least)} ({_number(number)})" if ok else None
     assert rule.below is not None
     return f"{field}<{_number(rule.below)} ({_number(number)})" if number < rule.below else None
+
+
+def matches(test: FieldTest, account: Mapping[str, Any]) -> bool:
+    """Whether an account passes a filter; unknown values never pass (except none_of)."""
+    value = _field_value(account, test.field)
+    if value in (None, "", []) and not test.none_of:
+        return False
+    return _evaluate(test, value if value is not None else []) is not None
 
 
 def tier_for(score: int, rules: IcpRules, override: int | None = None) -> int | None:
@@ -185,11 +198,19 @@ def rescore_accounts_in_db(engine: Engine, rules: IcpRules) -> dict[int | None, 
     return per_tier
 
 
-def target_account_ids(engine: Engine, tiers: list[int]) -> list[int]:
-    """Ids of scored accounts in the given tiers."""
+def target_account_ids(
+    engine: Engine,
+    tiers: list[int],
+    stages: list[str] | None = None,
+    filters: list[FieldTest] | None = None,
+) -> list[int]:
+    """Ids of scored accounts in the given tiers and stages that pass every filter."""
+    columns = [getattr(Account, name) for name in SCORED_FIELDS]
+    query = select(*columns, Account.technologies, Account.attributes).where(
+        Account.tier.in_(tiers)
+    )
+    if stages:
+        query = query.where(Account.stage.in_(stages))
     with engine.connect() as connection:
-        return list(
-            connection.execute(
-                select(Account.id).where(Account.tier.in_(tiers)).order_by(Account.id)
-            ).scalars()
-        )
+        rows = connection.execute(query.order_by(Account.id)).mappings().all()
+    return [row["id"] for row in rows if all(matches(test, row) for test in filters or [])]

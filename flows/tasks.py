@@ -11,6 +11,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from abm.campaign_file import Audience
 from abm.settings import get_settings
 from connectors.email import get_backend
 from flows.committee import Coverage, classify_contacts, committee_coverage
@@ -31,8 +32,11 @@ def score_accounts(database_url: str, rules_path: str | None) -> dict[int | None
 
 
 @task(name="select-target-accounts", cache_policy=NO_CACHE, persist_result=False)
-def select_target_accounts(database_url: str, tiers: list[int]) -> list[int]:
-    return target_account_ids(get_engine(database_url), tiers)
+def select_target_accounts(database_url: str, audience: Audience) -> list[int]:
+    """The campaign's accounts: tiers, journey stages and firmographic filters."""
+    return target_account_ids(
+        get_engine(database_url), list(audience.tiers), list(audience.stages), audience.icp
+    )
 
 
 @task(name="map-stakeholders", cache_policy=NO_CACHE, persist_result=False)

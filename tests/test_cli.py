@@ -116,8 +116,8 @@ def test_campaign_validate_accepts_the_demo_and_names_the_line_of_a_mistake(tmp_
     assert abm("campaign", "validate", str(CAMPAIGN)).returncode == 0
     broken = _write(
         tmp_path / "broken.yaml",
-        "name: Broken\nsteps:\n  - id: intro\n    template: intro\n    wait: 3d\n",
+        "name: Broken\nsteps:\n  - id: intro\n    template: intro\n    colour: red\n",
     )
     result = abm("campaign", "validate", str(broken))
     assert result.returncode == 2
-    assert f"{broken}:5: steps[0].wait:" in result.stderr
+    assert f"{broken}:5: steps[0].colour:" in result.stderr

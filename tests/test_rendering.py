@@ -9,14 +9,16 @@ from jinja2.sandbox import SecurityError
 from abm.unsubscribe import BadToken, make_token, read_token
 from connectors.email.outbox import OutboxBackend
 from flows.rendering import (
+    Audience,
     EmailParts,
     Sender,
     build_message,
     header_text,
     message_id,
     render_context,
-    render_parts,
+    render_email_parts,
     template_environment,
+    template_names,
 )
 from flows.stakeholders import FUNCTIONS, SENIORITIES
 
@@ -47,6 +49,15 @@ def _context(**contact):
     return render_context(person, account, SENDER, {"guide": "https://g.example/"}, footer)
 
 
+TIER_2_MANUFACTURING = Audience(2, "Manufacturing", None)
+
+
+def render_parts(env, channel, template, context, audience=TIER_2_MANUFACTURING):
+    """The rendering entry point with this file's templates folder."""
+    root = Path(env.loader.searchpath[0])
+    return render_email_parts(env, template_names(root), template, audience, context)
+
+
 def _message(parts: EmailParts, to_name: str = "Ana Núñez"):
     return build_message(
         parts,
@@ -64,7 +75,7 @@ def test_the_intro_template_personalises_and_escapes_contact_data():
     parts = render_parts(env, "email", "intro", _context())
     assert parts.text.startswith("Hi Ana,")
     assert "&lt;script&gt;" in parts.html and "<script>" not in parts.html
-    assert "{{ 7*7 }}" in parts.text and "49" not in parts.text
+    assert "{{ 7*7 }}" in parts.html and "49" not in parts.text
     assert "1 Example St" in parts.html and "https://u.example/t" in parts.text
 
 
@@ -86,16 +97,16 @@ def test_the_intro_template_renders_for_every_seniority_and_function():
 
 def test_a_template_using_an_unknown_field_fails_loudly(tmp_path: Path):
     (tmp_path / "email" / "broken").mkdir(parents=True)
-    for part in ("subject", "txt", "html"):
-        (tmp_path / "email" / "broken" / f"default.{part}.j2").write_text("{{ contact.nickname }}")
+    for part in ("subject.j2", "body.html.j2"):
+        (tmp_path / "email" / "broken" / part).write_text("{{ contact.nickname }}")
     with pytest.raises(UndefinedError, match="nickname"):
         render_parts(template_environment(tmp_path), "email", "broken", _context())
 
 
 def test_templates_cannot_reach_python_internals(tmp_path: Path):
     (tmp_path / "email" / "evil").mkdir(parents=True)
-    for part in ("subject", "txt", "html"):
-        (tmp_path / "email" / "evil" / f"default.{part}.j2").write_text(
+    for part in ("subject.j2", "body.html.j2"):
+        (tmp_path / "email" / "evil" / part).write_text(
             "{{ contact.__class__.__mro__[1].__subclasses__() }}"
         )
     with pytest.raises(SecurityError):
@@ -109,6 +120,7 @@ def test_line_breaks_never_reach_a_header():
     parsed = message_from_bytes(raw, policy=default)
     assert parsed["Bcc"] is None
     assert parsed["Subject"] == "Hello Bcc: victim@x.example"
+    assert b"\r\nBcc:" not in raw and b"\nBcc:" not in raw
 
 
 def test_messages_have_text_and_html_parts_and_one_click_unsubscribe():

@@ -7,6 +7,7 @@ from abm.settings import Settings
 from connectors.email.base import EmailBackend, SendResult
 from connectors.email.console import ConsoleBackend
 from connectors.email.outbox import OutboxBackend
+from connectors.email.smtp import SmtpBackend
 
 __all__ = ["EmailBackend", "SendResult", "get_backend"]
 
@@ -17,4 +18,13 @@ def get_backend(settings: Settings) -> EmailBackend:
         return OutboxBackend(settings.outbox_dir)
     if settings.email_backend == "console":
         return ConsoleBackend()
+    if settings.email_backend == "smtp":
+        if not settings.smtp_url:
+            raise ConfigError(
+                "ABM_EMAIL_BACKEND=smtp needs ABM_SMTP_URL (smtp://user:pass@host:587)"
+            )
+        try:
+            return SmtpBackend.from_url(settings.smtp_url)
+        except ConfigError as exc:
+            raise ConfigError(f"ABM_SMTP_URL: {exc}") from None
     raise ConfigError(f"ABM_EMAIL_BACKEND={settings.email_backend}: unknown backend")
