@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import traceback
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from abm.errors import AbmError
 from abm.settings import get_settings
 
 
@@ -41,6 +43,9 @@ def _file_logging_config(log_file: Path) -> Path:
 def prepare_environment(quiet: bool = True) -> None:
     """Settings Prefect reads once, so this runs before Prefect is imported."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The first start of a temporary server migrates its database: ~20 s on a quiet
+    # 2-core machine, more on a busy one, where Prefect's default of 20 s gives up.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     if "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
         os.environ["PREFECT_HOME"] = str((get_settings().state_dir / "prefect").resolve())
     if quiet and "PREFECT_LOGGING_SETTINGS_PATH" not in os.environ:
@@ -49,9 +54,25 @@ def prepare_environment(quiet: bool = True) -> None:
         os.environ["PREFECT_LOGGING_SETTINGS_PATH"] = str(_file_logging_config(log_file))
 
 
+class FlowFailed(AbmError):
+    """The flow ran and failed; the details are in the Prefect log, not on the terminal."""
+
+    exit_code = 1
+
+
 def run_flow_quietly(campaign_file: str, limit: int | None, simulate: bool) -> dict[str, Any]:
     """Run `run_campaign` in this process; Prefect's own logging goes to a file."""
     prepare_environment()
     from flows.campaign import run_campaign
 
-    return run_campaign(campaign_file=campaign_file, limit=limit, simulate=simulate)
+    try:
+        return run_campaign(campaign_file=campaign_file, limit=limit, simulate=simulate)
+    except AbmError:
+        raise
+    except Exception as exc:
+        log = prefect_log_path()
+        with log.open("a", encoding="utf-8") as handle:
+            handle.write("".join(traceback.format_exception(exc)))
+        raise FlowFailed(
+            f"the campaign flow failed: {type(exc).__name__}: {exc} (details in {log})"
+        ) from None

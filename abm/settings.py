@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
 
-EMAIL_BACKENDS = ("outbox", "console", "smtp")
+EMAIL_BACKENDS = ("outbox", "console", "smtp", "sendgrid")
 
 
 class Settings(BaseSettings):
@@ -25,11 +25,12 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "sqlite:///.abm/abm.db", description="SQLAlchemy URL of the application database"
     )
-    email_backend: str = Field("outbox", description="outbox, console or smtp")
+    email_backend: str = Field("outbox", description="outbox, console, smtp or sendgrid")
     outbox_dir: Path = Field(Path(".abm/outbox"), description="where the outbox writes .eml")
     smtp_url: str | None = None
     sendgrid_api_key: str | None = None
     sendgrid_base_url: str = "https://api.sendgrid.com"
+    sendgrid_sandbox: bool = Field(False, description="SendGrid validates but delivers nothing")
     sendgrid_webhook_public_key: str | None = None
     linkedin_mode: str = "sandbox"
     linkedin_access_token: str | None = None

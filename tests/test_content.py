@@ -34,7 +34,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_resolution_goes_from_most_specific_down_to_the_template_default():
-    assert candidates("email", "intro", 1, "Financial Services", "approver") == [
+    assert list(candidates("email", "intro", 1, "Financial Services", "approver")) == [
         "email/intro/tier-1/financial-services/approver",
         "email/intro/tier-1/financial-services",
         "email/intro/tier-1/_/approver",

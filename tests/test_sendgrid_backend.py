@@ -13,6 +13,8 @@ import httpx
 import jsonschema
 import pytest
 import respx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from abm.errors import ConfigError
 from connectors.email.sendgrid import SendGridBackend
@@ -62,6 +64,7 @@ def message(
     template: str = "intro",
     to: str | None = None,
     campaign: str = "q3-manufacturing",
+    extra_html: str = "",
     **headers: str,
 ):
     """A message as the delivery flow renders it; bodies share a template, names differ."""
@@ -84,7 +87,7 @@ def message(
         text = f"{name}, a different step altogether: the webinar on {n} May.\n{unsubscribe}\n"
         html = f"<h1>Webinar</h1><div>{name}: join us on {n} May</div><a href='{unsubscribe}'>x</a>"
     built = build_message(
-        EmailParts(f"Idée pour Acme {n} ✓", text, html),
+        EmailParts(f"Idée pour Acme {n} ✓", text, html + extra_html),
         sender=SENDER,
         to_email=to or f"ana{n}@acme{n}.example",
         to_name=name,
@@ -115,14 +118,25 @@ class Sleeps(list):
 
 
 @pytest.fixture
-def sendgrid():
-    with respx.mock(base_url=BASE, assert_all_called=False) as router:
-        yield router.post("/v3/mail/send", name="send")
+def router():
+    with respx.mock(base_url=BASE, assert_all_called=False) as mock:
+        yield mock
 
 
-def backend(**options) -> SendGridBackend:
+@pytest.fixture
+def sendgrid(router):
+    return router.post("/v3/mail/send", name="send")
+
+
+def make_backend(router: respx.MockRouter, **options) -> SendGridBackend:
+    """A backend whose transport is the respx router (no TLS set-up, no network)."""
     options.setdefault("sleep", Sleeps())
-    return SendGridBackend(KEY, **options)
+    return SendGridBackend(KEY, transport=httpx.MockTransport(router.handler), **options)
+
+
+@pytest.fixture
+def backend(router):
+    return lambda **options: make_backend(router, **options)
 
 
 def accepted(message_id: str = "msg-1", status: int = 202) -> httpx.Response:
@@ -151,7 +165,7 @@ def test_the_strict_validator_accepts_the_spec_examples_and_catches_typos():
         assert_valid({**body, "categories": "not-a-list"})
 
 
-def test_request_is_valid_and_carries_what_webhooks_and_recipients_need(sendgrid):
+def test_request_is_valid_and_carries_what_webhooks_and_recipients_need(sendgrid, backend):
     sendgrid.side_effect = [accepted("x-msg-1")]
     messages = [message(n) for n in range(3)]
     results = backend().send_messages(messages)
@@ -179,7 +193,7 @@ def test_request_is_valid_and_carries_what_webhooks_and_recipients_need(sendgrid
     assert "send_at" not in first
 
 
-def test_every_recipient_gets_exactly_the_message_that_was_rendered(sendgrid):
+def test_every_recipient_gets_exactly_the_message_that_was_rendered(sendgrid, backend):
     """What SendGrid does with substitutions (plain replacement) rebuilds each message."""
     sendgrid.side_effect = [accepted()]
     messages = [message(n) for n in range(5)]
@@ -196,7 +210,62 @@ def test_every_recipient_gets_exactly_the_message_that_was_rendered(sendgrid):
         assert rebuilt == parts_of(msg)
 
 
-def test_sandbox_mode_is_requested_and_its_200_counts_as_accepted(sendgrid):
+PIECES = ["<p>", "</p>", "Hi ", "\n", '<a href="https://demo.example/guide">', "guide</a>", "Acme"]
+FREE_TEXT = st.text(
+    st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]) | st.just("\n"), max_size=12
+)
+
+
+@st.composite
+def related_bodies(draw) -> list[str]:
+    """Bodies of one template: pieces kept, swapped for other text, dropped or extended."""
+    base = draw(st.lists(st.sampled_from(PIECES) | FREE_TEXT, min_size=1, max_size=25))
+    bodies = []
+    for _ in range(draw(st.integers(1, 6))):
+        body = []
+        for piece in base:
+            edit = draw(st.sampled_from(["keep", "keep", "keep", "swap", "drop", "add"]))
+            if edit in ("keep", "add"):
+                body.append(piece)
+            if edit in ("swap", "add"):
+                body.append(draw(FREE_TEXT))
+        bodies.append("".join(body) or "-")
+    return bodies
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(html_bodies=related_bodies())
+def test_any_bodies_of_one_template_are_rebuilt_exactly(html_bodies):
+    messages = [
+        build_message(
+            EmailParts(f"Subject {n}", f"Hi {n}\n", html),
+            sender=SENDER,
+            to_email=f"p{n}@acme.example",
+            to_name=f"P {n}",
+            message_id=f"<abm.{n}.x@demo.example>",
+            unsubscribe_url=f"https://abm.example/u/{n}",
+            campaign_key="demo",
+        )
+        for n, html in enumerate(html_bodies)
+    ]
+    with respx.mock(base_url=BASE) as router:
+        route = router.post("/v3/mail/send").mock(return_value=accepted())
+        results = make_backend(router).send_messages(messages)
+    assert [r.outcome for r in results] == ["accepted"] * len(messages)
+    rebuilt = {}
+    for body in bodies(route):
+        for personalization in body["personalizations"]:
+            parts = []
+            for content in body["content"]:
+                value = content["value"]
+                for tag, replacement in personalization.get("substitutions", {}).items():
+                    value = value.replace(tag, replacement)
+                parts.append((content["type"], value))
+            rebuilt[personalization["custom_args"]["abm_message_id"]] = parts
+    assert {m["Message-ID"]: parts_of(m) for m in messages} == rebuilt
+
+
+def test_sandbox_mode_is_requested_and_its_200_counts_as_accepted(sendgrid, backend):
     sendgrid.side_effect = [httpx.Response(200)]
     results = backend(sandbox=True).send_messages([message(1)])
     (body,) = bodies(sendgrid)
@@ -205,7 +274,7 @@ def test_sandbox_mode_is_requested_and_its_200_counts_as_accepted(sendgrid):
     assert results[0].outcome == "accepted" and results[0].provider_id is None
 
 
-def test_429_then_202_waits_as_long_as_sendgrid_asks(sendgrid):
+def test_429_then_202_waits_as_long_as_sendgrid_asks(sendgrid, backend):
     sendgrid.side_effect = [httpx.Response(429, headers={"Retry-After": "7"}), accepted()]
     sleeps = Sleeps()
     results = backend(sleep=sleeps).send_messages([message(1), message(2)])
@@ -214,7 +283,7 @@ def test_429_then_202_waits_as_long_as_sendgrid_asks(sendgrid):
     assert [r.outcome for r in results] == ["accepted", "accepted"]
 
 
-def test_500_then_202_backs_off_and_succeeds(sendgrid):
+def test_500_then_202_backs_off_and_succeeds(sendgrid, backend):
     sendgrid.side_effect = [httpx.Response(500, json={"errors": [{"message": "oops"}]}), accepted()]
     sleeps = Sleeps()
     results = backend(sleep=sleeps).send_messages([message(1)])
@@ -222,7 +291,7 @@ def test_500_then_202_backs_off_and_succeeds(sendgrid):
     assert results[0].outcome == "accepted"
 
 
-def test_5xx_that_persists_is_retryable_for_every_message(sendgrid):
+def test_5xx_that_persists_is_retryable_for_every_message(sendgrid, backend):
     sendgrid.side_effect = [httpx.Response(503)] * 5
     sleeps = Sleeps()
     results = backend(sleep=sleeps).send_messages([message(1), message(2)])
@@ -231,7 +300,7 @@ def test_5xx_that_persists_is_retryable_for_every_message(sendgrid):
     assert "HTTP 503" in (results[0].error or "")
 
 
-def test_400_is_permanent_with_sendgrid_reasons(sendgrid):
+def test_400_is_permanent_with_sendgrid_reasons(sendgrid, backend):
     errors = [{"field": "from.email", "message": "The from address does not match a sender"}]
     sendgrid.side_effect = [httpx.Response(400, json={"errors": errors})]
     results = backend().send_messages([message(1), message(2)])
@@ -240,7 +309,7 @@ def test_400_is_permanent_with_sendgrid_reasons(sendgrid):
     assert "The from address does not match a sender" in (results[0].error or "")
 
 
-def test_400_blaming_one_personalization_fails_only_that_message(sendgrid):
+def test_400_blaming_one_personalization_fails_only_that_message(sendgrid, backend):
     errors = [{"field": "personalizations.1.to", "message": "Does not contain a valid address."}]
     sendgrid.side_effect = [httpx.Response(400, json={"errors": errors}), accepted("again")]
     results = backend().send_messages([message(0), message(1), message(2)])
@@ -256,7 +325,7 @@ def test_400_blaming_one_personalization_fails_only_that_message(sendgrid):
 
 
 @pytest.mark.parametrize("status", [401, 403])
-def test_rejected_key_is_clear_and_stops_the_batch(sendgrid, status):
+def test_rejected_key_is_clear_and_stops_the_batch(sendgrid, status, backend):
     body = {"errors": [{"field": None, "message": "authorization required"}]}
     sendgrid.side_effect = [httpx.Response(status, json=body)]
     messages = [message(1), message(2, campaign="another-campaign")]
@@ -269,7 +338,7 @@ def test_rejected_key_is_clear_and_stops_the_batch(sendgrid, status):
         assert KEY not in (result.error or "")
 
 
-def test_2500_personalised_messages_go_in_three_requests(sendgrid):
+def test_2500_personalised_messages_go_in_three_requests(sendgrid, backend):
     sendgrid.side_effect = [accepted("a"), accepted("b"), accepted("c")]
     messages = [message(n) for n in range(2500)]
     results = backend().send_messages(messages)
@@ -281,7 +350,7 @@ def test_2500_personalised_messages_go_in_three_requests(sendgrid):
     assert_valid(sent[2])
 
 
-def test_other_templates_and_repeated_recipients_get_requests_of_their_own(sendgrid):
+def test_other_templates_and_repeated_recipients_get_requests_of_their_own(sendgrid, backend):
     sendgrid.side_effect = [accepted("1"), accepted("2"), accepted("3")]
     messages = [
         message(1),
@@ -303,11 +372,9 @@ def test_other_templates_and_repeated_recipients_get_requests_of_their_own(sendg
         assert_valid(body)
 
 
-def test_a_message_too_different_for_substitutions_is_sent_literally(sendgrid):
+def test_a_message_too_different_for_substitutions_is_sent_literally(sendgrid, backend):
     sendgrid.side_effect = [accepted("1"), accepted("2")]
-    long = message(2)
-    html_part = long.get_payload()[1]
-    html_part.set_payload(parts_of(long)[1][1] + "<p>" + "x" * 12_000 + "</p>", "utf-8")
+    long = message(2, extra_html="<p>" + "x" * 12_000 + "</p>")
     backend().send_messages([message(1), long, message(3)])
     shared, alone = bodies(sendgrid)
     assert len(shared["personalizations"]) == 2
@@ -316,7 +383,7 @@ def test_a_message_too_different_for_substitutions_is_sent_literally(sendgrid):
     assert_valid(alone)
 
 
-def test_send_at_is_passed_through_within_72_hours_and_refused_beyond(sendgrid):
+def test_send_at_is_passed_through_within_72_hours_and_refused_beyond(sendgrid, backend):
     sendgrid.side_effect = [accepted()]
     soon = int(time.time()) + 3600
     messages = [
@@ -332,7 +399,7 @@ def test_send_at_is_passed_through_within_72_hours_and_refused_beyond(sendgrid):
     assert [p["send_at"] for p in body["personalizations"]] == [soon]
 
 
-def test_a_message_that_cannot_be_sent_keeps_its_place(sendgrid):
+def test_a_message_that_cannot_be_sent_keeps_its_place(sendgrid, backend):
     sendgrid.side_effect = [accepted()]
     broken = message(2)
     del broken["Message-ID"]
@@ -344,7 +411,7 @@ def test_a_message_that_cannot_be_sent_keeps_its_place(sendgrid):
     assert "To" in (results[2].error or "")
 
 
-def test_empty_batch_makes_no_request(sendgrid):
+def test_empty_batch_makes_no_request(sendgrid, backend):
     assert backend().send_messages([]) == []
     assert sendgrid.call_count == 0
 
@@ -354,7 +421,7 @@ def test_a_missing_key_is_a_configuration_error():
         SendGridBackend("  ")
 
 
-def test_one_connection_serves_every_batch_while_open(sendgrid):
+def test_one_connection_serves_every_batch_while_open(sendgrid, backend):
     sendgrid.side_effect = [accepted("1"), accepted("2")]
     with backend() as open_backend:
         open_backend.send_messages([message(1)])
@@ -362,7 +429,7 @@ def test_one_connection_serves_every_batch_while_open(sendgrid):
     assert sendgrid.call_count == 2
 
 
-def test_the_key_never_reaches_logs_or_results(sendgrid, caplog):
+def test_the_key_never_reaches_logs_or_results(sendgrid, caplog, backend):
     caplog.set_level(logging.DEBUG)
     echo = {"errors": [{"message": f"key {KEY} is not allowed"}]}
     sendgrid.side_effect = [

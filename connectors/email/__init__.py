@@ -7,6 +7,7 @@ from abm.settings import Settings
 from connectors.email.base import EmailBackend, SendResult
 from connectors.email.console import ConsoleBackend
 from connectors.email.outbox import OutboxBackend
+from connectors.email.sendgrid import SendGridBackend
 from connectors.email.smtp import SmtpBackend
 
 __all__ = ["EmailBackend", "SendResult", "get_backend"]
@@ -18,6 +19,12 @@ def get_backend(settings: Settings) -> EmailBackend:
         return OutboxBackend(settings.outbox_dir)
     if settings.email_backend == "console":
         return ConsoleBackend()
+    if settings.email_backend == "sendgrid":
+        if not settings.sendgrid_api_key:
+            raise ConfigError("ABM_EMAIL_BACKEND=sendgrid needs ABM_SENDGRID_API_KEY")
+        return SendGridBackend(
+            settings.sendgrid_api_key, settings.sendgrid_base_url, sandbox=settings.sendgrid_sandbox
+        )
     if settings.email_backend == "smtp":
         if not settings.smtp_url:
             raise ConfigError(
