@@ -92,6 +92,12 @@ def run_demo(contacts: int, out: Console, err: Console) -> None:
         f"{summary['skipped']} skipped, {summary['failed']} failed.",
         highlight=False,
     )
+    if summary["deferred"]:
+        out.print(
+            f"Deferred: {summary['deferred']} held back by frequency caps; they go out on a "
+            "later run, once a slot frees up.",
+            highlight=False,
+        )
     if summary["skipped_by_reason"]:
         reasons = ", ".join(f"{k} {v}" for k, v in summary["skipped_by_reason"].items())
         out.print(f"Skipped because: {reasons}.", highlight=False)

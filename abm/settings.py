@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     linkedin_access_token: str | None = None
     linkedin_base_url: str = "https://api.linkedin.com"
     linkedin_ad_account: str | None = None
+    hubspot_access_token: str | None = Field(None, description="enables CRM write-back")
+    hubspot_base_url: str = "https://api.hubapi.com"
+    hubspot_property_prefix: str = "abm_"
     sender: str = "Demo Co <marketing@demo.example>"
     postal_address: str = "Demo Co, 1 Example Street, Springfield, 00000, United States"
     secret_key: str | None = None

@@ -26,6 +26,7 @@ from flows.delivery import (
     release_expired_leases,
 )
 from flows.tasks import (
+    crm_write_back,
     deliver_chunk,
     map_stakeholders,
     score_accounts,
@@ -133,6 +134,9 @@ def run_campaign(
     if simulate:
         simulate_engagement(database_url, campaign_id)
     write_back_engagement(database_url, account_ids)
+    if settings.hubspot_access_token:
+        crm = crm_write_back(database_url, account_ids)
+        logger.info("CRM write-back: %s", {k: v for k, v in crm.items() if k != "failures"})
 
     summary = ledger_summary(engine, campaign_id)
     create_markdown_artifact(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from connectors.email import EmailBackend, SendResult
 from connectors.linkedin import LinkedInConnector, export_rep_tasks
 from flows.compose import Composer
 from flows.rendering import choose_variant
+from flows.rules import cap_frees_at, local_zone, next_window_opening
 from models.db import chunked, session_scope
 from models.store import insert_new_rows, update_rows_by_id
 from models.tables import (
@@ -241,6 +242,7 @@ class ChunkOutcome:
     skipped: int = 0
     failed: int = 0
     dead: int = 0
+    deferred: int = 0
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -267,6 +269,8 @@ PERSON_COLUMNS = (
     Contact.status,
     Contact.consent,
     Contact.linkedin_url,
+    Contact.timezone,
+    Contact.country.label("contact_country"),
     Account.id.label("account_id"),
     Account.domain,
     Account.name.label("account_name"),
@@ -394,6 +398,10 @@ def deliver(
     _record(engine, token, skipped)
     outcome.skipped = len(skipped)
     outcome.skipped_by_reason = dict(reasons)
+    if step.channel == "email":
+        to_send, deferred = _hold_back(engine, campaign, to_send)
+        _defer(engine, token, deferred)
+        outcome.deferred = len(deferred)
 
     if step.channel != "email":
         results = _deliver_linkedin(settings, context, step, composer, to_send)
@@ -418,6 +426,86 @@ def deliver(
             _record(engine, token, results)
             _count(outcome, results)
     return outcome
+
+
+def recent_sends(
+    engine: Engine, column: Any, ids: set[int], days: int
+) -> dict[int, list[datetime]]:
+    """Email send times per contact (or account) over the last `days`, across campaigns."""
+    found: dict[int, list[datetime]] = {key: [] for key in ids}
+    if not ids:
+        return found
+    since = utcnow() - timedelta(days=days)
+    with engine.connect() as connection:
+        for batch in chunked(sorted(ids), 2000):
+            rows = connection.execute(
+                select(column, Delivery.sent_at).where(
+                    column.in_(batch),
+                    Delivery.state == "sent",
+                    Delivery.channel == "email",
+                    Delivery.sent_at > since,
+                )
+            )
+            for key, sent_at in rows:
+                found[key].append(sent_at)
+    return found
+
+
+def _hold_back(
+    engine: Engine, campaign: CampaignFile, rows: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], datetime, str]]]:
+    """Split rows into those that may go now and those deferred by the sending window or
+    a frequency cap, with the time they may go and why. Counts include this chunk."""
+    now = utcnow()
+    window = campaign.sending_window
+    caps = campaign.caps
+    days = max((cap.days for cap in (caps.per_contact, caps.per_account) if cap), default=1)
+    by_contact = recent_sends(engine, Delivery.contact_id, {r["contact_id"] for r in rows}, days)
+    by_account = recent_sends(engine, Delivery.account_id, {r["account_id"] for r in rows}, days)
+    ready, deferred = [], []
+    for row in rows:
+        if window is not None:
+            zone = local_zone(
+                row["timezone"], row["contact_country"] or row["country"], window.timezone
+            )
+            opening = next_window_opening(now, window, zone)
+            if opening is not None:
+                deferred.append((row, opening, f"outside sending window ({zone.key})"))
+                continue
+        contact_free = cap_frees_at(by_contact[row["contact_id"]], caps.per_contact, now)
+        account_free = cap_frees_at(by_account[row["account_id"]], caps.per_account, now)
+        if contact_free or account_free:
+            which = "contact" if contact_free else "account"
+            deferred.append(
+                (
+                    row,
+                    max(t for t in (contact_free, account_free) if t),
+                    f"frequency cap per {which}",
+                )
+            )
+            continue
+        by_contact[row["contact_id"]].append(now)
+        by_account[row["account_id"]].append(now)
+        ready.append(row)
+    return ready, deferred
+
+
+def _defer(
+    engine: Engine, token: str, deferred: list[tuple[dict[str, Any], datetime, str]]
+) -> None:
+    """Back to `planned`, due when allowed; the attempt taken by the claim is given back."""
+    rows = [
+        {
+            "_id": row["delivery_id"],
+            "state": "planned",
+            "due_at": until,
+            "attempts": row["attempts"] - 1,
+            "last_error": f"deferred: {why}",
+            "updated_at": utcnow(),
+        }
+        for row, until, why in deferred
+    ]
+    _record(engine, token, rows)
 
 
 def _count(outcome: ChunkOutcome, results: list[dict[str, Any]]) -> None:
@@ -515,8 +603,16 @@ def ledger_summary(engine: Engine, campaign_id: int) -> dict[str, Any]:
                 .group_by(Delivery.skip_reason)
             ).all()
         )
+        deferred = connection.execute(
+            select(func.count()).where(
+                Delivery.campaign_id == campaign_id,
+                Delivery.state == "planned",
+                Delivery.last_error.like("deferred:%"),
+            )
+        ).scalar_one()
     return {
         "planned": sum(states.values()),
+        "deferred": deferred,
         "sent": states.get("sent", 0),
         "skipped": states.get("skipped", 0),
         "failed": states.get("failed", 0) + states.get("dead", 0),

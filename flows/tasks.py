@@ -7,18 +7,21 @@ No task persists its result: results can hold personal data."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from abm.campaign_file import Audience
 from abm.settings import get_settings
+from connectors.crm import HubSpotCrm
 from connectors.email import get_backend
 from flows.committee import Coverage, classify_contacts, committee_coverage
 from flows.delivery import ChunkOutcome, DeliveryContext, deliver
 from flows.engagement import load_engagement_rules, rollup_accounts, simulate_campaign_engagement
 from flows.targeting import load_icp_rules, rescore_accounts_in_db, target_account_ids
 from models.db import get_engine
+from models.queries import account_rows
 
 
 def _path(value: str | None) -> Path | None:
@@ -66,3 +69,25 @@ def simulate_engagement(database_url: str, campaign_id: int) -> int:
 def write_back_engagement(database_url: str, account_ids: list[int]) -> int:
     """Roll events up into account engagement scores and stages."""
     return rollup_accounts(get_engine(database_url), account_ids, load_engagement_rules())
+
+
+@task(name="crm-write-back", cache_policy=NO_CACHE, persist_result=False)
+def crm_write_back(database_url: str, account_ids: list[int]) -> dict[str, Any]:
+    """Engagement score, stage, tier and ICP score to HubSpot companies (when configured)."""
+    settings = get_settings()
+    if not settings.hubspot_access_token:
+        return {"skipped": "ABM_HUBSPOT_ACCESS_TOKEN is not set"}
+    rows = account_rows(get_engine(database_url), account_ids)
+    with HubSpotCrm(
+        settings.hubspot_access_token,
+        settings.hubspot_base_url,
+        property_prefix=settings.hubspot_property_prefix,
+    ) as crm:
+        crm.ensure_properties()
+        result = crm.write_back(rows)
+    return {
+        "updated": result.updated,
+        "created": result.created,
+        "failed": result.failed,
+        "failures": dict(list(result.failures.items())[:50]),
+    }

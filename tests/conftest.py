@@ -20,7 +20,6 @@ from models.db import get_engine, migrate
 
 POSTGRES_URL = os.environ.get("ABM_TEST_POSTGRES_URL")
 REQUIRE_POSTGRES = os.environ.get("ABM_TEST_REQUIRE_POSTGRES") == "1"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def _postgres_database() -> Iterator[str]:

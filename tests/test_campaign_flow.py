@@ -1,9 +1,11 @@
 """The `run_campaign` flow end to end on a real (temporary) Prefect server, on SQLite and
 PostgreSQL: target, map, render, deliver to the outbox, write back; never twice."""
 
+from datetime import timedelta
 from email import message_from_bytes
 from email.policy import default
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select, update
@@ -12,7 +14,8 @@ from abm.demo_data import write_demo_csvs
 from abm.settings import get_settings, reset_settings
 from flows.campaign import run_campaign
 from flows.import_csv import import_file
-from models.tables import Account, Contact, Delivery, StageChange
+from flows.rules import WEEKDAYS
+from models.tables import Account, Contact, Delivery, StageChange, utcnow
 
 CAMPAIGN = Path(__file__).resolve().parents[1] / "campaigns" / "demo.yaml"
 
@@ -39,7 +42,8 @@ def test_a_campaign_run_sends_each_reachable_contact_one_email(demo_db):
     summary = run_campaign(campaign_file=str(CAMPAIGN))
     files = _outbox()
     assert summary["sent"] == len(files) > 50
-    assert summary["planned"] == summary["sent"] + summary["skipped"]
+    assert summary["planned"] == summary["sent"] + summary["skipped"] + summary["pending"]
+    assert summary["pending"] == summary["deferred"]
     with demo_db.connect() as connection:
         rows = connection.execute(
             select(Delivery.message_id, Delivery.state, Contact.email).join(Contact)
@@ -100,3 +104,51 @@ def test_messages_left_sending_by_a_crash_are_sent_once_on_the_next_run(demo_db)
     summary = run_campaign(campaign_file=str(CAMPAIGN), limit=10)
     assert summary["sent"] == 10
     assert {path.name for path in _outbox()} == files_before
+
+
+def _campaign(tmp_path, extra: str) -> str:
+    path = tmp_path / "capped.yaml"
+    path.write_text(
+        "name: Capped\nlinks: {guide: 'https://demo.example/g'}\n"
+        + extra
+        + "steps:\n  - id: intro\n    template: intro\n"
+    )
+    return str(path)
+
+
+def test_a_per_account_cap_defers_the_rest_until_a_slot_frees_up(demo_db, tmp_path):
+    campaign = _campaign(
+        tmp_path, "caps:\n  per_contact: {max: 2, days: 7}\n  per_account: {max: 1, days: 7}\n"
+    )
+    first = run_campaign(campaign_file=campaign)
+    with demo_db.connect() as connection:
+        per_account = (
+            connection.execute(select(Delivery.account_id).where(Delivery.state == "sent"))
+            .scalars()
+            .all()
+        )
+        due = connection.execute(
+            select(Delivery.due_at, Delivery.last_error).where(Delivery.state == "planned")
+        ).all()
+    assert len(per_account) == len(set(per_account)) == first["sent"]
+    assert first["deferred"] == len(due) > 0
+    assert all(error == "deferred: frequency cap per account" for _, error in due)
+    assert min(at for at, _ in due) > utcnow() + timedelta(days=6)
+    second = run_campaign(campaign_file=campaign)
+    assert (second["sent"], second["deferred"]) == (first["sent"], first["deferred"])
+
+
+def test_outside_the_sending_window_nothing_leaves(demo_db, tmp_path):
+    today = WEEKDAYS[utcnow().astimezone(ZoneInfo("Pacific/Kiritimati")).weekday()]
+    others = [
+        day
+        for day in WEEKDAYS
+        if day != today
+        and day != WEEKDAYS[utcnow().astimezone(ZoneInfo("Pacific/Pago_Pago")).weekday()]
+    ]
+    campaign = _campaign(
+        tmp_path, f"sending_window:\n  days: [{', '.join(others)}]\n  timezone: UTC\n"
+    )
+    summary = run_campaign(campaign_file=campaign)
+    assert summary["sent"] == 0
+    assert summary["deferred"] == summary["planned"] - summary["skipped"] > 0

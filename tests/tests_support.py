@@ -1,0 +1,7 @@
+"""Paths the tests share: the provider specs live in the `shared` folder beside the
+checkout (as in CI), or wherever ABM_SHARED_DIR points."""
+
+import os
+from pathlib import Path
+
+SHARED = Path(os.environ.get("ABM_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared")
