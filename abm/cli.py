@@ -298,13 +298,47 @@ def campaign_preview(
 def campaign_run(
     file: Path,
     limit: Annotated[int | None, typer.Option(min=1, help="plan at most N messages")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="check and render, send nothing")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Run the campaign flow now (an ad-hoc run, on the configured Prefect API)."""
     from abm.prefect_runtime import run_flow_quietly
 
-    summary = run_flow_quietly(str(file), limit=limit, simulate=False)
+    with err.status("running the campaign flow on Prefect"):
+        summary = run_flow_quietly(str(file), limit=limit, simulate=False, dry_run=dry_run)
+    if summary.get("paused"):
+        err.print("[yellow]the campaign is paused: nothing was sent[/]")
+    if dry_run and not as_json:
+        err.print("dry run: nothing was sent; 'sent' counts what would go out now")
     _summary(summary, as_json)
+
+
+def _campaign_id(file: Path) -> int:
+    from abm.campaign_file import load_campaign
+    from flows.delivery import register_campaign
+
+    key, campaign = load_campaign(file)
+    return register_campaign(_engine(), key, campaign, file)
+
+
+@campaign_app.command("pause")
+def campaign_pause(file: Path) -> None:
+    """Stop sending at once (also mid-run, before the next batch); nobody gets a step twice."""
+    from flows.delivery import set_campaign_status
+
+    set_campaign_status(_engine(), _campaign_id(file), "paused")
+    err.print(f"{file}: paused")
+
+
+@campaign_app.command("resume")
+def campaign_resume(file: Path) -> None:
+    """Carry on where the campaign stopped."""
+    from flows.delivery import set_campaign_status
+
+    set_campaign_status(_engine(), _campaign_id(file), "active")
+    err.print(f"{file}: active again; the next run or schedule sends what is due")
 
 
 @campaign_app.command("status")
@@ -322,10 +356,9 @@ def _summary(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         _print_json(summary)
         return
-    table = Table("planned", "sent", "skipped", "failed", "uncertain", "pending")
-    table.add_row(
-        *(str(summary[k]) for k in ("planned", "sent", "skipped", "failed", "uncertain", "pending"))
-    )
+    columns = ("planned", "sent", "skipped", "deferred", "failed", "uncertain", "pending")
+    table = Table(*columns)
+    table.add_row(*(str(summary.get(k, 0)) for k in columns))
     out.print(table)
     for reason, count in summary["skipped_by_reason"].items():
         out.print(f"skipped because {reason}: {count}")

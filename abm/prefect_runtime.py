@@ -60,13 +60,17 @@ class FlowFailed(AbmError):
     exit_code = 1
 
 
-def run_flow_quietly(campaign_file: str, limit: int | None, simulate: bool) -> dict[str, Any]:
+def run_flow_quietly(
+    campaign_file: str, limit: int | None, simulate: bool, dry_run: bool = False
+) -> dict[str, Any]:
     """Run `run_campaign` in this process; Prefect's own logging goes to a file."""
     prepare_environment()
     from flows.campaign import run_campaign
 
     try:
-        return run_campaign(campaign_file=campaign_file, limit=limit, simulate=simulate)
+        return run_campaign(
+            campaign_file=campaign_file, limit=limit, simulate=simulate, dry_run=dry_run
+        )
     except AbmError:
         raise
     except Exception as exc:

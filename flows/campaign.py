@@ -18,7 +18,9 @@ from abm.settings import get_settings
 from connectors.email import get_backend
 from flows.committee import Coverage
 from flows.delivery import (
+    ChunkOutcome,
     DeliveryContext,
+    campaign_paused,
     due_delivery_ids,
     ledger_summary,
     plan_step,
@@ -29,6 +31,7 @@ from flows.tasks import (
     crm_write_back,
     deliver_chunk,
     map_stakeholders,
+    rehearse_chunk,
     score_accounts,
     select_target_accounts,
     simulate_engagement,
@@ -62,6 +65,28 @@ def _targets_table(database_url: str, coverage: dict[int, Coverage]) -> list[dic
     return rows
 
 
+def _dry_run_summary(outcomes: list[ChunkOutcome]) -> dict[str, Any]:
+    """What a real run would do now: the same keys as a run summary, nothing sent."""
+    reasons: Counter[str] = Counter()
+    for outcome in outcomes:
+        reasons.update(outcome.skipped_by_reason)
+    sent = sum(o.sent for o in outcomes)
+    skipped = sum(o.skipped for o in outcomes)
+    deferred = sum(o.deferred for o in outcomes)
+    failed = sum(o.dead for o in outcomes)
+    return {
+        "dry_run": True,
+        "planned": sent + skipped + deferred + failed,
+        "sent": sent,
+        "skipped": skipped,
+        "deferred": deferred,
+        "failed": failed,
+        "uncertain": 0,
+        "pending": deferred,
+        "skipped_by_reason": dict(sorted(reasons.items())),
+    }
+
+
 def _summary_markdown(key: str, summary: dict[str, Any]) -> str:
     lines = [
         f"# Campaign `{key}`",
@@ -82,6 +107,7 @@ def run_campaign(
     campaign_file: str = "campaigns/demo.yaml",
     limit: int | None = None,
     simulate: bool = False,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Run one campaign file now: every step of the pipeline, idempotent on re-run."""
     logger = get_run_logger()
@@ -93,6 +119,9 @@ def run_campaign(
     key, campaign = load_campaign(path)
     artifact_key = key.replace("_", "-")
     campaign_id = register_campaign(engine, key, campaign, path)
+    if campaign_paused(engine, campaign_id):
+        logger.warning("campaign %s is paused: `abm campaign resume` to carry on", key)
+        return {**ledger_summary(engine, campaign_id), "paused": True}
     title_rules = str(settings.title_rules) if settings.title_rules else None
     icp_rules = str(settings.icp_rules) if settings.icp_rules else None
 
@@ -115,6 +144,7 @@ def run_campaign(
     backend = get_backend(settings)
     release_expired_leases(engine, campaign_id, requeue=backend.idempotent)
     roles = list(campaign.audience.roles) if campaign.audience.roles else None
+    rehearsal: list[ChunkOutcome] = []
     for index, step in enumerate(campaign.steps):
         plan_step(engine, campaign_id, key, campaign.steps, index, account_ids, roles, limit)
         context = DeliveryContext(
@@ -127,8 +157,12 @@ def run_campaign(
         ids = due_delivery_ids(engine, campaign_id, step.id)
         chunks = [list(chunk) for chunk in chunked(ids, settings.chunk_size)]
         logger.info("step %s: %d messages due in %d chunks", step.id, len(ids), len(chunks))
-        for future in deliver_chunk.map(chunks, context=unmapped(context)):
-            future.result()
+        task = rehearse_chunk if dry_run else deliver_chunk
+        outcomes = [f.result() for f in task.map(chunks, context=unmapped(context))]
+        rehearsal += outcomes
+
+    if dry_run:
+        return _dry_run_summary(outcomes=rehearsal)
 
     # 5. write back
     if simulate:

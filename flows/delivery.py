@@ -365,22 +365,16 @@ def stop_reasons(
     return stopped
 
 
-def deliver(
+def _check(
     engine: Engine,
-    settings: Settings,
     context: DeliveryContext,
-    ids: list[int],
-    backend: EmailBackend,
-) -> ChunkOutcome:
-    """Claim, check, render, send and record one chunk of ledger rows."""
-    outcome = ChunkOutcome()
-    _, campaign = load_campaign(Path(context.campaign_file))
-    step = next(step for step in campaign.steps if step.id == context.step)
-    composer = Composer(settings, context.campaign_key, context.campaign_id, campaign, step)
-    token, claimed = claim(engine, ids)
-    if not claimed:
-        return outcome
-    rows = _load_rows(engine, claimed)
+    campaign: CampaignFile,
+    step: Step,
+    composer: Composer,
+    rows: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[tuple[dict, datetime, str]], Counter]:
+    """The rules that protect people, for one chunk at the moment of sending: returns the
+    rows that may go now, the skipped ones (with reasons) and the deferred ones."""
     channel = "email" if step.channel == "email" else "linkedin"
     suppressed = suppressed_contact_ids(engine, [row["contact_id"] for row in rows], channel)
     stopped = stop_reasons(engine, context.campaign_id, step, rows)
@@ -395,13 +389,59 @@ def deliver(
             continue
         row["message_id"] = composer.message_id(row["delivery_id"], row["contact_id"])
         to_send.append(row)
-    _record(engine, token, skipped)
-    outcome.skipped = len(skipped)
-    outcome.skipped_by_reason = dict(reasons)
+    deferred: list[tuple[dict, datetime, str]] = []
     if step.channel == "email":
         to_send, deferred = _hold_back(engine, campaign, to_send)
-        _defer(engine, token, deferred)
-        outcome.deferred = len(deferred)
+    return to_send, skipped, deferred, reasons
+
+
+def rehearse(
+    engine: Engine, settings: Settings, context: DeliveryContext, ids: list[int]
+) -> ChunkOutcome:
+    """A dry run of one chunk: the same checks and rendering, nothing sent, no row changed.
+    `sent` counts what would be sent; render failures count as `dead`."""
+    _, campaign = load_campaign(Path(context.campaign_file))
+    step = next(step for step in campaign.steps if step.id == context.step)
+    composer = Composer(settings, context.campaign_key, context.campaign_id, campaign, step)
+    to_send, skipped, deferred, reasons = _check(
+        engine, context, campaign, step, composer, _load_rows(engine, ids)
+    )
+    outcome = ChunkOutcome(
+        skipped=len(skipped), deferred=len(deferred), skipped_by_reason=dict(reasons)
+    )
+    for row in to_send:
+        try:
+            composer.email(row) if step.channel == "email" else composer.linkedin_text(row)
+            outcome.sent += 1
+        except Exception:  # counted, like a real send would record it
+            outcome.dead += 1
+    return outcome
+
+
+def deliver(
+    engine: Engine,
+    settings: Settings,
+    context: DeliveryContext,
+    ids: list[int],
+    backend: EmailBackend,
+) -> ChunkOutcome:
+    """Claim, check, render, send and record one chunk of ledger rows."""
+    outcome = ChunkOutcome()
+    _, campaign = load_campaign(Path(context.campaign_file))
+    step = next(step for step in campaign.steps if step.id == context.step)
+    composer = Composer(settings, context.campaign_key, context.campaign_id, campaign, step)
+    if campaign_paused(engine, context.campaign_id):
+        return outcome
+    token, claimed = claim(engine, ids)
+    if not claimed:
+        return outcome
+    to_send, skipped, deferred, reasons = _check(
+        engine, context, campaign, step, composer, _load_rows(engine, claimed)
+    )
+    _record(engine, token, skipped)
+    _defer(engine, token, deferred)
+    outcome.skipped, outcome.deferred = len(skipped), len(deferred)
+    outcome.skipped_by_reason = dict(reasons)
 
     if step.channel != "email":
         results = _deliver_linkedin(settings, context, step, composer, to_send)
@@ -410,7 +450,11 @@ def deliver(
         return outcome
 
     with backend:
-        for batch in chunked(to_send, backend.batch_size):
+        for start in range(0, len(to_send), backend.batch_size):
+            batch = to_send[start : start + backend.batch_size]
+            if campaign_paused(engine, context.campaign_id):
+                _release(engine, token, to_send[start:])
+                break
             messages, results = [], []
             for row in batch:
                 try:
@@ -426,6 +470,36 @@ def deliver(
             _record(engine, token, results)
             _count(outcome, results)
     return outcome
+
+
+def campaign_paused(engine: Engine, campaign_id: int) -> bool:
+    """Checked before every batch: `abm campaign pause` stops sending at once."""
+    with engine.connect() as connection:
+        status = connection.execute(
+            select(Campaign.status).where(Campaign.id == campaign_id)
+        ).scalar()
+    return status == "paused"
+
+
+def set_campaign_status(engine: Engine, campaign_id: int, status: str) -> None:
+    with session_scope(engine) as session:
+        session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id)
+            .values(status=status, updated_at=utcnow())
+        )
+
+
+def _release(engine: Engine, token: str, rows: list[dict[str, Any]]) -> None:
+    """Give claimed rows back untouched (paused mid-chunk): planned again, attempt returned."""
+    _record(
+        engine,
+        token,
+        [
+            {"_id": row["delivery_id"], "state": "planned", "attempts": row["attempts"] - 1}
+            for row in rows
+        ],
+    )
 
 
 def recent_sends(

@@ -17,7 +17,7 @@ from abm.settings import get_settings
 from connectors.crm import HubSpotCrm
 from connectors.email import get_backend
 from flows.committee import Coverage, classify_contacts, committee_coverage
-from flows.delivery import ChunkOutcome, DeliveryContext, deliver
+from flows.delivery import ChunkOutcome, DeliveryContext, deliver, rehearse
 from flows.engagement import load_engagement_rules, rollup_accounts, simulate_campaign_engagement
 from flows.targeting import load_icp_rules, rescore_accounts_in_db, target_account_ids
 from models.db import get_engine
@@ -58,6 +58,12 @@ def deliver_chunk(ids: list[int], context: DeliveryContext) -> ChunkOutcome:
     settings = get_settings()
     engine = get_engine(context.database_url)
     return deliver(engine, settings, context, ids, get_backend(settings))
+
+
+@task(name="rehearse-chunk", cache_policy=NO_CACHE, persist_result=False)
+def rehearse_chunk(ids: list[int], context: DeliveryContext) -> ChunkOutcome:
+    """Dry run of a chunk: every check and render, nothing sent, no ledger row changed."""
+    return rehearse(get_engine(context.database_url), get_settings(), context, ids)
 
 
 @task(name="simulate-engagement", cache_policy=NO_CACHE, persist_result=False)

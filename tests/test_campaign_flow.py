@@ -152,3 +152,47 @@ def test_outside_the_sending_window_nothing_leaves(demo_db, tmp_path):
     summary = run_campaign(campaign_file=campaign)
     assert summary["sent"] == 0
     assert summary["deferred"] == summary["planned"] - summary["skipped"] > 0
+
+
+def test_prefect_artifacts_hold_no_personal_data(demo_db):
+    from prefect.client.orchestration import get_client
+
+    run_campaign(campaign_file=str(CAMPAIGN), simulate=True)
+    with demo_db.connect() as connection:
+        emails = set(connection.execute(select(Contact.email)).scalars())
+        names = {n for n in connection.execute(select(Contact.last_name)).scalars() if n}
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+    assert {a.key for a in artifacts} >= {"demo-intro-targets", "demo-intro-summary"}
+    text = " ".join(str(a.data) for a in artifacts)
+    assert "@" not in text
+    assert not [name for name in names if len(name) > 3 and name in text]
+    assert not emails & set(text.split())
+
+
+def test_a_dry_run_sends_nothing_and_predicts_the_real_run(demo_db):
+    rehearsal = run_campaign(campaign_file=str(CAMPAIGN), dry_run=True)
+    assert rehearsal["dry_run"] is True and rehearsal["sent"] > 0
+    assert _outbox() == []
+    with demo_db.connect() as connection:
+        states = set(connection.execute(select(Delivery.state)).scalars())
+    assert states == {"planned"}
+    real = run_campaign(campaign_file=str(CAMPAIGN))
+    assert (real["sent"], real["skipped"], real["deferred"]) == (
+        rehearsal["sent"],
+        rehearsal["skipped"],
+        rehearsal["deferred"],
+    )
+
+
+def test_a_paused_campaign_sends_nothing_until_resumed(demo_db):
+    from abm.campaign_file import load_campaign
+    from flows.delivery import register_campaign, set_campaign_status
+
+    key, campaign = load_campaign(CAMPAIGN)
+    campaign_id = register_campaign(demo_db, key, campaign, CAMPAIGN)
+    set_campaign_status(demo_db, campaign_id, "paused")
+    paused = run_campaign(campaign_file=str(CAMPAIGN))
+    assert paused["paused"] is True and _outbox() == []
+    set_campaign_status(demo_db, campaign_id, "active")
+    assert run_campaign(campaign_file=str(CAMPAIGN))["sent"] == len(_outbox()) > 0
