@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     title_rules: Path | None = Field(None, description="title table YAML merged over defaults")
     templates_dir: Path = Field(REPO_ROOT / "templates", description="Jinja2 templates")
     chunk_size: int = Field(1000, ge=1, le=50_000, description="contacts per delivery task")
+    lease_seconds: int = Field(
+        600, ge=1, description="how long a claimed chunk may take before it counts as crashed"
+    )
     state_dir: Path = Field(Path(".abm"), description="local state: database, secret, demo")
 
     @field_validator("email_backend")

@@ -34,7 +34,6 @@ from models.tables import (
     utcnow,
 )
 
-LEASE = timedelta(minutes=10)
 RETRY_BACKOFF = timedelta(minutes=15)
 MAX_ATTEMPTS = 5
 CLAIMABLE = ("planned", "failed")
@@ -168,8 +167,13 @@ def due_delivery_ids(engine: Engine, campaign_id: int, step: str) -> list[int]:
         )
 
 
-def claim(engine: Engine, ids: list[int]) -> tuple[str, list[int]]:
-    """Move claimable rows to `sending` under a lease and commit before any send."""
+def claim(
+    engine: Engine, ids: list[int], lease: timedelta = timedelta(minutes=10)
+) -> tuple[str, list[int]]:
+    """Move claimable rows to `sending` under a lease and commit before any send.
+
+    A lease outlives any healthy chunk; rows still `sending` after it expired belong to a
+    process that died (see `release_expired_leases`)."""
     token = uuid.uuid4().hex
     now = utcnow()
     with session_scope(engine) as session:
@@ -179,7 +183,7 @@ def claim(engine: Engine, ids: list[int]) -> tuple[str, list[int]]:
             .values(
                 state="sending",
                 claimed_by=token,
-                lease_until=now + LEASE,
+                lease_until=now + lease,
                 attempts=Delivery.attempts + 1,
                 updated_at=now,
             )
@@ -432,7 +436,7 @@ def deliver(
     composer = Composer(settings, context.campaign_key, context.campaign_id, campaign, step)
     if campaign_paused(engine, context.campaign_id):
         return outcome
-    token, claimed = claim(engine, ids)
+    token, claimed = claim(engine, ids, timedelta(seconds=settings.lease_seconds))
     if not claimed:
         return outcome
     to_send, skipped, deferred, reasons = _check(

@@ -196,3 +196,56 @@ def test_a_paused_campaign_sends_nothing_until_resumed(demo_db):
     assert paused["paused"] is True and _outbox() == []
     set_campaign_status(demo_db, campaign_id, "active")
     assert run_campaign(campaign_file=str(CAMPAIGN))["sent"] == len(_outbox()) > 0
+
+
+def _time_passes(engine, model, column: str, delta: timedelta) -> None:
+    """Move recorded times back by `delta` (in Python: SQLite has no datetime arithmetic)."""
+    table = model.__table__
+    with engine.begin() as connection:
+        rows = connection.execute(select(table.c.id, table.c[column])).all()
+        for row_id, at in rows:
+            if at is not None:
+                connection.execute(
+                    update(table).where(table.c.id == row_id).values({column: at - delta})
+                )
+
+
+def test_advance_sequences_sends_later_steps_once_their_wait_is_over(demo_db, tmp_path):
+    from flows.scheduled import advance_sequences
+
+    path = tmp_path / "two-steps.yaml"
+    path.write_text(
+        "name: Two steps\nlinks: {guide: 'https://demo.example/g'}\n"
+        "caps: {per_contact: {max: 5, days: 7}, per_account: {max: 50, days: 7}}\n"
+        "steps:\n  - id: first\n    template: intro\n"
+        "  - id: second\n    template: intro\n    wait: 2d\n"
+    )
+    first = run_campaign(campaign_file=str(path))
+    assert first["sent"] > 0
+    assert advance_sequences()["two-steps"]["sent"] == first["sent"]
+    _time_passes(demo_db, Delivery, "sent_at", timedelta(days=2, minutes=1))
+    later = advance_sequences()["two-steps"]
+    with demo_db.connect() as connection:
+        second = (
+            connection.execute(select(Delivery.state).where(Delivery.step == "second"))
+            .scalars()
+            .all()
+        )
+    assert second and set(second) <= {"sent", "skipped"}
+    assert later["sent"] == first["sent"] + second.count("sent")
+
+
+def test_rescoring_applies_decay_without_new_events(demo_db):
+    from flows.scheduled import rescore_accounts
+
+    run_campaign(campaign_file=str(CAMPAIGN), simulate=True)
+    with demo_db.connect() as connection:
+        before = sum(connection.execute(select(Account.engagement_score)).scalars())
+    from models.tables import EngagementEvent
+
+    _time_passes(demo_db, EngagementEvent, "occurred_at", timedelta(days=60))
+    result = rescore_accounts()
+    with demo_db.connect() as connection:
+        after = sum(connection.execute(select(Account.engagement_score)).scalars())
+    assert result["accounts"] > 0
+    assert 0 < after < before
