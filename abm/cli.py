@@ -27,11 +27,13 @@ accounts_app = typer.Typer(help="Target accounts: fit, tier, stage, committee.")
 contacts_app = typer.Typer(help="Contacts and their committee roles.")
 stakeholders_app = typer.Typer(help="Buying-committee mapping.")
 campaign_app = typer.Typer(help="Campaign files: validate, run, status.")
+engagement_app = typer.Typer(help="Engagement from providers.")
 app.add_typer(import_app, name="import")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(contacts_app, name="contacts")
 app.add_typer(stakeholders_app, name="stakeholders")
 app.add_typer(campaign_app, name="campaign")
+app.add_typer(engagement_app, name="engagement")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -362,6 +364,25 @@ def _summary(summary: dict[str, Any], as_json: bool) -> None:
     out.print(table)
     for reason, count in summary["skipped_by_reason"].items():
         out.print(f"skipped because {reason}: {count}")
+
+
+@engagement_app.command("sync")
+def engagement_sync(as_json: JsonOption = False) -> None:
+    """Pull LinkedIn ad analytics by company and lead-form responses (sandbox by default)."""
+    from flows.engagement import load_engagement_rules, rollup_accounts
+    from flows.engagement_sync import sync_linkedin
+    from models.queries import list_accounts
+
+    engine = _engine()
+    report = sync_linkedin(engine, get_settings())
+    ids = [row["id"] for row in list_accounts(engine)]
+    changes = rollup_accounts(engine, ids, load_engagement_rules())
+    result = {**report.__dict__, "stage_changes": changes}
+    if as_json:
+        _print_json(result)
+        return
+    for key, value in result.items():
+        err.print(f"{key.replace('_', ' ')}: {value}")
 
 
 @app.command()

@@ -4,6 +4,7 @@ and a journey stage. Scoring and stage rules are pure functions over plain rows.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -94,7 +95,10 @@ def account_engagement(
     types: set[str] = set()
     for event in events:
         age_days = max(0.0, (now - event["occurred_at"]).total_seconds() / 86400)
-        total += rules.weights.get(event["type"], 0) * 0.5 ** (age_days / rules.half_life_days)
+        # aggregated events (ad analytics) count with diminishing returns: 1 -> 1, 100 -> 6.7
+        count = (event.get("data") or {}).get("count", 1)
+        weight = rules.weights.get(event["type"], 0) * math.log2(1 + count)
+        total += weight * 0.5 ** (age_days / rules.half_life_days)
         types.add(event["type"])
         if event["type"] in ENGAGED and event.get("contact_id") is not None:
             people.add(event["contact_id"])
@@ -148,6 +152,7 @@ def rollup_accounts(engine: Engine, account_ids: list[int], rules: EngagementRul
                     EngagementEvent.contact_id,
                     EngagementEvent.type,
                     EngagementEvent.occurred_at,
+                    EngagementEvent.data,
                     Contact.role,
                 )
                 .outerjoin(Contact, Contact.id == EngagementEvent.contact_id)

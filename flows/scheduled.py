@@ -3,12 +3,15 @@
 - `advance_sequences` (every 15 minutes): every active campaign sends what is due now:
   later steps whose wait has passed, messages deferred by a cap or a sending window, and
   retryable failures whose backoff is over. Stop conditions are checked again at send time.
+- `sync_engagement` (hourly): LinkedIn ad analytics by company and lead-form responses
+  since the stored cursors, then the touched accounts' scores and stages.
 - `rescore_accounts` (nightly): ICP fit and tiers for all accounts, then engagement scores
   and stages, so time decay moves accounts even when nothing new happened.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from sqlalchemy import select
 
 from abm.settings import get_settings
 from flows.campaign import run_campaign
+from flows.engagement_sync import sync_linkedin
 from flows.tasks import score_accounts, write_back_engagement
 from models.db import get_engine, require_current_schema
 from models.tables import Account, Campaign
@@ -53,3 +57,16 @@ def rescore_accounts() -> dict[str, Any]:
         ids = list(connection.execute(select(Account.id)).scalars())
     changes = write_back_engagement(settings.database_url, ids)
     return {"accounts": len(ids), "per_tier": per_tier, "stage_changes": changes}
+
+
+@flow(name="sync-engagement")
+def sync_engagement() -> dict[str, Any]:
+    """Pull provider engagement incrementally, then roll it up into the accounts."""
+    settings = get_settings()
+    engine = get_engine(settings.database_url)
+    require_current_schema(engine)
+    report = sync_linkedin(engine, settings)
+    with engine.connect() as connection:
+        ids = list(connection.execute(select(Account.id)).scalars())
+    changes = write_back_engagement(settings.database_url, ids)
+    return {**asdict(report), "stage_changes": changes}

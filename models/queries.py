@@ -19,6 +19,7 @@ def list_accounts(
         .subquery()
     )
     query = select(
+        Account.id,
         Account.domain,
         Account.name,
         Account.icp_score.label("score"),

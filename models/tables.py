@@ -162,3 +162,11 @@ class Suppression(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=200)
     source: str = Field(default="import", max_length=40)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class SyncCursor(SQLModel, table=True):
+    """How far an incremental sync has read, per source, so a re-run never double counts."""
+
+    source: str = Field(primary_key=True, max_length=80)
+    cursor: str = Field(max_length=200)
+    updated_at: datetime = Field(default_factory=utcnow)
