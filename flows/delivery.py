@@ -131,23 +131,24 @@ def _ledger_size(session: Any, campaign_id: int, step: str) -> int:
 
 
 def release_expired_leases(engine: Engine, campaign_id: int, requeue: bool) -> int:
-    """Rows left `sending` by a crashed run: `uncertain`, or back to `planned` when the
-    backend is idempotent (re-sending the same Message-ID cannot deliver twice)."""
+    """Recover rows a crashed run held. Rows claimed but never handed to a provider
+    (`rendered`) simply go back to `planned`. Rows handed over (`sending`) may or may not
+    have left: they become `uncertain`, or `planned` when the backend is idempotent
+    (re-sending the same Message-ID cannot deliver twice). Returns rows moved."""
+    moved = 0
+    expired = (Delivery.campaign_id == campaign_id, Delivery.lease_until < utcnow())
     with session_scope(engine) as session:
-        result = session.execute(
-            update(Delivery)
-            .where(
-                Delivery.campaign_id == campaign_id,
-                Delivery.state == "sending",
-                Delivery.lease_until < utcnow(),
+        for state, target in (
+            ("rendered", "planned"),
+            ("sending", "planned" if requeue else "uncertain"),
+        ):
+            result = session.execute(
+                update(Delivery)
+                .where(*expired, Delivery.state == state)
+                .values(state=target, claimed_by=None, updated_at=utcnow())
             )
-            .values(
-                state="planned" if requeue else "uncertain",
-                claimed_by=None,
-                updated_at=utcnow(),
-            )
-        )
-        return result.rowcount or 0
+            moved += result.rowcount or 0
+    return moved
 
 
 def due_delivery_ids(engine: Engine, campaign_id: int, step: str) -> list[int]:
@@ -170,10 +171,11 @@ def due_delivery_ids(engine: Engine, campaign_id: int, step: str) -> list[int]:
 def claim(
     engine: Engine, ids: list[int], lease: timedelta = timedelta(minutes=10)
 ) -> tuple[str, list[int]]:
-    """Move claimable rows to `sending` under a lease and commit before any send.
+    """Take rows for this process under a lease (state `rendered`) and commit.
 
-    A lease outlives any healthy chunk; rows still `sending` after it expired belong to a
-    process that died (see `release_expired_leases`)."""
+    A row only becomes `sending` right before its batch goes to the provider (`_hand_over`),
+    so a crash leaves at most one batch in doubt. A lease outlives any healthy chunk; rows
+    still held after it expired belong to a process that died (`release_expired_leases`)."""
     token = uuid.uuid4().hex
     now = utcnow()
     with session_scope(engine) as session:
@@ -181,7 +183,7 @@ def claim(
             update(Delivery)
             .where(Delivery.id.in_(ids), Delivery.state.in_(CLAIMABLE))
             .values(
-                state="sending",
+                state="rendered",
                 claimed_by=token,
                 lease_until=now + lease,
                 attempts=Delivery.attempts + 1,
@@ -190,7 +192,7 @@ def claim(
         )
     with engine.connect() as connection:
         claimed = connection.execute(
-            select(Delivery.id).where(Delivery.claimed_by == token, Delivery.state == "sending")
+            select(Delivery.id).where(Delivery.claimed_by == token, Delivery.state == "rendered")
         ).scalars()
         return token, sorted(claimed)
 
@@ -448,6 +450,7 @@ def deliver(
     outcome.skipped_by_reason = dict(reasons)
 
     if step.channel != "email":
+        _hand_over(engine, token, to_send)
         results = _deliver_linkedin(settings, context, step, composer, to_send)
         _record(engine, token, results)
         _count(outcome, results)
@@ -467,6 +470,7 @@ def deliver(
                     results.append(
                         _outcome_row(row, state="dead", last_error=f"render: {exc}"[:1000])
                     )
+            _hand_over(engine, token, [row for row, _ in messages])
             sent = backend.send_messages([message for _, message in messages])
             results += [
                 _result_row(row, result) for (row, _), result in zip(messages, sent, strict=True)
@@ -492,6 +496,21 @@ def set_campaign_status(engine: Engine, campaign_id: int, status: str) -> None:
             .where(Campaign.id == campaign_id)
             .values(status=status, updated_at=utcnow())
         )
+
+
+def _hand_over(engine: Engine, token: str, rows: list[dict[str, Any]]) -> None:
+    """Mark a batch `sending` and commit, right before the provider call: from here until
+    its outcome is recorded, a crash leaves these rows uncertain, and only these."""
+    if rows:
+        with session_scope(engine) as session:
+            session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id.in_([row["delivery_id"] for row in rows]),
+                    Delivery.claimed_by == token,
+                )
+                .values(state="sending", updated_at=utcnow())
+            )
 
 
 def _release(engine: Engine, token: str, rows: list[dict[str, Any]]) -> None:
@@ -695,7 +714,7 @@ def ledger_summary(engine: Engine, campaign_id: int) -> dict[str, Any]:
         "skipped": states.get("skipped", 0),
         "failed": states.get("failed", 0) + states.get("dead", 0),
         "uncertain": states.get("uncertain", 0),
-        "pending": states.get("planned", 0) + states.get("sending", 0),
+        "pending": sum(states.get(state, 0) for state in ("planned", "rendered", "sending")),
         "skipped_by_reason": {str(k): v for k, v in sorted(reasons.items())},
     }
 

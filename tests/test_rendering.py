@@ -173,3 +173,16 @@ def test_the_outbox_writes_one_eml_per_message_id_even_when_sent_twice(tmp_path:
     parsed = message_from_bytes(files[0].read_bytes(), policy=default)
     assert parsed["Subject"] == message["Subject"]
     assert backend.send_messages([]) == []
+
+
+def test_long_non_ascii_names_keep_every_header_in_the_header_block():
+    long_name = "Ånnika-Maximiliane Lindqvist-Östergård von Hohenzollern-Sigmaringen"
+    parts = EmailParts(subject="Ärger über Öl – " * 6, text="t", html="<p>h</p>")
+    raw = _message(parts, to_name=long_name).as_bytes()
+    head, _, _ = raw.partition(b"\n\n")
+    assert b"\n\n" not in head
+    parsed = message_from_bytes(raw, policy=default)
+    assert parsed["Message-ID"] == "<abm.1.abc@demo.example>"
+    assert parsed["To"].addresses[0].display_name == long_name
+    assert parsed["Subject"] == header_text("Ärger über Öl – " * 6)
+    assert max(len(line) for line in head.split(b"\n")) <= 998

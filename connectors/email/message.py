@@ -17,17 +17,22 @@ _FOLD_AT = 78
 
 
 def _fold(name: str, value: str) -> str:
-    """`Name: value`, folded at spaces to lines of at most 78 characters where possible."""
-    line = f"{name}: {value}"
-    if len(line) <= _FOLD_AT:
+    """`Name: value`, folded at spaces to lines of at most 78 characters where possible.
+
+    A value that arrives already folded (RFC 2047 encoded words do) is unfolded first: a
+    line break kept inside it could otherwise become an empty line, which ends the header
+    block and turns the headers after it into body text."""
+    words = value.split()
+    line = f"{name}: {' '.join(words)}"
+    if len(line) <= _FOLD_AT or not words:
         return line
-    lines, current = [], ""
-    for word in line.split(" "):
-        if current and len(current) + 1 + len(word) > _FOLD_AT:
+    lines, current = [], f"{name}: {words[0]}"  # never break right after the colon
+    for word in words[1:]:
+        if len(current) + 1 + len(word) > _FOLD_AT:
             lines.append(current)
             current = " " + word
         else:
-            current = f"{current} {word}" if current else word
+            current = f"{current} {word}"
     lines.append(current)
     return "\n".join(lines)
 
