@@ -28,12 +28,14 @@ contacts_app = typer.Typer(help="Contacts and their committee roles.")
 stakeholders_app = typer.Typer(help="Buying-committee mapping.")
 campaign_app = typer.Typer(help="Campaign files: validate, run, status.")
 engagement_app = typer.Typer(help="Engagement from providers.")
+webhooks_app = typer.Typer(help="The HTTP receiver for provider events and unsubscribes.")
 app.add_typer(import_app, name="import")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(contacts_app, name="contacts")
 app.add_typer(stakeholders_app, name="stakeholders")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(engagement_app, name="engagement")
+app.add_typer(webhooks_app, name="webhooks")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -383,6 +385,70 @@ def engagement_sync(as_json: JsonOption = False) -> None:
         return
     for key, value in result.items():
         err.print(f"{key.replace('_', ' ')}: {value}")
+
+
+@engagement_app.command("ingest")
+def engagement_ingest(
+    file: Path,
+    provider: Annotated[str, typer.Option(help="only sendgrid for now")] = "sendgrid",
+    as_json: JsonOption = False,
+) -> None:
+    """Bulk-load provider events (e.g. an export), one JSON event a line; stored once each."""
+    from flows.engagement import load_engagement_rules, rollup_accounts
+    from flows.engagement_ingest import BadEvents, IngestReport, ingest_sendgrid, parse_sendgrid
+    from models.queries import list_accounts
+
+    if provider != "sendgrid":
+        raise AbmError(f"--provider {provider}: only sendgrid is supported")
+    engine = _engine()
+    total, bad = IngestReport(), 0
+    batch: list[dict] = []
+    try:
+        lines = file.open(encoding="utf-8")
+    except OSError as exc:
+        raise AbmError(f"{file}: cannot read: {exc.strerror}") from None
+    with lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                batch += parse_sendgrid(f"[{line}]".encode())
+            except BadEvents as exc:
+                bad += 1
+                err.print(f"[yellow]{file}:{number}: {exc}[/]", highlight=False)
+            if len(batch) >= 5000:
+                _add(total, ingest_sendgrid(engine, batch))
+                batch = []
+    _add(total, ingest_sendgrid(engine, batch))
+    accounts = [row["id"] for row in list_accounts(engine)]
+    rollup_accounts(engine, accounts, load_engagement_rules())
+    result = {**total.__dict__, "malformed": bad}
+    if as_json:
+        _print_json(result)
+    else:
+        print(" ".join(f"{key}={value}" for key, value in result.items()))
+    if bad:
+        raise typer.Exit(1)
+
+
+def _add(total, report) -> None:  # type: ignore[no-untyped-def]
+    for key, value in report.__dict__.items():
+        setattr(total, key, getattr(total, key) + value)
+
+
+@webhooks_app.command("serve")
+def webhooks_serve(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8025,
+) -> None:
+    """Serve POST /webhooks/sendgrid, GET and POST /unsubscribe/{token}, GET /healthz."""
+    import uvicorn
+
+    from abm.webhooks import create_app
+
+    _engine()
+    err.print(f"listening on http://{host}:{port} (Ctrl+C to stop)", highlight=False)
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
 
 
 @app.command()

@@ -121,3 +121,28 @@ def test_campaign_validate_accepts_the_demo_and_names_the_line_of_a_mistake(tmp_
     result = abm("campaign", "validate", str(broken))
     assert result.returncode == 2
     assert f"{broken}:5: steps[0].colour:" in result.stderr
+
+
+def test_engagement_ingest_stores_each_event_once_and_reports_bad_lines(initialised, tmp_path):
+    abm("import", "accounts", str(_write(tmp_path / "a.csv", "domain\nacme.example\n")))
+    abm("import", "contacts", str(_write(tmp_path / "c.csv", "email\nana@acme.example\n")))
+    line = (
+        '{"email": "ana@acme.example", "timestamp": 1764000000, "event": "%s", '
+        '"sg_event_id": "%s"}\n'
+    )
+    export = _write(
+        tmp_path / "events.jsonl",
+        line % ("delivered", "e1") + line % ("click", "e2") + "{broken\n" + line % ("open", "e1"),
+    )
+    first = abm("engagement", "ingest", str(export), "--provider", "sendgrid", "--json")
+    assert first.returncode == 1
+    assert f"{export}:3:" in first.stderr
+    assert json.loads(first.stdout) == {
+        "received": 3,
+        "stored": 2,
+        "ignored": 0,
+        "unmatched": 0,
+        "malformed": 1,
+    }
+    again = abm("engagement", "ingest", str(export), "--json")
+    assert json.loads(again.stdout)["stored"] == 0

@@ -1,0 +1,117 @@
+"""`abm webhooks serve`: the HTTP receiver for provider events and one-click unsubscribe.
+
+Events are stored before the response is sent: a 2xx means they are durable. A bad
+signature gets 401/403 and nothing is stored; a malformed body 400 with the reason; a
+replayed event 200 and it is stored once."""
+
+from __future__ import annotations
+
+import html
+import time
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from abm.settings import Settings, get_settings
+from abm.unsubscribe import BadToken, read_token
+from flows.engagement_ingest import (
+    BadEvents,
+    BadSignature,
+    contact_display,
+    ingest_sendgrid,
+    parse_sendgrid,
+    unsubscribe,
+    verify_sendgrid_signature,
+)
+from models.db import get_engine
+
+SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
+MAX_BODY = 5_000_000
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:Arial,sans-serif;max-width:32rem;margin:4rem auto;color:#222}}
+button{{font-size:1rem;padding:.6rem 1.2rem}}</style></head><body>{body}</body></html>"""
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The receiver, bound to one configuration (tests pass their own)."""
+    settings = settings or get_settings()
+    engine = get_engine(settings.database_url)
+    secret = settings.signing_key()
+
+    async def healthz(_: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def sendgrid(request: Request) -> Response:
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        key = settings.sendgrid_webhook_public_key
+        if not key:
+            return JSONResponse(
+                {"error": "ABM_SENDGRID_WEBHOOK_PUBLIC_KEY is not configured"}, status_code=403
+            )
+        signature, timestamp = request.headers.get(SIGNATURE), request.headers.get(TIMESTAMP)
+        if not signature or not timestamp:
+            return JSONResponse({"error": "unsigned request"}, status_code=401)
+        try:
+            verify_sendgrid_signature(key, signature, timestamp, body, time.time())
+        except BadSignature as exc:
+            status = 401 if "stale" in str(exc) else 403
+            return JSONResponse({"error": str(exc)}, status_code=status)
+        try:
+            events = parse_sendgrid(body)
+        except BadEvents as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        report = ingest_sendgrid(engine, events)
+        return JSONResponse(report.__dict__)
+
+    def _token(request: Request) -> tuple[int, int] | None:
+        try:
+            return read_token(request.path_params["token"], secret)
+        except BadToken:
+            return None
+
+    async def unsubscribe_page(request: Request) -> Response:
+        found = _token(request)
+        if found is None:
+            return HTMLResponse(
+                PAGE.format(
+                    title="Link not valid",
+                    body="<p>This unsubscribe link is not valid."
+                    " Reply to the email and we will remove you by hand.</p>",
+                ),
+                status_code=404,
+            )
+        who = html.escape(contact_display(engine, found[0]) or "this address")
+        body = (
+            f"<h1>Unsubscribe</h1><p>Stop all marketing email to {who}?</p>"
+            '<form method="post"><button type="submit">Unsubscribe</button></form>'
+        )
+        return HTMLResponse(PAGE.format(title="Unsubscribe", body=body))
+
+    async def unsubscribe_post(request: Request) -> Response:
+        """RFC 8058 one-click (body `List-Unsubscribe=One-Click`) or the page's button."""
+        found = _token(request)
+        if found is None:
+            return PlainTextResponse("unsubscribe link is not valid", status_code=404)
+        unsubscribe(engine, *found)
+        return HTMLResponse(
+            PAGE.format(
+                title="Unsubscribed",
+                body="<h1>You are unsubscribed</h1><p>You will get no more marketing email "
+                "from us. It took effect immediately.</p>",
+            )
+        )
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/webhooks/sendgrid", sendgrid, methods=["POST"]),
+            Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
+            Route("/unsubscribe/{token}", unsubscribe_post, methods=["POST"]),
+        ]
+    )

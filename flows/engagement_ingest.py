@@ -1,0 +1,213 @@
+"""Provider events in: one code path for the signed webhook, `abm engagement ingest` and the
+one-click unsubscribe endpoint. Events are matched to the ledger by our Message-ID (carried
+in SendGrid's `custom_args`), falling back to the recipient's email; stored once per provider
+event id; unsubscribes, hard bounces and spam reports suppress the person at once (in the
+same transaction as the event)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+from sqlalchemy import Engine, select
+
+from flows.engagement import store_events
+from models.db import chunked
+from models.tables import Account, Contact, Delivery, utcnow
+
+# SendGrid event -> our event type; None: recorded by the provider, not engagement.
+SENDGRID_TYPES: dict[str, str | None] = {
+    "delivered": "delivered",
+    "open": "open",
+    "click": "click",
+    "bounce": "bounce",
+    "spamreport": "spam_report",
+    "unsubscribe": "unsubscribe",
+    "group_unsubscribe": "unsubscribe",
+    "processed": None,
+    "deferred": None,
+    "dropped": None,
+    "group_resubscribe": None,
+}
+MAX_CLOCK_SKEW_SECONDS = 300
+
+
+class BadEvents(ValueError):
+    """The body is not a list of provider events; the message says why (HTTP 400)."""
+
+
+class BadSignature(ValueError):
+    """The request was not signed by the provider (HTTP 403), or too long ago (HTTP 401)."""
+
+
+def verify_sendgrid_signature(
+    public_key_b64: str, signature_b64: str, timestamp: str, body: bytes, now: float
+) -> None:
+    """ECDSA P-256 / SHA-256 over timestamp + raw body, as SendGrid signs event webhooks."""
+    try:
+        key = load_der_public_key(base64.b64decode(public_key_b64))
+        signature = base64.b64decode(signature_b64)
+    except (ValueError, binascii.Error):
+        raise BadSignature("malformed key or signature") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise BadSignature("the configured key is not an elliptic-curve public key")
+    try:
+        sent_at = int(timestamp)
+    except ValueError:
+        raise BadSignature("malformed timestamp") from None
+    if abs(now - sent_at) > MAX_CLOCK_SKEW_SECONDS:
+        raise BadSignature("stale timestamp: replayed or delayed by more than 5 minutes")
+    try:
+        key.verify(signature, timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise BadSignature("signature does not match") from None
+
+
+def parse_sendgrid(body: bytes) -> list[dict[str, Any]]:
+    """SendGrid's JSON array of events, checked for the fields we rely on."""
+    try:
+        events = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadEvents(f"not JSON: {exc}") from None
+    if not isinstance(events, list):
+        raise BadEvents("expected a JSON array of events")
+    for index, event in enumerate(events):
+        if not isinstance(event, dict):
+            raise BadEvents(f"event {index} is not an object")
+        for field in ("event", "sg_event_id", "timestamp", "email"):
+            if field not in event:
+                raise BadEvents(f"event {index} has no {field!r}")
+        if not isinstance(event["timestamp"], int | float):
+            raise BadEvents(f"event {index}: timestamp must be a number")
+    return events
+
+
+@dataclass
+class IngestReport:
+    received: int = 0
+    stored: int = 0
+    ignored: int = 0
+    unmatched: int = 0
+
+
+def _ledger_matches(engine: Engine, message_ids: set[str]) -> dict[str, tuple]:
+    found: dict[str, tuple] = {}
+    with engine.connect() as connection:
+        for batch in chunked(sorted(message_ids), 2000):
+            rows = connection.execute(
+                select(
+                    Delivery.message_id,
+                    Delivery.contact_id,
+                    Delivery.account_id,
+                    Delivery.campaign_id,
+                    Delivery.channel,
+                ).where(Delivery.message_id.in_(batch))
+            )
+            found.update({row[0]: tuple(row[1:]) for row in rows})
+    return found
+
+
+def _email_matches(engine: Engine, emails: set[str]) -> dict[str, tuple]:
+    found: dict[str, tuple] = {}
+    with engine.connect() as connection:
+        for batch in chunked(sorted(emails), 2000):
+            rows = connection.execute(
+                select(Contact.email, Contact.id, Contact.account_id).where(
+                    Contact.email.in_(batch)
+                )
+            )
+            found.update({row[0]: (row[1], row[2]) for row in rows})
+    return found
+
+
+def ingest_sendgrid(engine: Engine, events: list[dict[str, Any]]) -> IngestReport:
+    """Store SendGrid events once each, matched to our people and messages."""
+    report = IngestReport(received=len(events))
+    wanted = [e for e in events if SENDGRID_TYPES.get(str(e["event"]))]
+    report.ignored = len(events) - len(wanted)
+    ledger = _ledger_matches(
+        engine, {str(e["abm_message_id"]) for e in wanted if e.get("abm_message_id")}
+    )
+    people = _email_matches(engine, {str(e["email"]).strip().lower() for e in wanted})
+    rows = []
+    for event in wanted:
+        kind = SENDGRID_TYPES[str(event["event"])]
+        if kind == "bounce" and event.get("type") == "blocked":
+            kind = None  # a block is the receiving server's temporary refusal, not a hard bounce
+        if kind is None:
+            report.ignored += 1
+            continue
+        message_id = event.get("abm_message_id")
+        match = ledger.get(str(message_id)) if message_id else None
+        if match:
+            contact_id, account_id, campaign_id, _ = match
+        elif (person := people.get(str(event["email"]).strip().lower())) is not None:
+            contact_id, account_id, campaign_id = person[0], person[1], None
+        else:
+            report.unmatched += 1
+            continue
+        rows.append(
+            {
+                "provider": "sendgrid",
+                "provider_event_id": str(event["sg_event_id"])[:255],
+                "type": kind,
+                "channel": "email",
+                "occurred_at": datetime.fromtimestamp(float(event["timestamp"]), UTC),
+                "account_id": account_id,
+                "contact_id": contact_id,
+                "campaign_id": campaign_id,
+                "message_id": str(message_id)[:255] if message_id else None,
+                "data": {
+                    key: event[key] for key in ("url", "reason", "type", "status") if key in event
+                },
+            }
+        )
+    report.stored = store_events(engine, rows)
+    return report
+
+
+def unsubscribe(engine: Engine, contact_id: int, campaign_id: int) -> bool:
+    """Honour a one-click unsubscribe now; True when it was new. Idempotent."""
+    with engine.connect() as connection:
+        account_id = connection.execute(
+            select(Contact.account_id).where(Contact.id == contact_id)
+        ).scalar()
+        known_campaign = connection.execute(
+            select(Delivery.campaign_id).where(Delivery.campaign_id == campaign_id).limit(1)
+        ).scalar()
+    if account_id is None:
+        return False
+    event = {
+        "provider": "abm",
+        "provider_event_id": f"unsubscribe:{contact_id}",
+        "type": "unsubscribe",
+        "channel": "email",
+        "occurred_at": utcnow(),
+        "account_id": account_id,
+        "contact_id": contact_id,
+        "campaign_id": known_campaign,
+        "data": {"via": "one-click"},
+    }
+    return store_events(engine, [event]) == 1
+
+
+def contact_display(engine: Engine, contact_id: int) -> str | None:
+    """`a***@acme.example` for the confirmation page: enough to recognise, not to harvest."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(Contact.email, Account.domain)
+            .join(Account, Account.id == Contact.account_id)
+            .where(Contact.id == contact_id)
+        ).first()
+    if row is None:
+        return None
+    local, _, domain = row[0].partition("@")
+    return f"{local[:1]}***@{domain}"

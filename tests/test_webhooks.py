@@ -1,0 +1,166 @@
+"""The HTTP receiver: signed SendGrid events, one-click unsubscribe, and what they change."""
+
+import base64
+import json
+import time
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import select
+from starlette.testclient import TestClient
+
+from abm.settings import get_settings, reset_settings
+from abm.unsubscribe import make_token
+from abm.webhooks import SIGNATURE, TIMESTAMP, create_app
+from flows.delivery import skip_reason, suppressed_contact_ids
+from models.store import upsert_accounts, upsert_contacts
+from models.tables import Contact, EngagementEvent
+
+PRIVATE_KEY = ec.generate_private_key(ec.SECP256R1())
+PUBLIC_KEY = base64.b64encode(
+    PRIVATE_KEY.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+).decode()
+
+
+def sign(body: bytes, timestamp: str, key=PRIVATE_KEY) -> dict[str, str]:
+    signature = key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    return {SIGNATURE: base64.b64encode(signature).decode(), TIMESTAMP: timestamp}
+
+
+@pytest.fixture
+def client(engine, monkeypatch):
+    monkeypatch.setenv("ABM_DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("ABM_SENDGRID_WEBHOOK_PUBLIC_KEY", PUBLIC_KEY)
+    reset_settings()
+    upsert_accounts(engine, [{"domain": "acme.example", "attributes": {}, "technologies": []}])
+    upsert_contacts(
+        engine,
+        [
+            {"email": "ana@acme.example", "account_domain": "acme.example", "attributes": {}},
+            {"email": "bo@acme.example", "account_domain": "acme.example", "attributes": {}},
+        ],
+    )
+    return TestClient(create_app(get_settings()))
+
+
+def _events(**overrides) -> bytes:
+    event = {
+        "email": "ana@acme.example",
+        "timestamp": int(time.time()),
+        "event": "open",
+        "sg_event_id": "evt-1",
+        "sg_message_id": "sg-1",
+    }
+    return json.dumps([{**event, **overrides}]).encode()
+
+
+def _stored(engine) -> list[tuple]:
+    with engine.connect() as connection:
+        return connection.execute(
+            select(EngagementEvent.provider_event_id, EngagementEvent.type)
+        ).all()
+
+
+def test_a_validly_signed_event_is_stored_once_even_when_replayed(client, engine):
+    body = _events()
+    headers = sign(body, str(int(time.time())))
+    first = client.post("/webhooks/sendgrid", content=body, headers=headers)
+    again = client.post("/webhooks/sendgrid", content=body, headers=headers)
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert first.json()["stored"] == 1 and again.json()["stored"] == 0
+    assert _stored(engine) == [("evt-1", "open")]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "status"),
+    [
+        ("body", 403),
+        ("key", 403),
+        ("stale", 401),
+        ("unsigned", 401),
+    ],
+)
+def test_bad_signatures_are_refused_and_nothing_is_stored(client, engine, tamper, status):
+    body, now = _events(), str(int(time.time()))
+    headers = sign(body, now)
+    if tamper == "body":
+        body = _events(event="click")
+    elif tamper == "key":
+        headers = sign(body, now, ec.generate_private_key(ec.SECP256R1()))
+    elif tamper == "stale":
+        old = str(int(time.time()) - 3600)
+        headers = sign(body, old)
+    elif tamper == "unsigned":
+        headers = {}
+    response = client.post("/webhooks/sendgrid", content=body, headers=headers)
+    assert response.status_code == status
+    assert _stored(engine) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"not json", "not JSON"),
+        (b'{"event": "open"}', "JSON array"),
+        (b'[{"event": "open"}]', "sg_event_id"),
+        (b'[{"event":"open","sg_event_id":"e","timestamp":"x","email":"a@b"}]', "number"),
+    ],
+)
+def test_a_malformed_body_gets_400_with_the_reason(client, engine, body, reason):
+    response = client.post(
+        "/webhooks/sendgrid", content=body, headers=sign(body, str(int(time.time())))
+    )
+    assert response.status_code == 400
+    assert reason in response.json()["error"]
+    assert _stored(engine) == []
+
+
+def test_a_spam_report_suppresses_the_person_at_once(client, engine):
+    body = _events(event="spamreport", sg_event_id="evt-spam")
+    assert (
+        client.post(
+            "/webhooks/sendgrid", content=body, headers=sign(body, str(int(time.time())))
+        ).status_code
+        == 200
+    )
+    with engine.connect() as connection:
+        ana = connection.execute(
+            select(Contact.id, Contact.status).where(Contact.email == "ana@acme.example")
+        ).one()
+    assert ana.status == "suppressed"
+    assert ana.id in suppressed_contact_ids(engine, [ana.id])
+
+
+def test_one_click_unsubscribe_stops_the_next_send(client, engine):
+    with engine.connect() as connection:
+        ana_id = connection.execute(
+            select(Contact.id).where(Contact.email == "ana@acme.example")
+        ).scalar_one()
+    token = make_token(ana_id, 1, get_settings().signing_key())
+    page = client.get(f"/unsubscribe/{token}")
+    assert page.status_code == 200 and "a***@acme.example" in page.text
+    response = client.post(
+        f"/unsubscribe/{token}",
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200
+    assert client.post(f"/unsubscribe/{token}").status_code == 200
+    with engine.connect() as connection:
+        status = connection.execute(select(Contact.status).where(Contact.id == ana_id)).scalar()
+    assert status == "unsubscribed"
+    assert skip_reason({"status": status}, suppressed=False, consent_required=False) == (
+        "unsubscribed"
+    )
+    assert _stored(engine) == [(f"unsubscribe:{ana_id}", "unsubscribe")]
+
+
+def test_a_forged_unsubscribe_token_changes_nothing(client, engine):
+    forged = make_token(1, 1, "not-our-key")
+    assert client.get(f"/unsubscribe/{forged}").status_code == 404
+    assert client.post(f"/unsubscribe/{forged}").status_code == 404
+    with engine.connect() as connection:
+        assert set(connection.execute(select(Contact.status)).scalars()) == {"active"}
