@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     sendgrid_base_url: str = "https://api.sendgrid.com"
     sendgrid_sandbox: bool = Field(False, description="SendGrid validates but delivers nothing")
     sendgrid_webhook_public_key: str | None = None
+    sendgrid_inbound_token: str | None = Field(
+        None, description="if set, /webhooks/sendgrid/inbound requires ?token= with this value"
+    )
+    mailgun_webhook_signing_key: str | None = None
     linkedin_mode: str = "sandbox"
     linkedin_access_token: str | None = None
     linkedin_base_url: str = "https://api.linkedin.com"

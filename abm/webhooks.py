@@ -6,7 +6,9 @@ replayed event 200 and it is stored once."""
 
 from __future__ import annotations
 
+import hmac
 import html
+import json
 import time
 
 from starlette.applications import Starlette
@@ -16,13 +18,17 @@ from starlette.routing import Route
 
 from abm.settings import Settings, get_settings
 from abm.unsubscribe import BadToken, read_token
+from flows.engagement import store_events
 from flows.engagement_ingest import (
     BadEvents,
     BadSignature,
     contact_display,
     ingest_sendgrid,
+    mailgun_as_sendgrid,
     parse_sendgrid,
+    reply_event,
     unsubscribe,
+    verify_mailgun_signature,
     verify_sendgrid_signature,
 )
 from models.db import get_engine
@@ -34,6 +40,11 @@ MAX_BODY = 5_000_000
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:Arial,sans-serif;max-width:32rem;margin:4rem auto;color:#222}}
 button{{font-size:1rem;padding:.6rem 1.2rem}}</style></head><body>{body}</body></html>"""
+
+
+def _refused(exc: BadSignature) -> Response:
+    """401 for a stale (possibly replayed) request, 403 for a wrong signature."""
+    return JSONResponse({"error": str(exc)}, status_code=401 if "stale" in str(exc) else 403)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -60,14 +71,56 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             verify_sendgrid_signature(key, signature, timestamp, body, time.time())
         except BadSignature as exc:
-            status = 401 if "stale" in str(exc) else 403
-            return JSONResponse({"error": str(exc)}, status_code=status)
+            return _refused(exc)
         try:
             events = parse_sendgrid(body)
         except BadEvents as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         report = ingest_sendgrid(engine, events)
         return JSONResponse(report.__dict__)
+
+    async def mailgun(request: Request) -> Response:
+        key = settings.mailgun_webhook_signing_key
+        if not key:
+            return JSONResponse(
+                {"error": "ABM_MAILGUN_WEBHOOK_SIGNING_KEY is not configured"}, status_code=403
+            )
+        body = await request.body()
+        try:
+            payload = json.loads(body)
+            signature, event = payload["signature"], payload["event-data"]
+            if not isinstance(signature, dict) or not isinstance(event, dict):
+                raise TypeError("signature and event-data must be objects")
+        except (ValueError, KeyError, TypeError) as exc:
+            return JSONResponse({"error": f"malformed Mailgun webhook: {exc}"}, status_code=400)
+        try:
+            verify_mailgun_signature(key, signature, time.time())
+        except BadSignature as exc:
+            return JSONResponse(
+                {"error": str(exc)}, status_code=401 if "stale" in str(exc) else 403
+            )
+        try:
+            shaped = mailgun_as_sendgrid(event)
+        except BadEvents as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(ingest_sendgrid(engine, [shaped]).__dict__)
+
+    async def inbound(request: Request) -> Response:
+        """SendGrid Inbound Parse: a reply to one of our messages stops its sequence."""
+        expected = settings.sendgrid_inbound_token
+        if expected and not hmac.compare_digest(request.query_params.get("token", ""), expected):
+            return JSONResponse({"error": "unknown token"}, status_code=403)
+        try:
+            form = await request.form(max_part_size=MAX_BODY)
+        except Exception as exc:  # the multipart parser's own errors
+            return JSONResponse({"error": f"not a form post: {exc}"}, status_code=400)
+        headers, sender = form.get("headers"), form.get("from")
+        if not isinstance(headers, str) or not isinstance(sender, str):
+            return JSONResponse({"error": "fields headers and from are required"}, status_code=400)
+        event = reply_event(engine, headers, sender)
+        if event is None:
+            return JSONResponse({"stored": 0, "unmatched": 1})
+        return JSONResponse({"stored": store_events(engine, [event]), "unmatched": 0})
 
     def _token(request: Request) -> tuple[int, int] | None:
         try:
@@ -111,6 +164,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             Route("/healthz", healthz),
             Route("/webhooks/sendgrid", sendgrid, methods=["POST"]),
+            Route("/webhooks/sendgrid/inbound", inbound, methods=["POST"]),
+            Route("/webhooks/mailgun", mailgun, methods=["POST"]),
             Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
             Route("/unsubscribe/{token}", unsubscribe_post, methods=["POST"]),
         ]

@@ -138,14 +138,21 @@ def release_expired_leases(engine: Engine, campaign_id: int, requeue: bool) -> i
     moved = 0
     expired = (Delivery.campaign_id == campaign_id, Delivery.lease_until < utcnow())
     with session_scope(engine) as session:
-        for state, target in (
-            ("rendered", "planned"),
-            ("sending", "planned" if requeue else "uncertain"),
+        for state, target, attempt_back in (
+            ("rendered", "planned", 1),  # never handed over: the claim's attempt is returned
+            ("sending", "planned" if requeue else "uncertain", 0),
         ):
             result = session.execute(
                 update(Delivery)
                 .where(*expired, Delivery.state == state)
-                .values(state=target, claimed_by=None, updated_at=utcnow())
+                .values(
+                    state=target,
+                    claimed_by=None,
+                    attempts=func.max(Delivery.attempts - attempt_back, 0)
+                    if engine.dialect.name == "sqlite"
+                    else func.greatest(Delivery.attempts - attempt_back, 0),
+                    updated_at=utcnow(),
+                )
             )
             moved += result.rowcount or 0
     return moved

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email
+import email.utils
+import hashlib
+import hmac
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -211,3 +216,114 @@ def contact_display(engine: Engine, contact_id: int) -> str | None:
         return None
     local, _, domain = row[0].partition("@")
     return f"{local[:1]}***@{domain}"
+
+
+# Mailgun event -> our event type (failed is a hard bounce only when `severity` is permanent).
+MAILGUN_TYPES: dict[str, str | None] = {
+    "delivered": "delivered",
+    "opened": "open",
+    "clicked": "click",
+    "failed": "bounce",
+    "unsubscribed": "unsubscribe",
+    "complained": "spam_report",
+    "accepted": None,
+}
+
+
+def verify_mailgun_signature(signing_key: str, signature: dict[str, Any], now: float) -> None:
+    """HMAC-SHA256 of timestamp + token with the webhook signing key, as Mailgun signs."""
+    try:
+        timestamp, token, given = (
+            str(signature["timestamp"]),
+            str(signature["token"]),
+            str(signature["signature"]),
+        )
+        sent_at = int(timestamp)
+    except (KeyError, TypeError, ValueError):
+        raise BadSignature("malformed signature block") from None
+    if abs(now - sent_at) > MAX_CLOCK_SKEW_SECONDS:
+        raise BadSignature("stale timestamp: replayed or delayed by more than 5 minutes")
+    expected = hmac.new(signing_key.encode(), (timestamp + token).encode(), hashlib.sha256)
+    if not hmac.compare_digest(expected.hexdigest(), given):
+        raise BadSignature("signature does not match")
+
+
+def mailgun_as_sendgrid(event: dict[str, Any]) -> dict[str, Any]:
+    """A Mailgun `event-data` in the shape `ingest_sendgrid` stores (one matching path)."""
+    try:
+        kind = MAILGUN_TYPES.get(str(event["event"]))
+        headers = (event.get("message") or {}).get("headers") or {}
+        variables = event.get("user-variables") or {}
+        shaped = {
+            "event": {
+                "open": "open",
+                "click": "click",
+                "delivered": "delivered",
+                "bounce": "bounce",
+                "unsubscribe": "unsubscribe",
+                "spam_report": "spamreport",
+            }.get(kind or "", "processed"),
+            "sg_event_id": f"mailgun:{event['id']}",
+            "timestamp": float(event["timestamp"]),
+            "email": str(event["recipient"]),
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadEvents(f"mailgun event without {exc}") from None
+    if kind == "bounce" and event.get("severity") != "permanent":
+        shaped["event"] = "deferred"
+    message_id = variables.get("abm_message_id") or headers.get("message-id")
+    if message_id:
+        shaped["abm_message_id"] = str(
+            message_id if str(message_id).startswith("<") else f"<{message_id}>"
+        )
+    if event.get("url"):
+        shaped["url"] = event["url"]
+    return shaped
+
+
+_MESSAGE_ID = re.compile(r"<[^<>\s]+@[^<>\s]+>")
+
+
+def reply_event(engine: Engine, headers: str, sender: str) -> dict[str, Any] | None:
+    """A `reply` event for an inbound email (SendGrid Inbound Parse): matched to the message
+    it answers through In-Reply-To / References, else to the sender's email."""
+    parsed = email.message_from_string(headers + "\n\n")
+    referenced = _MESSAGE_ID.findall(
+        " ".join(str(parsed.get(name) or "") for name in ("In-Reply-To", "References"))
+    )
+    ledger = _ledger_matches(engine, set(referenced)) if referenced else {}
+    own_id = str(parsed.get("Message-ID") or "").strip()
+    when = utcnow()
+    for message_id in reversed(referenced):
+        if message_id in ledger:
+            contact_id, account_id, campaign_id, _ = ledger[message_id]
+            return _reply(
+                own_id or message_id, when, contact_id, account_id, campaign_id, message_id
+            )
+    address = email.utils.parseaddr(sender)[1].strip().lower()
+    person = _email_matches(engine, {address}).get(address)
+    if person is None:
+        return None
+    return _reply(own_id or f"{address}:{when.isoformat()}", when, person[0], person[1], None, None)
+
+
+def _reply(
+    event_id: str,
+    when: datetime,
+    contact_id: int,
+    account_id: int,
+    campaign_id: int | None,
+    message_id: str | None,
+) -> dict[str, Any]:
+    return {
+        "provider": "sendgrid-inbound",
+        "provider_event_id": event_id[:255],
+        "type": "reply",
+        "channel": "email",
+        "occurred_at": when,
+        "account_id": account_id,
+        "contact_id": contact_id,
+        "campaign_id": campaign_id,
+        "message_id": message_id,
+        "data": {},
+    }

@@ -307,4 +307,15 @@ def test_killed_workers_resume_without_losing_or_repeating_a_message(
     )
     # (4) the server got nothing the ledger does not know, and nothing it skipped
     assert set(received) <= {message_ids[row_id] for row_id in sent | uncertain}
+    # (5) a claim that never reached the provider gives its attempt back: every message sent
+    # was attempted exactly once, however many crashes it lived through
+    with engine.connect() as connection:
+        attempts = set(
+            connection.execute(
+                select(Delivery.attempts).where(
+                    Delivery.campaign_id == campaign_id, Delivery.state == "sent"
+                )
+            ).scalars()
+        )
+    assert attempts == {1}, attempts
     assert kills >= MIN_KILLS, f"only {kills} kills landed before the work ran out"

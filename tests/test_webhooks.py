@@ -15,7 +15,7 @@ from abm.unsubscribe import make_token
 from abm.webhooks import SIGNATURE, TIMESTAMP, create_app
 from flows.delivery import skip_reason, suppressed_contact_ids
 from models.store import upsert_accounts, upsert_contacts
-from models.tables import Contact, EngagementEvent
+from models.tables import Contact, EngagementEvent, utcnow
 
 PRIVATE_KEY = ec.generate_private_key(ec.SECP256R1())
 PUBLIC_KEY = base64.b64encode(
@@ -164,3 +164,100 @@ def test_a_forged_unsubscribe_token_changes_nothing(client, engine):
     assert client.post(f"/unsubscribe/{forged}").status_code == 404
     with engine.connect() as connection:
         assert set(connection.execute(select(Contact.status)).scalars()) == {"active"}
+
+
+def mailgun_body(key: str, event: dict, timestamp: int | None = None) -> bytes:
+    import hashlib
+    import hmac
+
+    stamp = str(timestamp or int(time.time()))
+    token = "a" * 50
+    signature = hmac.new(key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
+    return json.dumps(
+        {
+            "signature": {"timestamp": stamp, "token": token, "signature": signature},
+            "event-data": event,
+        }
+    ).encode()
+
+
+MAILGUN_EVENT = {
+    "event": "clicked",
+    "id": "mg-1",
+    "timestamp": 1764000000.5,
+    "recipient": "ana@acme.example",
+    "url": "https://demo.example/g",
+}
+
+
+def test_mailgun_events_are_checked_with_hmac_and_stored_once(client, engine, monkeypatch):
+    monkeypatch.setenv("ABM_MAILGUN_WEBHOOK_SIGNING_KEY", "mg-key")
+    reset_settings()
+    mailgun = TestClient(create_app(get_settings()))
+    good = mailgun_body("mg-key", MAILGUN_EVENT)
+    assert mailgun.post("/webhooks/mailgun", content=good).json()["stored"] == 1
+    assert mailgun.post("/webhooks/mailgun", content=good).json()["stored"] == 0
+    assert (
+        mailgun.post("/webhooks/mailgun", content=mailgun_body("other", MAILGUN_EVENT)).status_code
+        == 403
+    )
+    stale = mailgun_body("mg-key", MAILGUN_EVENT, timestamp=int(time.time()) - 3600)
+    assert mailgun.post("/webhooks/mailgun", content=stale).status_code == 401
+    assert mailgun.post("/webhooks/mailgun", content=b"{}").status_code == 400
+    assert _stored(engine) == [("mailgun:mg-1", "click")]
+
+
+def test_a_temporary_mailgun_failure_is_not_a_hard_bounce(client, engine, monkeypatch):
+    monkeypatch.setenv("ABM_MAILGUN_WEBHOOK_SIGNING_KEY", "mg-key")
+    reset_settings()
+    mailgun = TestClient(create_app(get_settings()))
+    soft = {**MAILGUN_EVENT, "event": "failed", "id": "mg-2", "severity": "temporary"}
+    mailgun.post("/webhooks/mailgun", content=mailgun_body("mg-key", soft))
+    with engine.connect() as connection:
+        assert set(connection.execute(select(Contact.status)).scalars()) == {"active"}
+
+
+def test_an_inbound_reply_is_matched_to_the_message_it_answers(client, engine):
+    from models.db import session_scope
+    from models.store import insert_new_rows
+    from models.tables import Campaign, Delivery
+
+    with session_scope(engine) as session:
+        session.add(Campaign(key="c", name="C"))
+        session.flush()
+        bo = session.execute(select(Contact.id).where(Contact.email == "bo@acme.example")).scalar()
+        insert_new_rows(
+            session,
+            engine,
+            Delivery.__table__,
+            [
+                {
+                    "campaign_id": 1,
+                    "step": "intro",
+                    "contact_id": bo,
+                    "account_id": 1,
+                    "channel": "email",
+                    "state": "sent",
+                    "message_id": "<abm.9.x@demo.example>",
+                    "attempts": 1,
+                    "due_at": utcnow(),
+                    "created_at": utcnow(),
+                    "updated_at": utcnow(),
+                }
+            ],
+            ["campaign_id", "step", "contact_id"],
+        )
+    headers = (
+        "From: Someone Else <assistant@acme.example>\nMessage-ID: <reply-1@acme.example>\n"
+        "In-Reply-To: <abm.9.x@demo.example>\nReferences: <abm.9.x@demo.example>\n"
+    )
+    form = {"headers": headers, "from": "assistant@acme.example", "text": "Let's talk"}
+    first = client.post("/webhooks/sendgrid/inbound", data=form)
+    assert first.json() == {"stored": 1, "unmatched": 0}
+    assert client.post("/webhooks/sendgrid/inbound", data=form).json()["stored"] == 0
+    with engine.connect() as connection:
+        reply = connection.execute(
+            select(EngagementEvent.type, EngagementEvent.contact_id, EngagementEvent.campaign_id)
+        ).one()
+    assert tuple(reply) == ("reply", bo, 1)
+    assert client.post("/webhooks/sendgrid/inbound", data={"text": "x"}).status_code == 400
