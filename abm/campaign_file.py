@@ -189,6 +189,22 @@ class Utm(BaseModel):
     )
 
 
+class AccountRules(BaseModel):
+    """The account is the unit: when one person replies or books a meeting, what happens to
+    the sequences of everyone else at that account; and a stage at which it all stops."""
+
+    model_config = ConfigDict(extra="forbid")
+    on_reply: Literal["stop", "delay", "continue"] = "delay"
+    delay: str = "14d"
+    stop_at_stage: Stage | None = "opportunity"
+
+    @field_validator("delay")
+    @classmethod
+    def _delay(cls, value: str) -> str:
+        parse_wait(value)
+        return value
+
+
 class CampaignFile(BaseModel):
     """The schema of a campaign file; unknown keys are errors, not silently ignored."""
 
@@ -205,6 +221,7 @@ class CampaignFile(BaseModel):
     utm: Utm = Utm()
     caps: Caps = Caps()
     sending_window: SendingWindow | None = None
+    account_rules: AccountRules = AccountRules()
     steps: list[Step] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, func, or_, select, update
 
-from abm.campaign_file import CampaignFile, Step, load_campaign
+from abm.campaign_file import AccountRules, CampaignFile, Step, load_campaign, parse_wait
 from abm.settings import Settings
 from connectors.email import EmailBackend, SendResult
 from connectors.linkedin import LinkedInConnector, export_rep_tasks
@@ -378,6 +378,49 @@ def stop_reasons(
     return stopped
 
 
+def account_holds(
+    engine: Engine, rules: AccountRules, rows: list[dict[str, Any]], now: datetime
+) -> tuple[dict[int, str], dict[int, datetime]]:
+    """Account-level rules: (contacts to skip with a reason, contacts to defer until when).
+
+    A reply or meeting from someone at the account stops, or delays by `delay`, everyone
+    else's sequence there; an account at `stop_at_stage` or beyond gets nothing more."""
+    skip: dict[int, str] = {}
+    defer: dict[int, datetime] = {}
+    if rules.stop_at_stage:
+        threshold = STAGES.index(rules.stop_at_stage)
+        for row in rows:
+            if STAGES.index(row["stage"]) >= threshold:
+                skip[row["contact_id"]] = f"account_stage_{row['stage']}"
+    if rules.on_reply == "continue":
+        return skip, defer
+    accounts = sorted({row["account_id"] for row in rows})
+    latest: dict[int, list[tuple[int | None, datetime]]] = {}
+    with engine.connect() as connection:
+        for batch in chunked(accounts, 2000):
+            for account_id, contact_id, at in connection.execute(
+                select(
+                    EngagementEvent.account_id,
+                    EngagementEvent.contact_id,
+                    EngagementEvent.occurred_at,
+                ).where(
+                    EngagementEvent.account_id.in_(batch),
+                    EngagementEvent.type.in_(["reply", "meeting"]),
+                )
+            ):
+                latest.setdefault(account_id, []).append((contact_id, at))
+    delay = parse_wait(rules.delay)
+    for row in rows:
+        others = [at for who, at in latest.get(row["account_id"], []) if who != row["contact_id"]]
+        if not others or row["contact_id"] in skip:
+            continue
+        if rules.on_reply == "stop":
+            skip[row["contact_id"]] = "account_replied"
+        elif max(others) + delay > now:
+            defer[row["contact_id"]] = max(others) + delay
+    return skip, defer
+
+
 def _check(
     engine: Engine,
     context: DeliveryContext,
@@ -391,20 +434,25 @@ def _check(
     channel = "email" if step.channel == "email" else "linkedin"
     suppressed = suppressed_contact_ids(engine, [row["contact_id"] for row in rows], channel)
     stopped = stop_reasons(engine, context.campaign_id, step, rows)
+    held, delayed = account_holds(engine, campaign.account_rules, rows, utcnow())
     reasons: Counter[str] = Counter()
     skipped, to_send = [], []
+    deferred: list[tuple[dict, datetime, str]] = []
     for row in rows:
         reason = skip_reason(row, row["contact_id"] in suppressed, campaign.consent_required)
-        reason = reason or stopped.get(row["contact_id"])
+        reason = reason or stopped.get(row["contact_id"]) or held.get(row["contact_id"])
         if reason:
             reasons[reason] += 1
             skipped.append(_outcome_row(row, state="skipped", skip_reason=reason))
             continue
+        if row["contact_id"] in delayed:
+            deferred.append((row, delayed[row["contact_id"]], "someone at the account replied"))
+            continue
         row["message_id"] = composer.message_id(row["delivery_id"], row["contact_id"])
         to_send.append(row)
-    deferred: list[tuple[dict, datetime, str]] = []
     if step.channel == "email":
-        to_send, deferred = _hold_back(engine, campaign, to_send)
+        to_send, capped = _hold_back(engine, campaign, to_send)
+        deferred += capped
     return to_send, skipped, deferred, reasons
 
 

@@ -67,3 +67,64 @@ def test_pausing_mid_chunk_stops_before_the_next_batch_and_loses_nothing(engine,
     set_campaign_status(engine, campaign_id, "active")
     rest = deliver(engine, get_settings(), context, ids, OutboxBackend(tmp_path / "outbox"))
     assert outcome.sent + rest.sent == len(list((tmp_path / "outbox").iterdir()))
+
+
+def _two_people_one_replied(engine):
+    from datetime import timedelta
+
+    from flows.engagement import store_events
+    from models.store import upsert_accounts, upsert_contacts
+    from models.tables import utcnow
+
+    upsert_accounts(engine, [{"domain": "acme.example", "attributes": {}, "technologies": []}])
+    upsert_contacts(
+        engine,
+        [
+            {"email": f"{name}@acme.example", "account_domain": "acme.example", "attributes": {}}
+            for name in ("ana", "bo")
+        ],
+    )
+    replied_at = utcnow() - timedelta(days=1)
+    store_events(
+        engine,
+        [
+            {
+                "provider": "t",
+                "provider_event_id": "r1",
+                "type": "reply",
+                "channel": "email",
+                "occurred_at": replied_at,
+                "account_id": 1,
+                "contact_id": 1,
+            }
+        ],
+    )
+    rows = [{"contact_id": c, "account_id": 1, "stage": "engaged"} for c in (1, 2)]
+    return rows, replied_at
+
+
+def test_a_reply_delays_everyone_else_at_the_account(engine):
+    from datetime import timedelta
+
+    from abm.campaign_file import AccountRules
+    from flows.delivery import account_holds
+    from models.tables import utcnow
+
+    rows, replied_at = _two_people_one_replied(engine)
+    skip, defer = account_holds(engine, AccountRules(on_reply="delay", delay="14d"), rows, utcnow())
+    assert skip == {}
+    assert set(defer) == {2}
+    assert abs((defer[2] - (replied_at + timedelta(days=14))).total_seconds()) < 1
+
+
+def test_a_reply_can_stop_everyone_else_and_a_stage_stops_the_whole_account(engine):
+    from abm.campaign_file import AccountRules
+    from flows.delivery import account_holds
+    from models.tables import utcnow
+
+    rows, _ = _two_people_one_replied(engine)
+    skip, defer = account_holds(engine, AccountRules(on_reply="stop"), rows, utcnow())
+    assert (skip, defer) == ({2: "account_replied"}, {})
+    at_opportunity = [{**row, "stage": "opportunity"} for row in rows]
+    skip, _ = account_holds(engine, AccountRules(), at_opportunity, utcnow())
+    assert skip == {1: "account_stage_opportunity", 2: "account_stage_opportunity"}
