@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -161,7 +161,25 @@ def _provider_errors(response: httpx.Response) -> tuple[tuple[str | None, str], 
     return tuple(pairs)
 
 
-class ApiClient:
+class Closing:
+    """`with` support for anything that has `close()` (clients and connectors alike)."""
+
+    def close(self) -> None:
+        """Release what the object holds; subclasses override."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class ApiClient(Closing):
     """One long-lived `httpx.Client` per provider (connection pooling) with the retry, rate
     and redaction rules every connector needs. `transport`, `sleep`, `clock` and `rand`
     are the test seams: tests never touch the network and never really sleep.
@@ -286,14 +304,3 @@ class ApiClient:
     def close(self) -> None:
         """Close the pooled connections."""
         self._client.close()
-
-    def __enter__(self) -> ApiClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

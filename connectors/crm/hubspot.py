@@ -18,13 +18,12 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import httpx
 
 from abm.errors import ConfigError
-from connectors.http import ApiClient, ApiError, RetryPolicy
+from connectors.http import ApiClient, ApiError, Closing, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
         yield list(items[start : start + size])
 
 
-class HubSpotCrm:
+class HubSpotCrm(Closing):
     """Writes ABM results onto HubSpot companies with a private app access token.
 
     The token is sent only as `Authorization: Bearer` and never appears in logs or errors.
@@ -565,14 +564,3 @@ class HubSpotCrm:
     def close(self) -> None:
         """Close the pooled HTTP connections."""
         self._http.close()
-
-    def __enter__(self) -> HubSpotCrm:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -22,14 +22,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
 
 from abm.errors import ConfigError
-from connectors.http import REDACTED, ApiClient, ApiError, RetryPolicy, redact
+from connectors.http import REDACTED, ApiClient, ApiError, Closing, RetryPolicy, redact
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +117,7 @@ class LinkedInAuthError(ConfigError):
         self.status = status
 
 
-class LinkedInConnector:
+class LinkedInConnector(Closing):
     """The LinkedIn channel: audiences out (hashed), analytics and leads in.
 
     `mode="api"` needs `access_token` (sent only as `Authorization: Bearer`) and
@@ -525,17 +524,6 @@ class LinkedInConnector:
         """Close the pooled HTTP connections (api mode)."""
         if self._http is not None:
             self._http.close()
-
-    def __enter__(self) -> LinkedInConnector:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _windows(start: date, end: date, days: int) -> Iterator[tuple[date, date]]:
