@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.futures import as_completed
 from sqlalchemy import select
 
 from abm.campaign_file import load_campaign
@@ -157,8 +163,21 @@ def run_campaign(
         ids = due_delivery_ids(engine, campaign_id, step.id)
         chunks = [list(chunk) for chunk in chunked(ids, settings.chunk_size)]
         logger.info("step %s: %d messages due in %d chunks", step.id, len(ids), len(chunks))
-        task = rehearse_chunk if dry_run else deliver_chunk
-        outcomes = [f.result() for f in task.map(chunks, context=unmapped(context))]
+        task = (
+            rehearse_chunk
+            if dry_run
+            else deliver_chunk.with_options(tags=[f"abm-provider:{backend.name}"])
+        )
+        futures = task.map(chunks, context=unmapped(context))
+        progress = create_progress_artifact(
+            progress=0.0,
+            key=f"{artifact_key}-{step.id}-progress".lower()[:100],
+            description=f"{key}, step {step.id}: share of due messages handled",
+        )
+        outcomes = []
+        for future in as_completed(futures):
+            outcomes.append(future.result())
+            update_progress_artifact(progress, 100.0 * len(outcomes) / max(1, len(chunks)))
         rehearsal += outcomes
 
     if dry_run:

@@ -52,9 +52,19 @@ def map_stakeholders(
     return committee_coverage(engine, account_ids, required)
 
 
-@task(name="deliver-chunk", cache_policy=NO_CACHE, persist_result=False)
+@task(
+    name="deliver-chunk",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=2,
+    retry_delay_seconds=[10, 60],
+)
 def deliver_chunk(ids: list[int], context: DeliveryContext) -> ChunkOutcome:
-    """One task per chunk of a thousand or so contacts, never one per contact."""
+    """One task per chunk of a thousand or so contacts, never one per contact.
+
+    Safe to retry: a retry claims only rows still `planned` or `failed`, so whatever the
+    first attempt handed to the provider is never sent again. Tagged `abm-provider:<name>`
+    so a Prefect tag concurrency limit caps parallel chunks per provider."""
     settings = get_settings()
     engine = get_engine(context.database_url)
     return deliver(engine, settings, context, ids, get_backend(settings))
