@@ -18,6 +18,7 @@ from abm.errors import AbmError
 from abm.prefect_runtime import prefect_log_path, prepare_environment, run_flow_quietly
 from abm.settings import REPO_ROOT, get_settings, reset_settings
 from flows.import_csv import import_file
+from flows.report import render_html, report_data
 from models.db import get_engine, migrate
 from models.queries import accounts_by_tier_and_stage, list_accounts
 from models.tables import STAGES, Account
@@ -108,6 +109,9 @@ def run_demo(contacts: int, out: Console, err: Console) -> None:
             + ", ".join(f"{r['domain']} ({r['stage']}, {r['engagement_score']:g})" for r in top),
             highlight=False,
         )
+    report = settings.state_dir / "report.html"
+    report.write_text(render_html(report_data(engine)), encoding="utf-8")
+    out.print(f"Report: {_relative(report)} (open it in a browser)", highlight=False)
     url = engine.url.render_as_string(hide_password=True)
     out.print(f"Database: {url}   Prefect log: {_relative(prefect_log_path())}", highlight=False)
     sample = next(iter(sorted(settings.outbox_dir.glob("*.eml"))), None)

@@ -33,6 +33,7 @@ from flows.delivery import (
     register_campaign,
     release_expired_leases,
 )
+from flows.report import publish_artifact, report_data
 from flows.tasks import (
     crm_write_back,
     deliver_chunk,
@@ -192,6 +193,7 @@ def run_campaign(
         logger.info("CRM write-back: %s", {k: v for k, v in crm.items() if k != "failures"})
 
     summary = ledger_summary(engine, campaign_id)
+    publish_artifact(report_data(engine))
     create_markdown_artifact(
         key=f"{artifact_key}-summary",
         markdown=_summary_markdown(key, summary),
