@@ -310,13 +310,67 @@ def campaign_run(
     """Run the campaign flow now (an ad-hoc run, on the configured Prefect API)."""
     from abm.prefect_runtime import run_flow_quietly
 
-    with err.status("running the campaign flow on Prefect"):
+    campaign_id = _campaign_id(file)
+    with _LedgerProgress(_engine(), campaign_id, enabled=not dry_run):
         summary = run_flow_quietly(str(file), limit=limit, simulate=False, dry_run=dry_run)
     if summary.get("paused"):
         err.print("[yellow]the campaign is paused: nothing was sent[/]")
     if dry_run and not as_json:
         err.print("dry run: nothing was sent; 'sent' counts what would go out now")
     _summary(summary, as_json)
+
+
+class _LedgerProgress:
+    """A progress bar on stderr fed by the ledger itself while the flow runs: messages
+    handled (sent, skipped, failed) out of those due now."""
+
+    def __init__(self, engine: Any, campaign_id: int, enabled: bool = True) -> None:
+        import threading
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.engine, self.campaign_id, self.enabled = engine, campaign_id, enabled
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=err,
+            transient=True,
+        )
+
+    def _watch(self) -> None:
+        from flows.delivery import ledger_summary
+
+        task = self.progress.add_task("preparing (target, map, plan)", total=None)
+        start = ledger_summary(self.engine, self.campaign_id)
+        done_before = start["sent"] + start["skipped"] + start["failed"]
+        while not self.stop.wait(0.5):
+            now = ledger_summary(self.engine, self.campaign_id)
+            handled = now["sent"] + now["skipped"] + now["failed"] - done_before
+            waiting = now["pending"] - now["deferred"]
+            if handled or waiting:
+                self.progress.update(
+                    task, description="sending", completed=handled, total=handled + waiting
+                )
+
+    def __enter__(self) -> _LedgerProgress:
+        if self.enabled:
+            self.progress.start()
+            self.thread.start()
+        else:
+            self.status = err.status("rehearsing the campaign flow on Prefect")
+            self.status.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.enabled:
+            self.stop.set()
+            self.thread.join(timeout=5)
+            self.progress.stop()
+        else:
+            self.status.stop()
 
 
 def _campaign_id(file: Path) -> int:

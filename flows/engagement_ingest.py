@@ -22,10 +22,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from flows.engagement import store_events
-from models.db import chunked
+from models.db import chunked, session_scope
 from models.tables import Account, Contact, Delivery, utcnow
 
 # SendGrid event -> our event type; None: recorded by the provider, not engagement.
@@ -101,6 +101,32 @@ class IngestReport:
     stored: int = 0
     ignored: int = 0
     unmatched: int = 0
+    reconciled: int = 0
+
+
+# Any of these from the provider proves it accepted the message.
+ACCEPTANCE_EVENTS = {"processed", "delivered", "deferred", "bounce", "dropped", "open", "click"}
+
+
+def reconcile_uncertain(engine: Engine, message_ids: set[str]) -> int:
+    """Rows a crash left `uncertain` whose message the provider reports having: `sent`."""
+    if not message_ids:
+        return 0
+    reconciled = 0
+    with session_scope(engine) as session:
+        for batch in chunked(sorted(message_ids), 2000):
+            result = session.execute(
+                update(Delivery)
+                .where(Delivery.message_id.in_(batch), Delivery.state == "uncertain")
+                .values(
+                    state="sent",
+                    sent_at=utcnow(),
+                    updated_at=utcnow(),
+                    last_error="reconciled from provider events",
+                )
+            )
+            reconciled += result.rowcount or 0
+    return reconciled
 
 
 def _ledger_matches(engine: Engine, message_ids: set[str]) -> dict[str, tuple]:
@@ -136,6 +162,14 @@ def _email_matches(engine: Engine, emails: set[str]) -> dict[str, tuple]:
 def ingest_sendgrid(engine: Engine, events: list[dict[str, Any]]) -> IngestReport:
     """Store SendGrid events once each, matched to our people and messages."""
     report = IngestReport(received=len(events))
+    report.reconciled = reconcile_uncertain(
+        engine,
+        {
+            str(e["abm_message_id"])
+            for e in events
+            if e.get("abm_message_id") and str(e["event"]) in ACCEPTANCE_EVENTS
+        },
+    )
     wanted = [e for e in events if SENDGRID_TYPES.get(str(e["event"]))]
     report.ignored = len(events) - len(wanted)
     ledger = _ledger_matches(

@@ -142,6 +142,7 @@ def test_engagement_ingest_stores_each_event_once_and_reports_bad_lines(initiali
         "stored": 2,
         "ignored": 0,
         "unmatched": 0,
+        "reconciled": 0,
         "malformed": 1,
     }
     again = abm("engagement", "ingest", str(export), "--json")

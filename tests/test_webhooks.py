@@ -261,3 +261,41 @@ def test_an_inbound_reply_is_matched_to_the_message_it_answers(client, engine):
         ).one()
     assert tuple(reply) == ("reply", bo, 1)
     assert client.post("/webhooks/sendgrid/inbound", data={"text": "x"}).status_code == 400
+
+
+def test_provider_events_reconcile_a_message_a_crash_left_uncertain(client, engine):
+    from models.db import session_scope
+    from models.store import insert_new_rows
+    from models.tables import Campaign, Delivery
+
+    with session_scope(engine) as session:
+        session.add(Campaign(key="c", name="C"))
+        session.flush()
+        insert_new_rows(
+            session,
+            engine,
+            Delivery.__table__,
+            [
+                {
+                    "campaign_id": 1,
+                    "step": "intro",
+                    "contact_id": 1,
+                    "account_id": 1,
+                    "channel": "email",
+                    "state": "uncertain",
+                    "message_id": "<abm.7.x@demo.example>",
+                    "attempts": 1,
+                    "due_at": utcnow(),
+                    "created_at": utcnow(),
+                    "updated_at": utcnow(),
+                }
+            ],
+            ["campaign_id", "step", "contact_id"],
+        )
+    body = _events(event="processed", sg_event_id="evt-p", abm_message_id="<abm.7.x@demo.example>")
+    response = client.post(
+        "/webhooks/sendgrid", content=body, headers=sign(body, str(int(time.time())))
+    )
+    assert response.json()["reconciled"] == 1
+    with engine.connect() as connection:
+        assert connection.execute(select(Delivery.state)).scalar() == "sent"
