@@ -194,7 +194,11 @@ class AccountRules(BaseModel):
     the sequences of everyone else at that account; and a stage at which it all stops."""
 
     model_config = ConfigDict(extra="forbid")
-    on_reply: Literal["stop", "delay", "continue"] = "delay"
+    on_reply: Literal["pause", "delay", "stop", "continue"] = Field(
+        "delay",
+        description="pause: hold the others until `abm campaign resume FILE --account D`; "
+        "delay: hold them for `delay`; stop: end their sequences; continue: carry on",
+    )
     delay: str = "14d"
     stop_at_stage: Stage | None = "opportunity"
 

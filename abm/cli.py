@@ -391,10 +391,20 @@ def campaign_pause(file: Path) -> None:
 
 
 @campaign_app.command("resume")
-def campaign_resume(file: Path) -> None:
-    """Carry on where the campaign stopped."""
-    from flows.delivery import set_campaign_status
+def campaign_resume(
+    file: Path,
+    account: Annotated[
+        str | None,
+        typer.Option(help="lift the reply-pause of this account only (account_rules: pause)"),
+    ] = None,
+) -> None:
+    """Carry on where the campaign stopped (or, with --account, after a reply paused it)."""
+    from flows.delivery import release_account, set_campaign_status
 
+    if account:
+        due = release_account(_engine(), _campaign_id(file), account.strip().lower())
+        err.print(f"{file}: {account} released; {due} held messages are due again")
+        return
     set_campaign_status(_engine(), _campaign_id(file), "active")
     err.print(f"{file}: active again; the next run or schedule sends what is due")
 

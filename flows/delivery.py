@@ -22,10 +22,11 @@ from flows.compose import Composer
 from flows.rendering import choose_variant
 from flows.rules import cap_frees_at, local_zone, next_window_opening
 from models.db import chunked, session_scope
-from models.store import insert_new_rows, update_rows_by_id
+from models.store import dialect_insert, insert_new_rows, update_rows_by_id
 from models.tables import (
     STAGES,
     Account,
+    AccountRelease,
     Campaign,
     Contact,
     Delivery,
@@ -378,8 +379,15 @@ def stop_reasons(
     return stopped
 
 
+PAUSE_RECHECK = timedelta(days=1)
+
+
 def account_holds(
-    engine: Engine, rules: AccountRules, rows: list[dict[str, Any]], now: datetime
+    engine: Engine,
+    rules: AccountRules,
+    rows: list[dict[str, Any]],
+    now: datetime,
+    campaign_id: int | None = None,
 ) -> tuple[dict[int, str], dict[int, datetime]]:
     """Account-level rules: (contacts to skip with a reason, contacts to defer until when).
 
@@ -410,15 +418,66 @@ def account_holds(
             ):
                 latest.setdefault(account_id, []).append((contact_id, at))
     delay = parse_wait(rules.delay)
+    released = account_releases(engine, campaign_id, accounts) if rules.on_reply == "pause" else {}
     for row in rows:
         others = [at for who, at in latest.get(row["account_id"], []) if who != row["contact_id"]]
         if not others or row["contact_id"] in skip:
             continue
         if rules.on_reply == "stop":
             skip[row["contact_id"]] = "account_replied"
+        elif rules.on_reply == "pause":
+            lifted = released.get(row["account_id"])
+            if lifted is None or lifted < max(others):
+                defer[row["contact_id"]] = now + PAUSE_RECHECK
         elif max(others) + delay > now:
             defer[row["contact_id"]] = max(others) + delay
     return skip, defer
+
+
+def account_releases(
+    engine: Engine, campaign_id: int | None, account_ids: list[int]
+) -> dict[int, datetime]:
+    """When someone last lifted this campaign's reply-pause, per account."""
+    if campaign_id is None or not account_ids:
+        return {}
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(AccountRelease.account_id, AccountRelease.released_at).where(
+                AccountRelease.campaign_id == campaign_id,
+                AccountRelease.account_id.in_(account_ids),
+            )
+        ).all()
+    return dict(rows)
+
+
+def release_account(engine: Engine, campaign_id: int, domain: str) -> int:
+    """Lift a campaign's reply-pause for one account now; its held messages become due."""
+    from abm.errors import AbmError
+
+    with session_scope(engine) as session:
+        account_id = session.execute(select(Account.id).where(Account.domain == domain)).scalar()
+        if account_id is None:
+            raise AbmError(f"no account with domain {domain!r}")
+        now = utcnow()
+        statement = dialect_insert(engine, AccountRelease.__table__).values(
+            campaign_id=campaign_id, account_id=account_id, released_at=now
+        )
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["campaign_id", "account_id"], set_={"released_at": now}
+            )
+        )
+        result = session.execute(
+            update(Delivery)
+            .where(
+                Delivery.campaign_id == campaign_id,
+                Delivery.account_id == account_id,
+                Delivery.state == "planned",
+                Delivery.last_error.like("deferred: someone at the account replied%"),
+            )
+            .values(due_at=now, updated_at=now)
+        )
+        return result.rowcount or 0
 
 
 def _check(
@@ -434,7 +493,9 @@ def _check(
     channel = "email" if step.channel == "email" else "linkedin"
     suppressed = suppressed_contact_ids(engine, [row["contact_id"] for row in rows], channel)
     stopped = stop_reasons(engine, context.campaign_id, step, rows)
-    held, delayed = account_holds(engine, campaign.account_rules, rows, utcnow())
+    held, delayed = account_holds(
+        engine, campaign.account_rules, rows, utcnow(), context.campaign_id
+    )
     reasons: Counter[str] = Counter()
     skipped, to_send = [], []
     deferred: list[tuple[dict, datetime, str]] = []
@@ -446,7 +507,10 @@ def _check(
             skipped.append(_outcome_row(row, state="skipped", skip_reason=reason))
             continue
         if row["contact_id"] in delayed:
-            deferred.append((row, delayed[row["contact_id"]], "someone at the account replied"))
+            why = "someone at the account replied"
+            if campaign.account_rules.on_reply == "pause":
+                why += " (paused until `abm campaign resume --account`)"
+            deferred.append((row, delayed[row["contact_id"]], why))
             continue
         row["message_id"] = composer.message_id(row["delivery_id"], row["contact_id"])
         to_send.append(row)

@@ -170,3 +170,15 @@ class SyncCursor(SQLModel, table=True):
     source: str = Field(primary_key=True, max_length=80)
     cursor: str = Field(max_length=200)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class AccountRelease(SQLModel, table=True):
+    """A person lifted a campaign's reply-pause for one account at this time; replies after
+    it pause the account again."""
+
+    __table_args__ = (UniqueConstraint("campaign_id", "account_id", name="uq_release"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    account_id: int = Field(foreign_key="account.id")
+    released_at: datetime = Field(default_factory=utcnow)

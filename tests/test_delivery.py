@@ -128,3 +128,40 @@ def test_a_reply_can_stop_everyone_else_and_a_stage_stops_the_whole_account(engi
     at_opportunity = [{**row, "stage": "opportunity"} for row in rows]
     skip, _ = account_holds(engine, AccountRules(), at_opportunity, utcnow())
     assert skip == {1: "account_stage_opportunity", 2: "account_stage_opportunity"}
+
+
+def test_a_reply_pauses_the_others_until_a_person_releases_the_account(engine):
+    from datetime import timedelta
+
+    from abm.campaign_file import AccountRules
+    from flows.delivery import account_holds, release_account
+    from flows.engagement import store_events
+    from models.db import session_scope
+    from models.tables import Campaign, utcnow
+
+    rows, _ = _two_people_one_replied(engine)
+    with session_scope(engine) as session:
+        session.add(Campaign(key="c", name="C"))
+    pause = AccountRules(on_reply="pause")
+    skip, defer = account_holds(engine, pause, rows, utcnow(), campaign_id=1)
+    assert skip == {} and set(defer) == {2}
+
+    release_account(engine, 1, "acme.example")
+    assert account_holds(engine, pause, rows, utcnow(), campaign_id=1) == ({}, {})
+
+    store_events(
+        engine,
+        [
+            {
+                "provider": "t",
+                "provider_event_id": "r2",
+                "type": "reply",
+                "channel": "email",
+                "occurred_at": utcnow() + timedelta(seconds=1),
+                "account_id": 1,
+                "contact_id": 1,
+            }
+        ],
+    )
+    _, defer = account_holds(engine, pause, rows, utcnow(), campaign_id=1)
+    assert set(defer) == {2}
