@@ -22,7 +22,7 @@ from flows.compose import Composer
 from flows.rendering import choose_variant
 from flows.rules import cap_frees_at, local_zone, next_window_opening
 from models.db import chunked, session_scope
-from models.store import dialect_insert, insert_new_rows, update_rows_by_id
+from models.store import dialect_insert, email_domain, insert_new_rows, update_rows_by_id
 from models.tables import (
     STAGES,
     Account,
@@ -210,11 +210,7 @@ def suppressed_contact_ids(
 ) -> set[int]:
     """Contacts whose email, email domain or account domain is suppressed on the channel."""
     channels = ("all", "email") if channel == "email" else ("all", "linkedin")
-    email_domain = (
-        func.substr(Contact.email, func.instr(Contact.email, "@") + 1)
-        if engine.dialect.name == "sqlite"
-        else func.split_part(Contact.email, "@", 2)
-    )
+    domain = email_domain(engine)
     query = (
         select(Contact.id)
         .join(Account, Account.id == Contact.account_id)
@@ -226,7 +222,7 @@ def suppressed_contact_ids(
                     and_(Suppression.kind == "email", Suppression.value == Contact.email),
                     and_(
                         Suppression.kind == "domain",
-                        or_(Suppression.value == Account.domain, Suppression.value == email_domain),
+                        or_(Suppression.value == Account.domain, Suppression.value == domain),
                     ),
                 ),
             ),
@@ -520,14 +516,25 @@ def _check(
     return to_send, skipped, deferred, reasons
 
 
+def _step_composer(
+    settings: Settings, context: DeliveryContext
+) -> tuple[CampaignFile, Step, Composer]:
+    """The campaign file, the chunk's step and its composer, read once per chunk."""
+    _, campaign = load_campaign(Path(context.campaign_file))
+    step = next(step for step in campaign.steps if step.id == context.step)
+    return (
+        campaign,
+        step,
+        Composer(settings, context.campaign_key, context.campaign_id, campaign, step),
+    )
+
+
 def rehearse(
     engine: Engine, settings: Settings, context: DeliveryContext, ids: list[int]
 ) -> ChunkOutcome:
     """A dry run of one chunk: the same checks and rendering, nothing sent, no row changed.
     `sent` counts what would be sent; render failures count as `dead`."""
-    _, campaign = load_campaign(Path(context.campaign_file))
-    step = next(step for step in campaign.steps if step.id == context.step)
-    composer = Composer(settings, context.campaign_key, context.campaign_id, campaign, step)
+    campaign, step, composer = _step_composer(settings, context)
     to_send, skipped, deferred, reasons = _check(
         engine, context, campaign, step, composer, _load_rows(engine, ids)
     )
@@ -552,9 +559,7 @@ def deliver(
 ) -> ChunkOutcome:
     """Claim, check, render, send and record one chunk of ledger rows."""
     outcome = ChunkOutcome()
-    _, campaign = load_campaign(Path(context.campaign_file))
-    step = next(step for step in campaign.steps if step.id == context.step)
-    composer = Composer(settings, context.campaign_key, context.campaign_id, campaign, step)
+    campaign, step, composer = _step_composer(settings, context)
     if campaign_paused(engine, context.campaign_id):
         return outcome
     token, claimed = claim(engine, ids, timedelta(seconds=settings.lease_seconds))

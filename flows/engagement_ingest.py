@@ -26,6 +26,7 @@ from sqlalchemy import Engine, select, update
 
 from flows.engagement import store_events
 from models.db import chunked, session_scope
+from models.store import contacts_by_email
 from models.tables import Account, Contact, Delivery, utcnow
 
 # SendGrid event -> our event type; None: recorded by the provider, not engagement.
@@ -146,19 +147,6 @@ def _ledger_matches(engine: Engine, message_ids: set[str]) -> dict[str, tuple]:
     return found
 
 
-def _email_matches(engine: Engine, emails: set[str]) -> dict[str, tuple]:
-    found: dict[str, tuple] = {}
-    with engine.connect() as connection:
-        for batch in chunked(sorted(emails), 2000):
-            rows = connection.execute(
-                select(Contact.email, Contact.id, Contact.account_id).where(
-                    Contact.email.in_(batch)
-                )
-            )
-            found.update({row[0]: (row[1], row[2]) for row in rows})
-    return found
-
-
 def ingest_sendgrid(engine: Engine, events: list[dict[str, Any]]) -> IngestReport:
     """Store SendGrid events once each, matched to our people and messages."""
     report = IngestReport(received=len(events))
@@ -175,7 +163,7 @@ def ingest_sendgrid(engine: Engine, events: list[dict[str, Any]]) -> IngestRepor
     ledger = _ledger_matches(
         engine, {str(e["abm_message_id"]) for e in wanted if e.get("abm_message_id")}
     )
-    people = _email_matches(engine, {str(e["email"]).strip().lower() for e in wanted})
+    people = contacts_by_email(engine, {str(e["email"]).strip().lower() for e in wanted})
     rows = []
     for event in wanted:
         kind = SENDGRID_TYPES[str(event["event"])]
@@ -335,7 +323,7 @@ def reply_event(engine: Engine, headers: str, sender: str) -> dict[str, Any] | N
                 own_id or message_id, when, contact_id, account_id, campaign_id, message_id
             )
     address = email.utils.parseaddr(sender)[1].strip().lower()
-    person = _email_matches(engine, {address}).get(address)
+    person = contacts_by_email(engine, {address}).get(address)
     if person is None:
         return None
     return _reply(own_id or f"{address}:{when.isoformat()}", when, person[0], person[1], None, None)

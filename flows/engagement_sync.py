@@ -17,9 +17,9 @@ from connectors.linkedin import LinkedInConnector, simulated_organizations
 from flows.delivery import linkedin_connector
 from flows.engagement import store_events
 from flows.stakeholders import classify_title, load_title_table
-from models.db import chunked, session_scope
-from models.store import dialect_insert, upsert_contacts
-from models.tables import Account, Contact, EngagementEvent, SyncCursor, utcnow
+from models.db import session_scope
+from models.store import contacts_by_email, dialect_insert, upsert_contacts
+from models.tables import Account, EngagementEvent, SyncCursor, utcnow
 
 ANALYTICS = "linkedin:ad_analytics"
 LEADS = "linkedin:lead_forms"
@@ -190,7 +190,7 @@ def _sync_leads(
     unique = list({record["email"]: record for record in records}.values())
     counts = upsert_contacts(engine, unique) if unique else None
     report.lead_contacts = counts.imported if counts else 0
-    contact_ids = _contact_ids(engine, [record["email"] for record in unique])
+    people = contacts_by_email(engine, [record["email"] for record in unique])
     events = [
         {
             "provider": "linkedin",
@@ -199,21 +199,10 @@ def _sync_leads(
             "channel": "linkedin",
             "occurred_at": lead["submitted_at"],
             "account_id": accounts[lead["company_domain"]],
-            "contact_id": contact_ids.get(lead["email"].strip().lower()),
+            "contact_id": people.get(lead["email"].strip().lower(), (None,))[0],
             "data": {"form": lead.get("form")},
         }
         for lead in known
     ]
     report.lead_events = store_events(engine, events)
     write_cursor(engine, LEADS, until.isoformat())
-
-
-def _contact_ids(engine: Engine, emails: list[str]) -> dict[str, int]:
-    found: dict[str, int] = {}
-    with engine.connect() as connection:
-        for batch in chunked(emails, 2000):
-            rows = connection.execute(
-                select(Contact.email, Contact.id).where(Contact.email.in_(batch))
-            ).all()
-            found.update(dict(rows))
-    return found

@@ -215,6 +215,29 @@ def add_suppressions(engine: Engine, records: list[dict[str, Any]], source: str 
     return added
 
 
+def email_domain(engine: Engine) -> Any:
+    """SQL for the part of `contact.email` after the @, on SQLite and PostgreSQL."""
+    if engine.dialect.name == "sqlite":
+        return func.substr(Contact.email, func.instr(Contact.email, "@") + 1)
+    return func.split_part(Contact.email, "@", 2)
+
+
+def contacts_by_email(engine: Engine, emails: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """(contact id, account id) by email, for the emails that are known contacts."""
+    found: dict[str, tuple[int, int]] = {}
+    with engine.connect() as connection:
+        for batch in chunked(sorted(set(emails)), IN_CHUNK):
+            rows = connection.execute(
+                select(Contact.email, Contact.id, Contact.account_id).where(
+                    Contact.email.in_(batch)
+                )
+            )
+            found.update(
+                {email: (contact_id, account_id) for email, contact_id, account_id in rows}
+            )
+    return found
+
+
 def apply_suppressions(engine: Engine) -> int:
     """Mark active contacts whose email or domain is suppressed for email as `suppressed`."""
     channels = ("all", "email")
@@ -233,9 +256,7 @@ def apply_suppressions(engine: Engine) -> int:
                 or_(
                     Contact.email.in_(email_hit),
                     account_domain.scalar_subquery().in_(domain_hit),
-                    func.substr(Contact.email, func.instr(Contact.email, "@") + 1).in_(domain_hit)
-                    if engine.dialect.name == "sqlite"
-                    else func.split_part(Contact.email, "@", 2).in_(domain_hit),
+                    email_domain(engine).in_(domain_hit),
                 )
             )
             .values(status="suppressed", updated_at=utcnow())
