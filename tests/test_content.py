@@ -10,13 +10,12 @@ import pytest
 from abm.campaign_file import load_campaign, parse_wait
 from abm.errors import ConfigError
 from abm.settings import get_settings
+from flows.email_html import add_utm, html_to_text
 from flows.preview import validate_campaign
 from flows.rendering import (
-    add_utm,
     candidates,
     choose_variant,
     company,
-    html_to_text,
     possessive,
     render_linkedin_text,
     resolve,

@@ -3,17 +3,20 @@ tests read it with the usual API) whose bytes we write ourselves.
 
 The standard library's generator folds every header through `email.header.Header` and
 encodes bodies in pure Python: about 1 ms a message. Our messages always have one shape
-(multipart/alternative, a text and an HTML part, quoted-printable UTF-8, single-line
+(multipart/alternative, a text and an HTML part, 7bit or quoted-printable UTF-8, single-line
 headers), so writing them directly costs a few microseconds and yields the same RFC 5322
 bytes any parser reads back."""
 
 from __future__ import annotations
 
+import base64
 import binascii
 from email.message import Message
 from email.policy import Policy
 
 _FOLD_AT = 78
+_LINE_LIMIT = 998
+_WORD_BYTES = 45  # 60 characters of base64, 72 with the =?utf-8?b? and ?= around them
 
 
 def _fold(name: str, value: str) -> str:
@@ -37,18 +40,44 @@ def _fold(name: str, value: str) -> str:
     return "\n".join(lines)
 
 
-def _qp(text: str) -> str:
-    """Quoted-printable UTF-8 with LF line ends (the C implementation in binascii)."""
+def encoded_words(text: str) -> str:
+    """Non-ASCII header text as RFC 2047 encoded words (`=?utf-8?b?...?=`), each within
+    the RFC's 75 characters and split between characters, never inside one."""
+    if text.isascii():
+        return text
+    words, chunk, size = [], [], 0
+    for char in text:
+        width = len(char.encode("utf-8"))
+        if size + width > _WORD_BYTES:
+            words.append("".join(chunk))
+            chunk, size = [], 0
+        chunk.append(char)
+        size += width
+    words.append("".join(chunk))
+    encoded = (base64.b64encode(word.encode("utf-8")).decode("ascii") for word in words)
+    return " ".join(f"=?utf-8?b?{word}?=" for word in encoded)
+
+
+def _encode(text: str) -> tuple[str, str]:
+    """(Content-Transfer-Encoding, body) with LF line ends: ASCII text with lines within
+    RFC 5322's 998 characters goes as it is (7bit), anything else as quoted-printable
+    UTF-8 (the C implementation in binascii), as the standard library's own choice goes."""
     body = text.replace("\r\n", "\n").replace("\r", "\n")
-    return binascii.b2a_qp(body.encode("utf-8"), istext=True).decode("ascii")
+    if body.isascii() and "\x00" not in body and max(map(len, body.split("\n"))) <= _LINE_LIMIT:
+        return "7bit", body
+    return "quoted-printable", binascii.b2a_qp(body.encode("utf-8"), istext=True).decode("ascii")
 
 
 class _Part(Message):
     def __init__(self, subtype: str, text: str) -> None:
         super().__init__()
-        self["Content-Type"] = f'text/{subtype}; charset="utf-8"'
-        self["Content-Transfer-Encoding"] = "quoted-printable"
-        self.set_payload(_qp(text))
+        # Message's own list of (name, value): what `self[name] = value` appends to, minus
+        # a policy round trip per header that costs more than the rest of the part.
+        encoding, self._payload = _encode(text)
+        self._headers = [
+            ("Content-Type", f'text/{subtype}; charset="utf-8"'),
+            ("Content-Transfer-Encoding", encoding),
+        ]
 
 
 class OutgoingEmail(Message):
@@ -57,21 +86,22 @@ class OutgoingEmail(Message):
 
     def __init__(self, headers: list[tuple[str, str]], text: str, html: str, boundary: str) -> None:
         super().__init__()
-        for name, value in headers:
-            self[name] = value
-        self["MIME-Version"] = "1.0"
-        self["Content-Type"] = f'multipart/alternative; boundary="{boundary}"'
+        self._headers = [
+            *headers,
+            ("MIME-Version", "1.0"),
+            ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
+        ]
         self.boundary = boundary
-        self.set_payload([_Part("plain", text), _Part("html", html)])
+        self._payload = [_Part("plain", text), _Part("html", html)]
 
     def _serialise(self) -> str:
-        lines = [_fold(name, str(value)) for name, value in self.items()]
+        lines = [_fold(name, str(value)) for name, value in self._headers]
         out = "\n".join(lines) + "\n\n"
-        for part in self.get_payload():
+        for part in self._payload:
             out += f"--{self.boundary}\n"
-            out += "\n".join(f"{name}: {value}" for name, value in part.items())
+            out += "\n".join(f"{name}: {value}" for name, value in part._headers)
             # the line break before a delimiter belongs to the delimiter (RFC 2046 5.1.1)
-            out += "\n\n" + part.get_payload() + "\n"
+            out += "\n\n" + part._payload + "\n"
         return out + f"--{self.boundary}--\n"
 
     def as_bytes(self, unixfrom: bool = False, policy: Policy | None = None) -> bytes:

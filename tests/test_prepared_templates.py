@@ -1,0 +1,161 @@
+"""Templates prepared once give the same messages as rendering each one the long way."""
+
+import html as html_lib
+import traceback
+from email import message_from_bytes
+from email.policy import default
+from pathlib import Path
+
+import pytest
+from test_rendering import SENDER, _message
+from tests_support import write_file
+
+from flows.prepared_templates import CannotPrepare, prepare_sources
+from flows.rendering import (
+    Audience,
+    EmailParts,
+    email_templates,
+    render_context,
+    render_email_parts,
+    render_originals,
+    template_environment,
+    template_names,
+)
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+UTM = {"utm_source": "abm", "utm_medium": "email", "utm_campaign": "c", "utm_content": "s"}
+LINKS = {
+    "guide": "https://demo.example/guide?a=1&b=2",
+    "brief": "https://demo.example/brief",
+    "case_study": "https://other.example/case",
+    "meeting": "https://demo.example/meet",
+}
+PEOPLE = [
+    {"first_name": "Ana", "last_name": "Núñez", "function": "finance", "role": "approver"},
+    {"first_name": "O'Neil  \n Jr <b>", "last_name": "A&B", "function": None, "role": None},
+    {"first_name": None, "last_name": "", "function": "it", "role": "user"},
+]
+ACCOUNTS = [
+    {"name": "Acme Robotics GmbH", "industry": "Manufacturing", "tier": 1, "employees": 900},
+    {"name": 'Globex & "Sons" {{ 7*7 }}', "industry": None, "tier": 3, "employees": None},
+]
+
+
+def _context(person: dict, account: dict) -> dict:
+    contact = {"email": "x@acme.example", "title": "CFO", "seniority": "c_level", **person}
+    account = {"domain": "acme.example", "country": "DE", **account}
+    footer = {"postal_address": "1 Example St", "unsubscribe_url": "https://u.example/t/1"}
+    return render_context(contact, account, SENDER, LINKS, footer, {"variant": None})
+
+
+def _same(prepared: EmailParts, original: EmailParts) -> None:
+    assert prepared.subject == original.subject
+    assert prepared.text == original.text
+    # escaping may differ in spelling (&#39; or ') but never in what a reader sees
+    assert html_lib.unescape(prepared.html) == html_lib.unescape(original.html)
+
+
+def _html_templates() -> list[str]:
+    names = template_names(TEMPLATES)
+    folders = {name.split("/")[1] for name in names if name.startswith("email/")}
+    return sorted(folders - {"_partials"})
+
+
+@pytest.mark.parametrize("template", _html_templates())
+def test_every_shipped_template_is_prepared_and_renders_like_the_original(template):
+    env, names = template_environment(TEMPLATES), template_names(TEMPLATES)
+    for person in PEOPLE:
+        for account in ACCOUNTS:
+            audience = Audience(account["tier"], account["industry"], person["role"])
+            found = email_templates(env, names, template, audience)
+            assert found.prepared is not None, found.html_name
+            context = _context(person, account)
+            parts = render_email_parts(env, names, template, audience, context, UTM)
+            _same(parts, render_originals(env, found, context, UTM))
+            assert "utm_source=abm" in parts.html and "t/1?utm" not in parts.html
+
+
+def test_prepared_html_escapes_contact_data_and_never_runs_it():
+    env, names = template_environment(TEMPLATES), template_names(TEMPLATES)
+    context = _context(PEOPLE[1], ACCOUNTS[1])
+    parts = render_email_parts(env, names, "intro", Audience(3, None, None), context, UTM)
+    assert "<b>" not in parts.html and "&lt;b&gt;" in parts.html
+    assert "{{ 7*7 }}" in parts.html and "49" not in parts.text
+    assert "O'Neil Jr <b>" in parts.text  # the text part is not HTML: data as it is
+
+
+def _templates(tmp_path: Path, body: str) -> Path:
+    write_file(tmp_path / "email" / "t" / "subject.j2", "Hello {{ contact.first_name }}")
+    write_file(tmp_path / "email" / "t" / "body.html.j2", body)
+    return tmp_path
+
+
+HEAD = "<html><head><style>td { color: red } .x { color: blue }</style></head><body>"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (HEAD + "<table>{% for n in [1] %}<tr><td>{{ n }}</td></tr>{% endfor %}</table>", "moved"),
+        (HEAD + '<p class="{{ contact.role }}">Hi</p>', "inside an HTML tag"),
+        ("<html><head><style>p { color: {{ contact.role }} }</style></head><p>x</p>", "CSS"),
+        ('{% extends "email/base.html.j2" %}', "computed name"),
+        (HEAD + "<p>&#123;&#123; 7*7 &#125;&#125;</p>", "Jinja syntax of its own"),
+    ],
+)
+def test_templates_that_cannot_be_prepared_keep_the_per_message_path(tmp_path, body, reason):
+    root = _templates(tmp_path, body)
+    write_file(root / "email" / "base.html.j2", "<p>{{ contact.first_name }}</p>")
+    env, names = template_environment(root), template_names(root)
+    with pytest.raises(CannotPrepare, match=reason):
+        prepare_sources(env, "email/t/body.html.j2")
+    audience = Audience(None, None, "user")
+    context = _context(PEOPLE[0], ACCOUNTS[0])
+    assert email_templates(env, names, "t", audience).prepared is None
+    parts = render_email_parts(env, names, "t", audience, context, UTM)
+    assert parts == render_originals(env, email_templates(env, names, "t", audience), context, UTM)
+
+
+def test_includes_blocks_and_links_are_carried_into_the_prepared_template(tmp_path):
+    body = (
+        HEAD + '{% include "email/_p.html.j2" %}'
+        "{% if account.tier == 1 %}<p>Tier one</p>{% else %}<p>Other</p>{% endif %}"
+        '<p><a href="https://demo.example/x?y=1&amp;z=2">{{ account.name }}</a>'
+        ' <a href="{{ footer.unsubscribe_url }}">Unsubscribe</a></p></body></html>'
+    )
+    root = _templates(tmp_path, body)
+    write_file(root / "email" / "_p.html.j2", '<p class="x">{{ contact.first_name }}</p>')
+    env, names = template_environment(root), template_names(root)
+    audience = Audience(1, None, None)
+    found = email_templates(env, names, "t", audience)
+    assert found.prepared is not None
+    context = _context(PEOPLE[0], ACCOUNTS[0])
+    parts = render_email_parts(env, names, "t", audience, context, UTM)
+    _same(parts, render_originals(env, found, context, UTM))
+    assert 'style="color: blue;">Ana' in parts.html and "Tier one" in parts.text
+    assert "https://demo.example/x?y=1&z=2&utm_source=abm" in parts.text
+    assert "Unsubscribe (https://u.example/t/1)" in parts.text
+
+
+def test_an_error_in_a_prepared_template_names_the_file_and_line_people_wrote(tmp_path):
+    root = _templates(tmp_path, HEAD + "<p>Hi</p>\n<p>{{ contact.nickname }}</p>")
+    env, names = template_environment(root), template_names(root)
+    audience = Audience(None, None, None)
+    assert email_templates(env, names, "t", audience).prepared is not None
+    with pytest.raises(Exception, match="nickname") as error:
+        render_email_parts(env, names, "t", audience, _context(PEOPLE[0], ACCOUNTS[0]))
+    frames = [(f.filename, f.lineno) for f in traceback.extract_tb(error.value.__traceback__)]
+    assert any(name.endswith("email/t/body.html.j2") and line == 2 for name, line in frames)
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding"),
+    [("plain ascii\n", "7bit"), ("Grüße\n", "quoted-printable"), ("x" * 1200, "quoted-printable")],
+)
+def test_bodies_go_as_they_are_when_they_can_and_quoted_printable_otherwise(text, encoding):
+    raw = _message(EmailParts("Subject", text, "<p>h</p>")).as_bytes()
+    parsed = message_from_bytes(raw, policy=default)
+    plain = parsed.get_body(("plain",))
+    assert plain["Content-Transfer-Encoding"] == encoding
+    assert plain.get_content().rstrip("\n") == text.rstrip("\n")
+    assert max(len(line) for line in raw.split(b"\n")) <= 998
