@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, exists, func, or_, select, update
 
 from abm.campaign_file import AccountRules, CampaignFile, Step, load_campaign, parse_wait
 from abm.settings import Settings
@@ -580,28 +580,94 @@ def deliver(
         _count(outcome, results)
         return outcome
 
-    with backend:
+    with backend, engine.connect() as connection:
+        ledger = _SendLedger(connection, token, context.campaign_id)
+        results: list[dict[str, Any]] = []
         for start in range(0, len(to_send), backend.batch_size):
-            batch = to_send[start : start + backend.batch_size]
-            if campaign_paused(engine, context.campaign_id):
-                _release(engine, token, to_send[start:])
-                break
-            messages, results = [], []
-            for row in batch:
+            messages, failed = [], []
+            for row in to_send[start : start + backend.batch_size]:
                 try:
                     messages.append((row, composer.email(row)))
                 except Exception as exc:  # a template error for one person must not stop all
-                    results.append(
+                    failed.append(
                         _outcome_row(row, state="dead", last_error=f"render: {exc}"[:1000])
                     )
-            _hand_over(engine, token, [row for row, _ in messages])
+            failed_ids = {result["_id"] for result in failed}
+            unsent = [row for row in to_send[start:] if row["delivery_id"] not in failed_ids]
+            handed = ledger.advance(results + failed, [row for row, _ in messages], unsent)
+            _count(outcome, results + failed)
+            results = []
+            if handed is None:
+                break
+            messages = [(row, message) for row, message in messages if row["delivery_id"] in handed]
             sent = backend.send_messages([message for _, message in messages])
-            results += [
+            results = [
                 _result_row(row, result) for (row, _), result in zip(messages, sent, strict=True)
             ]
-            _record(engine, token, results)
-            _count(outcome, results)
+        ledger.advance(results, [], [])
+        _count(outcome, results)
     return outcome
+
+
+class _SendLedger:
+    """The ledger writes around a chunk's sends, on one connection with statements built
+    once. Before each batch, one transaction records the previous batch's outcomes and
+    marks the batch `sending` unless the campaign was paused. So the window between a
+    provider's answer and its commit stays one batch (one message with SMTP), at the cost
+    of one commit per batch rather than three."""
+
+    def __init__(self, connection: Connection, token: str, campaign_id: int) -> None:
+        table = Delivery.__table__
+        self.connection = connection
+        self.token = token
+        self.status = select(Campaign.status).where(Campaign.id == campaign_id)
+        not_paused = ~exists().where(Campaign.id == campaign_id, Campaign.status == "paused")
+        self.sending = (
+            update(table)
+            .where(table.c.id.in_(bindparam("ids", expanding=True)))
+            .where(table.c.claimed_by == token, not_paused)
+            .values(state="sending", updated_at=bindparam("now"))
+        )
+        self.outcomes: dict[tuple[str, ...], Any] = {}
+
+    def _record(self, rows: list[dict[str, Any]]) -> None:
+        """Outcomes for rows this claim still holds (a stolen lease is left alone)."""
+        columns = tuple(name for name in rows[0] if name != "_id")
+        if columns not in self.outcomes:
+            table = Delivery.__table__
+            self.outcomes[columns] = (
+                update(table)
+                .where(table.c.id == bindparam("_id"), table.c.claimed_by == self.token)
+                .values(**{name: bindparam(name) for name in columns}, lease_until=None)
+            )
+        self.connection.execute(self.outcomes[columns], rows)
+
+    def advance(
+        self,
+        results: list[dict[str, Any]],
+        batch: list[dict[str, Any]],
+        unsent: list[dict[str, Any]],
+    ) -> set[int] | None:
+        """Record `results`; then, unless the campaign was paused, hand `batch` over and
+        return the ids handed over (all of them, unless another process took some after
+        our lease ran out). When paused, give the `unsent` rows back and return None."""
+        with self.connection.begin():
+            if results:
+                self._record(results)
+            ids = [row["delivery_id"] for row in batch]
+            if not ids:
+                return set()
+            handed = self.connection.execute(self.sending, {"ids": ids, "now": utcnow()})
+            if handed.rowcount == len(ids):
+                return set(ids)
+            if self.connection.execute(self.status).scalar_one() == "paused":
+                if unsent:
+                    self._record([_released(row) for row in unsent])
+                return None
+            ours = select(Delivery.id).where(
+                Delivery.id.in_(ids), Delivery.claimed_by == self.token, Delivery.state == "sending"
+            )
+            return set(self.connection.execute(ours).scalars())
 
 
 def campaign_paused(engine: Engine, campaign_id: int) -> bool:
@@ -637,16 +703,9 @@ def _hand_over(engine: Engine, token: str, rows: list[dict[str, Any]]) -> None:
             )
 
 
-def _release(engine: Engine, token: str, rows: list[dict[str, Any]]) -> None:
-    """Give claimed rows back untouched (paused mid-chunk): planned again, attempt returned."""
-    _record(
-        engine,
-        token,
-        [
-            {"_id": row["delivery_id"], "state": "planned", "attempts": row["attempts"] - 1}
-            for row in rows
-        ],
-    )
+def _released(row: dict[str, Any]) -> dict[str, Any]:
+    """A claimed row given back untouched (paused mid-chunk): planned again, attempt returned."""
+    return {"_id": row["delivery_id"], "state": "planned", "attempts": row["attempts"] - 1}
 
 
 def recent_sends(
