@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from email.policy import compat32
 from email.utils import getaddresses
-from functools import cache, partial
+from functools import cache, lru_cache, partial
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from abm.errors import ConfigError
@@ -363,8 +363,13 @@ def _envelope(message: Message) -> _Envelope | SendResult:
 
 def _addresses(message: Message, header: str) -> tuple[str, ...] | None:
     """The addresses in a header, or None if any of them is not a plain mailbox."""
-    values = [str(value) for value in message.get_all(header, [])]
-    addresses = [address for _, address in getaddresses(values) if address]
+    return _mailboxes(tuple(str(value) for value in message.get_all(header, [])))
+
+
+@lru_cache(maxsize=256)
+def _mailboxes(values: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Parsed once per distinct header: every message of a campaign has the same From."""
+    addresses = [address for _, address in getaddresses(list(values)) if address]
     if not all(_ADDRESS.fullmatch(address) for address in addresses):
         return None
     return tuple(dict.fromkeys(addresses))
