@@ -25,6 +25,9 @@ def _fold(name: str, value: str) -> str:
     A value that arrives already folded (RFC 2047 encoded words do) is unfolded first: a
     line break kept inside it could otherwise become an empty line, which ends the header
     block and turns the headers after it into body text."""
+    line = f"{name}: {value}"
+    if len(line) <= _FOLD_AT and value.isprintable() and "  " not in value:
+        return line  # the usual case: short, one line, nothing to unfold
     words = value.split()
     line = f"{name}: {' '.join(words)}"
     if len(line) <= _FOLD_AT or not words:
@@ -62,7 +65,7 @@ def _encode(text: str) -> tuple[str, str]:
     """(Content-Transfer-Encoding, body) with LF line ends: ASCII text with lines within
     RFC 5322's 998 characters goes as it is (7bit), anything else as quoted-printable
     UTF-8 (the C implementation in binascii), as the standard library's own choice goes."""
-    body = text.replace("\r\n", "\n").replace("\r", "\n")
+    body = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
     if body.isascii() and "\x00" not in body and max(map(len, body.split("\n"))) <= _LINE_LIMIT:
         return "7bit", body
     return "quoted-printable", binascii.b2a_qp(body.encode("utf-8"), istext=True).decode("ascii")
