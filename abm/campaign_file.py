@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
+from abm.settings import check_sender
 from abm.yamlfile import load_model
 from flows.targeting import ROLES, FieldTest
 from models.tables import STAGES
@@ -166,7 +167,7 @@ class SendingWindow(BaseModel):
     def _zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: `America`, too long
             raise ValueError(f"{value!r} is not an IANA time zone such as Europe/Berlin") from None
         return value
 
@@ -227,6 +228,11 @@ class CampaignFile(BaseModel):
     sending_window: SendingWindow | None = None
     account_rules: AccountRules = AccountRules()
     steps: list[Step] = Field(min_length=1)
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str | None) -> str | None:
+        return None if value is None else check_sender(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> CampaignFile:

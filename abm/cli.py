@@ -10,7 +10,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from abm.errors import AbmError
 from abm.settings import get_settings
@@ -42,6 +44,12 @@ err = Console(stderr=True, soft_wrap=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
 
 
+def _cells(*values: Any) -> list[Text]:
+    """Table cells shown as they are: data such as `[/b]` or `[red]` in a company name or a
+    job title must not be read as rich markup (which would restyle it, hide it or crash)."""
+    return [Text(str(value)) for value in values]
+
+
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, default=str, ensure_ascii=False, indent=2) + "\n")
 
@@ -69,9 +77,9 @@ def _import(kind: str, path: Path) -> None:
 
     report = import_file(kind, path, _engine(), get_settings())
     for line in report.notes:
-        err.print(line)
+        err.print(line, markup=False, highlight=False)
     for reject in report.rejects[:10]:
-        err.print(f"[yellow]{path}:{reject.line}: {reject.reason}[/]", highlight=False)
+        err.print(f"{path}:{reject.line}: {reject.reason}", style="yellow", markup=False)
     if len(report.rejects) > 10:
         err.print(f"[yellow]... and {len(report.rejects) - 10} more[/]")
     if report.rejects_path:
@@ -126,13 +134,15 @@ def accounts_list(
     table = Table("domain", "name", "score", "tier", "stage", "engagement", "contacts")
     for row in rows:
         table.add_row(
-            row["domain"],
-            row["name"] or "",
-            "" if row["score"] is None else str(row["score"]),
-            "-" if row["tier"] is None else str(row["tier"]),
-            row["stage"],
-            f"{row['engagement_score']:g}",
-            str(row["contacts"]),
+            *_cells(
+                row["domain"],
+                row["name"] or "",
+                "" if row["score"] is None else str(row["score"]),
+                "-" if row["tier"] is None else str(row["tier"]),
+                row["stage"],
+                f"{row['engagement_score']:g}",
+                str(row["contacts"]),
+            )
         )
     out.print(table)
     err.print(f"{len(rows)} accounts")
@@ -160,27 +170,33 @@ def accounts_show(domain: str, as_json: JsonOption = False) -> None:
         _print_json(account)
         return
     tier = "not targeted" if account["tier"] is None else f"tier {account['tier']}"
-    out.print(f"[bold]{account['name'] or domain}[/] ({account['domain']})", highlight=False)
+    out.print(
+        f"[bold]{escape(account['name'] or domain)}[/] ({escape(account['domain'])})",
+        highlight=False,
+    )
     out.print(
         f"{account['industry'] or 'industry unknown'} · {account['employees'] or '?'} employees"
         f" · {account['country'] or '?'} · ICP {account['icp_score']} · {tier}"
         f" · stage {account['stage']} · engagement {account['engagement_score']:g}",
         highlight=False,
+        markup=False,
     )
     out.print("\n[bold]Why this score[/]")
     for reason in account["icp_reasons"]:
-        out.print(f"  {reason}", highlight=False)
+        out.print(f"  {reason}", highlight=False, markup=False)
     out.print("\n[bold]Buying committee[/]")
     table = Table("role", "name", "title", "seniority", "function", "status")
     for c in account["contacts"]:
         name = " ".join(p for p in (c["first_name"], c["last_name"]) if p)
         table.add_row(
-            c["role"] or "",
-            name,
-            c["title"] or "",
-            c["seniority"] or "",
-            c["function"] or "",
-            c["status"],
+            *_cells(
+                c["role"] or "",
+                name,
+                c["title"] or "",
+                c["seniority"] or "",
+                c["function"] or "",
+                c["status"],
+            )
         )
     out.print(table)
     out.print(f"covered: {', '.join(cover.covered) or 'none'}")
@@ -192,6 +208,7 @@ def accounts_show(domain: str, as_json: JsonOption = False) -> None:
                 f"  {change['changed_at']:%Y-%m-%d %H:%M} {change['from_stage']} -> "
                 f"{change['to_stage']}: {change['reason']}",
                 highlight=False,
+                markup=False,
             )
     if account["engagement"]:
         out.print("\n[bold]Recent engagement[/]")
@@ -200,6 +217,7 @@ def accounts_show(domain: str, as_json: JsonOption = False) -> None:
                 f"  {event['occurred_at']:%Y-%m-%d %H:%M} {event['type']:<12} "
                 f"{event['email'] or '(account)'}",
                 highlight=False,
+                markup=False,
             )
 
 
@@ -218,13 +236,15 @@ def contacts_list(
     table = Table("email", "account", "title", "seniority", "function", "role", "status")
     for row in rows:
         table.add_row(
-            row["email"],
-            row["account_domain"],
-            row["title"] or "",
-            row["seniority"] or "",
-            row["function"] or "",
-            row["role"] or "",
-            row["status"],
+            *_cells(
+                row["email"],
+                row["account_domain"],
+                row["title"] or "",
+                row["seniority"] or "",
+                row["function"] or "",
+                row["role"] or "",
+                row["status"],
+            )
         )
     out.print(table)
     err.print(f"{len(rows)} contacts")
@@ -253,7 +273,7 @@ def stakeholders_classify(as_json: JsonOption = False) -> None:
         return
     view = Table("title", "seniority", "function", "role")
     for row in rows:
-        view.add_row(row["title"], row["seniority"], row["function"], row["role"])
+        view.add_row(*_cells(row["title"], row["seniority"], row["function"], row["role"]))
     out.print(view)
 
 
@@ -263,7 +283,7 @@ def campaign_validate(file: Path) -> None:
     from flows.preview import validate_campaign
 
     for line in validate_campaign(file, get_settings()):
-        err.print(line, highlight=False)
+        err.print(line, highlight=False, markup=False)
 
 
 @campaign_app.command("preview")
@@ -284,6 +304,7 @@ def campaign_preview(
     err.print(
         f"step {chosen.id} ({chosen.channel}) for {person['email']} at {person['domain']}{variant}",
         highlight=False,
+        markup=False,
     )
     if not isinstance(rendered, Message):
         print(rendered)
@@ -295,7 +316,9 @@ def campaign_preview(
         print(f"\n----- {part.get_content_type()} -----\n{body}")
         if html and part.get_content_type() == "text/html":
             html.write_text(body, encoding="utf-8")
-            err.print(f"HTML written to {html}: open it in a browser", highlight=False)
+            err.print(
+                f"HTML written to {html}: open it in a browser", highlight=False, markup=False
+            )
 
 
 @campaign_app.command("run")
@@ -387,7 +410,7 @@ def campaign_pause(file: Path) -> None:
     from flows.delivery import set_campaign_status
 
     set_campaign_status(_engine(), _campaign_id(file), "paused")
-    err.print(f"{file}: paused")
+    err.print(f"{file}: paused", markup=False)
 
 
 @campaign_app.command("resume")
@@ -403,10 +426,10 @@ def campaign_resume(
 
     if account:
         due = release_account(_engine(), _campaign_id(file), account.strip().lower())
-        err.print(f"{file}: {account} released; {due} held messages are due again")
+        err.print(f"{file}: {account} released; {due} held messages are due again", markup=False)
         return
     set_campaign_status(_engine(), _campaign_id(file), "active")
-    err.print(f"{file}: active again; the next run or schedule sends what is due")
+    err.print(f"{file}: active again; the next run or schedule sends what is due", markup=False)
 
 
 @campaign_app.command("status")
@@ -429,7 +452,7 @@ def _summary(summary: dict[str, Any], as_json: bool) -> None:
     table.add_row(*(str(summary.get(k, 0)) for k in columns))
     out.print(table)
     for reason, count in summary["skipped_by_reason"].items():
-        out.print(f"skipped because {reason}: {count}")
+        out.print(f"skipped because {reason}: {count}", markup=False)
 
 
 @engagement_app.command("sync")
@@ -448,7 +471,7 @@ def engagement_sync(as_json: JsonOption = False) -> None:
         _print_json(result)
         return
     for key, value in result.items():
-        err.print(f"{key.replace('_', ' ')}: {value}")
+        err.print(f"{key.replace('_', ' ')}: {value}", markup=False)
 
 
 @engagement_app.command("ingest")
@@ -458,6 +481,7 @@ def engagement_ingest(
     as_json: JsonOption = False,
 ) -> None:
     """Bulk-load provider events (e.g. an export), one JSON event a line; stored once each."""
+    from abm.webhooks import check_events
     from flows.engagement import load_engagement_rules, rollup_accounts
     from flows.engagement_ingest import BadEvents, IngestReport, ingest_sendgrid, parse_sendgrid
     from models.queries import list_accounts
@@ -468,7 +492,7 @@ def engagement_ingest(
     total, bad = IngestReport(), 0
     batch: list[dict] = []
     try:
-        lines = file.open(encoding="utf-8")
+        lines = file.open("rb")  # bytes: a line that is not UTF-8 is one malformed line
     except OSError as exc:
         raise AbmError(f"{file}: cannot read: {exc.strerror}") from None
     with lines:
@@ -476,10 +500,17 @@ def engagement_ingest(
             if not line.strip():
                 continue
             try:
-                batch += parse_sendgrid(f"[{line}]".encode())
+                events = parse_sendgrid(b"[" + line + b"]")
+                check_events(events)
+            except RecursionError:
+                bad += 1
+                err.print(f"{file}:{number}: nested too deeply", style="yellow", markup=False)
+                continue
             except BadEvents as exc:
                 bad += 1
-                err.print(f"[yellow]{file}:{number}: {exc}[/]", highlight=False)
+                err.print(f"{file}:{number}: {exc}", style="yellow", markup=False)
+                continue
+            batch += events
             if len(batch) >= 5000:
                 _add(total, ingest_sendgrid(engine, batch))
                 batch = []
@@ -531,7 +562,11 @@ def report(
             html.write_text(render_html(data), encoding="utf-8")
         except OSError as exc:
             raise AbmError(f"{html}: cannot write: {exc.strerror}") from None
-        err.print(f"report written to {html.resolve()}: open it in a browser", highlight=False)
+        err.print(
+            f"report written to {html.resolve()}: open it in a browser",
+            highlight=False,
+            markup=False,
+        )
     if as_json:
         _print_json(data)
         return
@@ -551,13 +586,15 @@ def report(
     for campaign in data["campaigns"]:
         if not campaign["steps"]:
             continue
-        table = Table("step", *counts, "click rate", "reply rate", title=campaign["key"])
+        table = Table("step", *counts, "click rate", "reply rate", title=Text(campaign["key"]))
         for step in campaign["steps"]:
             table.add_row(
-                step["step"],
-                *(str(step[k]) for k in counts),
-                rate(step["click_rate"]),
-                rate(step["reply_rate"]),
+                *_cells(
+                    step["step"],
+                    *(str(step[k]) for k in counts),
+                    rate(step["click_rate"]),
+                    rate(step["reply_rate"]),
+                )
             )
         out.print(table)
         for test in campaign["ab_tests"]:
@@ -565,6 +602,7 @@ def report(
                 out.print(
                     f"A/B {campaign['key']} / {test['step']}: {verdict_text(comparison)}",
                     highlight=False,
+                    markup=False,
                 )
     if not html:
         err.print("charts, committee gaps and stage velocity: abm report --html report.html")
@@ -585,7 +623,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)  # click returns the code of typer.Exit here
     except (AbmError, DatabaseError) as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(getattr(exc, "exit_code", 2))
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import secrets
+from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from abm.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
@@ -27,25 +31,29 @@ class Settings(BaseSettings):
     )
     email_backend: str = Field("outbox", description="outbox, console, smtp or sendgrid")
     outbox_dir: Path = Field(Path(".abm/outbox"), description="where the outbox writes .eml")
-    smtp_url: str | None = None
-    sendgrid_api_key: str | None = None
+    # Secrets are plain strings for the code that uses them, but `repr=False` keeps them out of
+    # repr(settings) (tracebacks, debuggers, accidental logging); see docs/security.md.
+    smtp_url: str | None = Field(None, repr=False)
+    sendgrid_api_key: str | None = Field(None, repr=False)
     sendgrid_base_url: str = "https://api.sendgrid.com"
     sendgrid_sandbox: bool = Field(False, description="SendGrid validates but delivers nothing")
     sendgrid_webhook_public_key: str | None = None
     sendgrid_inbound_token: str | None = Field(
-        None, description="if set, /webhooks/sendgrid/inbound requires ?token= with this value"
+        None,
+        description="if set, /webhooks/sendgrid/inbound requires ?token= with this value",
+        repr=False,
     )
-    mailgun_webhook_signing_key: str | None = None
+    mailgun_webhook_signing_key: str | None = Field(None, repr=False)
     linkedin_mode: str = "sandbox"
-    linkedin_access_token: str | None = None
+    linkedin_access_token: str | None = Field(None, repr=False)
     linkedin_base_url: str = "https://api.linkedin.com"
     linkedin_ad_account: str | None = None
-    hubspot_access_token: str | None = Field(None, description="enables CRM write-back")
+    hubspot_access_token: str | None = Field(None, description="enables CRM write-back", repr=False)
     hubspot_base_url: str = "https://api.hubapi.com"
     hubspot_property_prefix: str = "abm_"
     sender: str = "Demo Co <marketing@demo.example>"
     postal_address: str = "Demo Co, 1 Example Street, Springfield, 00000, United States"
-    secret_key: str | None = None
+    secret_key: str | None = Field(None, repr=False)
     public_url: str = "http://127.0.0.1:8025"
     icp_rules: Path | None = Field(None, description="ICP rules YAML replacing the default")
     title_rules: Path | None = Field(None, description="title table YAML merged over defaults")
@@ -63,12 +71,36 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(EMAIL_BACKENDS)}")
         return value
 
+    @field_validator("sender")
+    @classmethod
+    def _sender_address(cls, value: str) -> str:
+        return check_sender(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        if not value.isascii() or any(ch.isspace() or ord(ch) < 32 for ch in value):
+            # it goes into the List-Unsubscribe header, which is ASCII
+            raise ValueError(
+                "must be ASCII without spaces: an international domain as xn--..., "
+                "other characters %-encoded"
+            )
+        return value
+
     @field_validator("linkedin_mode")
     @classmethod
     def _known_linkedin_mode(cls, value: str) -> str:
         if value not in ("sandbox", "api"):
             raise ValueError("must be sandbox or api")
         return value
+
+    def __repr_args__(self):  # type: ignore[no-untyped-def]
+        """The database URL is shown with its password masked."""
+        for name, value in super().__repr_args__():
+            yield name, (safe_url(value) if name == "database_url" else value)
 
     def signing_key(self) -> str:
         """The key that signs unsubscribe links, generated once into `.abm/secret`."""
@@ -83,11 +115,46 @@ class Settings(BaseSettings):
         return path.read_text().strip()
 
 
+def check_sender(value: str) -> str:
+    """`Name <address>` whose address can go into a header as it is: ASCII, one @, no line
+    break (the name may be anything: it is encoded). A non-ASCII address made every
+    message fail to serialise, after the run had started."""
+    _, address = parseaddr(value)
+    if "@" not in address or any(ch in value for ch in "\r\n"):
+        raise ValueError("must be an address like 'Demo Co <marketing@demo.example>'")
+    if not address.isascii():
+        raise ValueError(
+            f"the address {address!r} must be ASCII: write an international domain as xn--..."
+        )
+    return value
+
+
+def safe_url(url: str) -> str:
+    """A database URL fit to print: the password masked, the rest as given."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable: show nothing that might be a password
+        scheme, sep, _ = url.partition("://")
+        return f"{scheme}://***" if sep else "***"
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """Settings for this process; `.env` in the working directory is read first."""
+    """Settings for this process; `.env` in the working directory is read first.
+
+    A bad value is a ConfigError naming the variable; the value itself is not repeated,
+    since it may be a secret."""
     load_dotenv(Path.cwd() / ".env", override=False)
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [
+            f"ABM_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        raise ConfigError("; ".join(problems)) from None
 
 
 def reset_settings() -> None:

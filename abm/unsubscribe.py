@@ -32,7 +32,11 @@ def make_token(contact_id: int, campaign_id: int, key: str) -> str:
 def read_token(token: str, key: str) -> tuple[int, int]:
     """(contact_id, campaign_id) from a token we signed; BadToken otherwise."""
     payload, _, signature = token.partition(".")
-    if not payload or not hmac.compare_digest(signature, _signature(payload, key)):
+    # Our tokens are ASCII; anything else in a link (é, a lone surrogate) is simply not ours,
+    # and compare_digest refuses non-ASCII str, so it must not get that far.
+    if not payload or not (payload + signature).isascii():
+        raise BadToken("unsubscribe link is not valid")
+    if not hmac.compare_digest(signature, _signature(payload, key)):
         raise BadToken("unsubscribe link is not valid")
     try:
         contact, campaign = _unb64(payload).decode().split(".")

@@ -17,6 +17,7 @@ import itertools
 import math
 import os
 import re
+import stat
 import tempfile
 import unicodedata
 import zoneinfo
@@ -1270,7 +1271,8 @@ def write_rejects(source: Path, table: CsvTable, rejects: list[Reject]) -> Path 
         target.unlink(missing_ok=True)
         return None
     originals = table.original_header or table.header
-    names = dict(zip(table.header, originals, strict=False))
+    # an unnamed column keeps its generated name (column_2): read back, it is the same column
+    names = {h: o or h for h, o in zip(table.header, originals, strict=False)}
     keys = list(table.header)
     known = set(keys)
     for reject in rejects:
@@ -1282,17 +1284,29 @@ def write_rejects(source: Path, table: CsvTable, rejects: list[Reject]) -> Path 
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding=encoding, newline="") as handle:
+            if table.delimiter not in ",;\t":
+                # only Excel's `sep=` line tells read_csv about any other delimiter
+                handle.write(f"sep={table.delimiter}\r\n")
             writer = csv.writer(handle, delimiter=table.delimiter, lineterminator="\r\n")
             writer.writerow(["line", "reason", *(names.get(k, k) for k in keys)])
             for reject in rejects:
                 values = reject.values
                 writer.writerow([reject.line, reject.reason, *(values.get(k, "") for k in keys)])
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, _rejects_mode(source))
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def _rejects_mode(source: Path) -> int:
+    """The rejects file holds rows of the source (people's names and emails): it gets the
+    source's permissions, never wider (it used to be world-readable whatever the source)."""
+    try:
+        return stat.S_IMODE(os.stat(source).st_mode) & 0o666
+    except OSError:
+        return 0o600
 
 
 @dataclass

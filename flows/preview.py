@@ -80,22 +80,7 @@ def validate_campaign(path: Path, settings: Settings) -> list[str]:
         composer = Composer(settings, key, 0, campaign, step)
         for row in _sample_rows(campaign, step, names):
             for variant in variants:
-                try:
-                    _render(composer, step, {**row, "variant": variant})
-                except SecurityError as exc:
-                    raise ConfigError(
-                        f"{path}: step {step.id!r}: a template tried to reach Python internals, "
-                        f"which templates may not do (security error: {exc})"
-                    ) from None
-                except TemplateError as exc:
-                    where = _template_location(exc, settings.templates_dir) or step.channel
-                    raise ConfigError(
-                        f"{path}: step {step.id!r}: {where}: "
-                        f"{exc.message or exc} (tier {row['tier']}, industry "
-                        f"{row['industry'] or 'unknown'}, role {row['role']})"
-                    ) from None
-                except ValueError as exc:
-                    raise ConfigError(f"{path}: step {step.id!r}: {exc}") from None
+                _render_or_explain(composer, step, {**row, "variant": variant}, path, settings)
                 checked += 1
     return [
         f"{path}: campaign {key!r} is valid: {len(campaign.steps)} step(s); "
@@ -103,7 +88,37 @@ def validate_campaign(path: Path, settings: Settings) -> list[str]:
     ]
 
 
-def _template_location(exc: TemplateError, templates_dir: Path) -> str | None:
+def _render_or_explain(
+    composer: Composer, step: Step, row: dict[str, Any], path: Path, settings: Settings
+) -> Message | str:
+    """`_render`, with any failure turned into a ConfigError naming the campaign file, the
+    step, the template file and line, and the audience it failed for."""
+    audience = f"(tier {row['tier']}, industry {row['industry'] or 'unknown'}, role {row['role']})"
+    try:
+        return _render(composer, step, row)
+    except SecurityError as exc:
+        raise ConfigError(
+            f"{path}: step {step.id!r}: a template tried to reach Python internals, "
+            f"which templates may not do (security error: {exc})"
+        ) from None
+    except TemplateError as exc:
+        where = _template_location(exc, settings.templates_dir) or step.channel
+        raise ConfigError(
+            f"{path}: step {step.id!r}: {where}: {exc.message or exc} {audience}"
+        ) from None
+    except AbmError:
+        raise
+    except Exception as exc:  # `{{ 1/0 }}`, `{{ x.format(y) }}`, a note too long...
+        where = _template_location(exc, settings.templates_dir)
+        if where is None and isinstance(exc, ValueError):
+            raise ConfigError(f"{path}: step {step.id!r}: {exc}") from None
+        raise ConfigError(
+            f"{path}: step {step.id!r}: {where or step.channel}: "
+            f"{type(exc).__name__}: {exc} {audience}"
+        ) from None
+
+
+def _template_location(exc: BaseException, templates_dir: Path) -> str | None:
     """`email/t/body.html.j2:2`: the template frame Jinja put in the traceback, or the
     syntax error's own position."""
     filename, line = getattr(exc, "filename", None), getattr(exc, "lineno", None)
@@ -173,4 +188,4 @@ def preview(
         else None
     )
     composer = Composer(settings, key, campaign_id or 0, campaign, step)
-    return step, person, _render(composer, step, person)
+    return step, person, _render_or_explain(composer, step, person, path, settings)

@@ -38,15 +38,22 @@ def get_engine(url: str) -> Engine:
     """One pooled engine per URL; SQLite gets WAL and a busy timeout for concurrent tasks."""
     try:
         parsed = make_url(url)
-    except Exception as exc:
-        raise DatabaseError(f"ABM_DATABASE_URL is not a valid database URL: {exc}") from None
+    except Exception:
+        # The parser's message quotes the part it choked on, which may be the password.
+        raise DatabaseError(
+            "ABM_DATABASE_URL is not a valid database URL; the form is "
+            "dialect+driver://user:password@host:port/database, with @ : / ? # % in the "
+            "user name or password percent-encoded"
+        ) from None
+    # hide_parameters: a failed statement's error (in logs, Prefect's UI, the terminal)
+    # names the SQL but not the values bound to it, which are people's emails and names.
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 def is_postgres(engine: Engine) -> bool:
@@ -68,7 +75,9 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 def _alembic_config(engine: Engine) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    # ConfigParser reads % as interpolation: a percent-encoded password (p%40ss) must be %%.
+    url = engine.url.render_as_string(hide_password=False).replace("%", "%%")
+    config.set_main_option("sqlalchemy.url", url)
     return config
 
 
@@ -98,7 +107,11 @@ def require_current_schema(engine: Engine) -> None:
     try:
         current = current_revision(engine)
     except Exception as exc:
-        raise DatabaseError(f"cannot open the database: {type(exc).__name__}: {exc}") from None
+        reason = f"{type(exc).__name__}: {exc}"
+        password = engine.url.password
+        if password:  # drivers do not echo it, but a message must never carry it
+            reason = reason.replace(str(password), "***")
+        raise DatabaseError(f"cannot open the database: {reason}") from None
     if current is None:
         raise DatabaseError("the database is empty: run `abm init` first")
     if current != head_revision(engine):
