@@ -77,7 +77,7 @@ class Sender:
         """`Demo Co <m@demo.example>` (a team) or `"Alex Rivera, Demo Co" <a@demo.example>`
         (a person, then their company after the comma) -> Sender."""
         display, email = parseaddr(value)
-        if "@" not in email or any(c in value for c in "\r\n"):
+        if "@" not in email or not email.isascii() or any(c in value for c in "\r\n"):
             raise ConfigError(f"sender {value!r} is not an address like 'Name <a@b.com>'")
         name, _, company = display.partition(", ")
         name = name or email
@@ -350,10 +350,11 @@ def _address(name: str, email: str) -> str:
     name = header_text(name)
     if not name:
         return formataddr(("", email))
-    if _PLAIN_NAME.fullmatch(name):
-        return f"{name} <{email}>"
-    if name.isascii():
-        return formataddr((name, email))
+    if "=?" not in name:  # else it could be read as an encoded word: encode it ourselves
+        if _PLAIN_NAME.fullmatch(name):
+            return f"{name} <{email}>"
+        if name.isascii():
+            return formataddr((name, email))
     # one encoded word, as formataddr writes it: parsers keep the space between two
     return f"=?utf-8?b?{base64.b64encode(name.encode()).decode('ascii')}?= <{email}>"
 

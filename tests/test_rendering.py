@@ -6,6 +6,7 @@ import pytest
 from jinja2 import UndefinedError
 from jinja2.sandbox import SecurityError
 
+from abm.errors import ConfigError
 from abm.unsubscribe import BadToken, make_token, read_token
 from connectors.email.outbox import OutboxBackend
 from flows.rendering import (
@@ -186,3 +187,16 @@ def test_long_non_ascii_names_keep_every_header_in_the_header_block():
     assert parsed["To"].addresses[0].display_name == long_name
     assert parsed["Subject"] == header_text("Ärger über Öl – " * 6)
     assert max(len(line) for line in head.split(b"\n")) <= 998
+
+
+def test_text_that_looks_like_an_encoded_word_reaches_the_reader_as_written():
+    lookalike = "=?utf-8?b?QWRtaW4gcGFuZWw=?="  # "Admin panel" once decoded
+    message = _message(EmailParts(lookalike, "t", "<p>h</p>"), to_name=lookalike)
+    parsed = message_from_bytes(message.as_bytes(), policy=default)
+    assert parsed["Subject"] == lookalike
+    assert parsed["To"].addresses[0].display_name == lookalike
+
+
+def test_a_sender_address_that_cannot_be_sent_is_refused_up_front():
+    with pytest.raises(ConfigError, match="not an address"):
+        Sender.parse("Demo <m@démo.example>")

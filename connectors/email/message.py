@@ -45,8 +45,9 @@ def _fold(name: str, value: str) -> str:
 
 def encoded_words(text: str) -> str:
     """Non-ASCII header text as RFC 2047 encoded words (`=?utf-8?b?...?=`), each within
-    the RFC's 75 characters and split between characters, never inside one."""
-    if text.isascii():
+    the RFC's 75 characters and split between characters, never inside one. ASCII text
+    that looks like an encoded word is encoded too, so that readers see it as written."""
+    if text.isascii() and "=?" not in text:
         return text
     words, chunk, size = [], [], 0
     for char in text:
