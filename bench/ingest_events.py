@@ -4,7 +4,13 @@ N SendGrid-style events (opens, clicks, deliveries; unique event ids) for the pe
 demo dataset, through the same path as the webhook and `abm engagement ingest` (parse,
 match by Message-ID or email, de-duplicate, store, apply suppressions), beside a plain
 bulk insert of the same rows into an empty table in the same run. Goal: 20,000 events/s
-on SQLite."""
+on SQLite.
+
+Each body of --batch events is one ingest call and one committed transaction, as a webhook
+delivery must be, and its events carry the matched person and account (so every index and
+foreign key is maintained); the plain insert is a single transaction of rows without them.
+It bounds what SQLite can do on this machine at the moment: a ceiling to compare against,
+not a figure to reach."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select, update
 from abm.settings import DEFAULTS_DIR
 from abm.yamlfile import load_model
 from models.db import chunked, session_scope
-from models.store import insert_new_rows, update_rows_by_id
+from models.store import insert_new_events, insert_new_rows, update_rows_by_id
 from models.tables import (
     STAGES,
     Account,
@@ -191,6 +191,9 @@ def rollup_accounts(engine: Engine, account_ids: list[int], rules: EngagementRul
     return changes
 
 
+EVENT_BATCH = 10_000
+
+
 def store_events(engine: Engine, events: list[dict[str, Any]]) -> int:
     """Insert events once per (provider, provider_event_id); returns how many were new.
 
@@ -199,11 +202,8 @@ def store_events(engine: Engine, events: list[dict[str, Any]]) -> int:
     inserted = 0
     now = utcnow()
     with session_scope(engine) as session:
-        for batch in chunked(events, 5000):
-            rows = [{"data": {}, "created_at": now, **event} for event in batch]
-            inserted += insert_new_rows(
-                session, engine, EngagementEvent.__table__, rows, ["provider", "provider_event_id"]
-            )
+        for batch in chunked(events, EVENT_BATCH):
+            inserted += insert_new_events(session, engine, batch, now)
             _suppress_from_events(session, engine, batch, now)
     return inserted
 

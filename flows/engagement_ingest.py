@@ -44,6 +44,8 @@ SENDGRID_TYPES: dict[str, str | None] = {
     "group_resubscribe": None,
 }
 MAX_CLOCK_SKEW_SECONDS = 300
+REQUIRED_ORDER = ("event", "sg_event_id", "timestamp", "email")
+REQUIRED_FIELDS = frozenset(REQUIRED_ORDER)
 
 
 class BadEvents(ValueError):
@@ -88,9 +90,9 @@ def parse_sendgrid(body: bytes) -> list[dict[str, Any]]:
     for index, event in enumerate(events):
         if not isinstance(event, dict):
             raise BadEvents(f"event {index} is not an object")
-        for field in ("event", "sg_event_id", "timestamp", "email"):
-            if field not in event:
-                raise BadEvents(f"event {index} has no {field!r}")
+        if not event.keys() >= REQUIRED_FIELDS:
+            field = next(field for field in REQUIRED_ORDER if field not in event)
+            raise BadEvents(f"event {index} has no {field!r}")
         if not isinstance(event["timestamp"], int | float):
             raise BadEvents(f"event {index}: timestamp must be a number")
     return events
@@ -105,6 +107,9 @@ class IngestReport:
     reconciled: int = 0
 
 
+# Provider fields kept in the event's `data`.
+DATA_FIELDS = ("url", "reason", "type", "status")
+DATA_FIELD_SET = frozenset(DATA_FIELDS)
 # Any of these from the provider proves it accepted the message.
 ACCEPTANCE_EVENTS = {"processed", "delivered", "deferred", "bounce", "dropped", "open", "click"}
 
@@ -158,25 +163,25 @@ def ingest_sendgrid(engine: Engine, events: list[dict[str, Any]]) -> IngestRepor
             if e.get("abm_message_id") and str(e["event"]) in ACCEPTANCE_EVENTS
         },
     )
-    wanted = [e for e in events if SENDGRID_TYPES.get(str(e["event"]))]
-    report.ignored = len(events) - len(wanted)
+    # Every recipient normalised once, looked up in one query (with the Message-IDs).
+    emails = {address: address.strip().lower() for address in {str(e["email"]) for e in events}}
+    people = contacts_by_email(engine, set(emails.values()))
     ledger = _ledger_matches(
-        engine, {str(e["abm_message_id"]) for e in wanted if e.get("abm_message_id")}
+        engine, {str(e["abm_message_id"]) for e in events if e.get("abm_message_id")}
     )
-    people = contacts_by_email(engine, {str(e["email"]).strip().lower() for e in wanted})
-    rows = []
-    for event in wanted:
-        kind = SENDGRID_TYPES[str(event["event"])]
-        if kind == "bounce" and event.get("type") == "blocked":
-            kind = None  # a block is the receiving server's temporary refusal, not a hard bounce
-        if kind is None:
+    rows: list[dict[str, Any]] = []
+    for event in events:
+        kind = SENDGRID_TYPES.get(str(event["event"]))
+        if kind is None or (kind == "bounce" and event.get("type") == "blocked"):
+            # not engagement; a block is the receiving server's temporary refusal, not a
+            # hard bounce
             report.ignored += 1
             continue
         message_id = event.get("abm_message_id")
         match = ledger.get(str(message_id)) if message_id else None
         if match:
             contact_id, account_id, campaign_id, _ = match
-        elif (person := people.get(str(event["email"]).strip().lower())) is not None:
+        elif (person := people.get(emails[str(event["email"])])) is not None:
             contact_id, account_id, campaign_id = person[0], person[1], None
         else:
             report.unmatched += 1
@@ -192,9 +197,9 @@ def ingest_sendgrid(engine: Engine, events: list[dict[str, Any]]) -> IngestRepor
                 "contact_id": contact_id,
                 "campaign_id": campaign_id,
                 "message_id": str(message_id)[:255] if message_id else None,
-                "data": {
-                    key: event[key] for key in ("url", "reason", "type", "status") if key in event
-                },
+                "data": {}
+                if DATA_FIELD_SET.isdisjoint(event)
+                else {field: event[field] for field in DATA_FIELDS if field in event},
             }
         )
     report.stored = store_events(engine, rows)

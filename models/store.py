@@ -3,15 +3,18 @@ core in chunks (tens of thousands of rows a second); small, rich work uses the O
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from models.db import chunked, session_scope
-from models.tables import Account, Contact, Suppression, utcnow
+from models.tables import Account, Contact, EngagementEvent, Suppression, utcnow
 
 IN_CHUNK = 2000
 
@@ -43,6 +46,91 @@ def insert_new_rows(
         .returning(table.c.id)
     )
     return len(session.execute(statement, rows).all())
+
+
+EVENT_COLUMNS = (
+    "provider",
+    "provider_event_id",
+    "type",
+    "channel",
+    "occurred_at",
+    "account_id",
+    "contact_id",
+    "campaign_id",
+    "message_id",
+    "data",
+    "created_at",
+)
+
+
+_NO_DATA: dict[str, Any] = {}
+
+
+def sqlite_utc(value: datetime) -> str:
+    """An aware datetime as `UTCDateTime` stores it on SQLite (UTC, no offset, always six
+    digits of microseconds): the text SQLAlchemy's bind processors would make, made faster."""
+    if value.tzinfo is not UTC:
+        if value.utcoffset() is None:
+            raise ValueError("Datetime values must have timezone information.")
+        value = value.astimezone(UTC)
+    return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (  # noqa: UP031 (the fastest here)
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+    )
+
+
+def insert_new_events(
+    session: Any, engine: Engine, events: Sequence[dict[str, Any]], now: datetime
+) -> int:
+    """Insert engagement events, keeping existing ones (and the first of duplicates within
+    `events`) by (provider, provider_event_id); returns how many were new. Each event holds
+    the EngagementEvent columns; `data` defaults to {} and `created_at` to `now`.
+
+    SQLite: one DBAPI executemany of INSERT .. ON CONFLICT DO NOTHING with the values already
+    in the form SQLAlchemy would store (datetimes as UTC text, data as JSON text), so readers
+    get back the same aware datetimes and dicts; new rows are counted by sqlite3's rowcount,
+    which sums changes() over the executemany (0 for a row the conflict skipped) and so needs
+    neither RETURNING nor a look-up first. PostgreSQL: `insert_new_rows` (RETURNING), whose
+    count stays exact where psycopg's executemany rowcount is not to be relied on."""
+    if not events:
+        return 0
+    table = EngagementEvent.__table__
+    if engine.dialect.name != "sqlite":
+        rows = [{"data": {}, "created_at": now, **event} for event in events]
+        return insert_new_rows(session, engine, table, rows, ["provider", "provider_event_id"])
+    unknown = set(chain.from_iterable(events)).difference(EVENT_COLUMNS)
+    if unknown:
+        raise ValueError(f"not EngagementEvent columns: {sorted(unknown)}")
+    dumps = engine.dialect._json_serializer or json.dumps
+    created, empty = sqlite_utc(now), dumps({})
+    rows = [
+        (
+            event["provider"],
+            event["provider_event_id"],
+            event["type"],
+            event["channel"],
+            sqlite_utc(event["occurred_at"]),
+            event.get("account_id"),
+            event.get("contact_id"),
+            event.get("campaign_id"),
+            event.get("message_id"),
+            empty if (data := event.get("data", _NO_DATA)) == _NO_DATA else dumps(data),
+            sqlite_utc(event["created_at"]) if "created_at" in event else created,
+        )
+        for event in events
+    ]
+    quote = engine.dialect.identifier_preparer.quote
+    statement = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, EVENT_COLUMNS))}) "
+        f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))}) "
+        "ON CONFLICT (provider, provider_event_id) DO NOTHING"
+    )
+    return session.connection().exec_driver_sql(statement, rows).rowcount
 
 
 def update_rows_by_id(
@@ -233,7 +321,7 @@ def contacts_by_email(engine: Engine, emails: Iterable[str]) -> dict[str, tuple[
                 )
             )
             found.update(
-                {email: (contact_id, account_id) for email, contact_id, account_id in rows}
+                {email: (contact_id, account_id) for email, contact_id, account_id in rows.all()}
             )
     return found
 

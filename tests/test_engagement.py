@@ -98,3 +98,58 @@ def test_simulated_engagement_is_the_same_every_run():
     assert {"delivered", "open", "click", "reply"} <= kinds
     ids = [event["provider_event_id"] for event in first]
     assert len(ids) == len(set(ids))
+
+
+def test_stored_events_read_back_as_given_once_per_provider_id(engine):
+    """The bulk insert path (values pre-serialised on SQLite) must give readers what the ORM
+    would: aware UTC datetimes and dict data; duplicates, in the batch or replayed, once."""
+    from datetime import UTC, datetime, timezone
+
+    from sqlalchemy import select, text
+
+    from flows.engagement import store_events
+    from models.store import upsert_accounts, upsert_contacts
+    from models.tables import Contact, EngagementEvent
+
+    upsert_accounts(engine, [{"domain": "acme.example", "attributes": {}, "technologies": []}])
+    upsert_contacts(
+        engine, [{"email": "ana@acme.example", "account_domain": "acme.example", "attributes": {}}]
+    )
+    with engine.connect() as connection:
+        ana, acme = connection.execute(select(Contact.id, Contact.account_id)).one()
+    at = datetime(2026, 3, 29, 3, 30, 5, 123456, tzinfo=timezone(timedelta(hours=2)))
+    base = {"provider": "sendgrid", "channel": "email", "account_id": acme, "contact_id": ana}
+    first = {**base, "provider_event_id": "e1", "type": "click", "occurred_at": at}
+    first["data"] = {"url": "https://acme.example/é", "n": [1, None]}
+    plain = {**base, "provider_event_id": "e2", "type": "open", "occurred_at": NOW}
+    twin = {**first, "type": "open", "data": {}}  # same provider id: the first one wins
+    assert store_events(engine, [first, plain, twin]) == 2
+    later = {**base, "provider_event_id": "e3", "type": "bounce", "occurred_at": NOW}
+    assert store_events(engine, [plain, later, first]) == 1
+
+    with engine.connect() as connection:
+        rows = {
+            row.provider_event_id: row for row in connection.execute(select(EngagementEvent)).all()
+        }
+        status = connection.execute(select(Contact.status)).scalar()
+    assert sorted(rows) == ["e1", "e2", "e3"]
+    assert rows["e1"].type == "click" and rows["e1"].data == first["data"]
+    assert rows["e1"].occurred_at == at and rows["e1"].occurred_at.tzinfo == UTC
+    assert rows["e2"].data == {} and rows["e2"].occurred_at == NOW
+    assert all(row.created_at.tzinfo == UTC for row in rows.values())
+    assert status == "bounced"  # the hard bounce suppressed her in the same transaction
+
+    # the stored text is what SQLAlchemy's own insert writes, so SQL comparisons agree
+    with engine.begin() as connection:
+        connection.execute(
+            EngagementEvent.__table__.insert(),
+            [{**first, "provider_event_id": "orm", "created_at": rows["e1"].created_at}],
+        )
+        stored = connection.execute(
+            text(
+                "SELECT provider_event_id, CAST(occurred_at AS TEXT), CAST(created_at AS TEXT),"
+                " CAST(data AS TEXT) FROM engagementevent"
+                " WHERE provider_event_id IN ('e1', 'orm') ORDER BY provider_event_id"
+            )
+        ).all()
+    assert stored[0][1:] == stored[1][1:]

@@ -299,3 +299,30 @@ def test_provider_events_reconcile_a_message_a_crash_left_uncertain(client, engi
     assert response.json()["reconciled"] == 1
     with engine.connect() as connection:
         assert connection.execute(select(Delivery.state)).scalar() == "sent"
+
+
+def test_a_batch_is_matched_deduplicated_and_suppresses_in_one_go(client, engine):
+    now = int(time.time())
+    events = [
+        {"event": "open", "sg_event_id": "a", "email": " Ana@Acme.example", "timestamp": now},
+        {"event": "click", "sg_event_id": "a", "email": "ana@acme.example", "timestamp": now},
+        {"event": "bounce", "type": "blocked", "sg_event_id": "b", "email": "bo@acme.example"},
+        {"event": "bounce", "type": "bounce", "sg_event_id": "c", "email": "bo@acme.example"},
+        {"event": "processed", "sg_event_id": "d", "email": "ana@acme.example"},
+        {"event": "open", "sg_event_id": "e", "email": "nobody@acme.example"},
+    ]
+    for event in events:
+        event.setdefault("timestamp", now)
+    body = json.dumps(events).encode()
+    response = client.post("/webhooks/sendgrid", content=body, headers=sign(body, str(now)))
+    assert response.status_code == 200
+    assert {k: response.json()[k] for k in ("received", "stored", "ignored", "unmatched")} == {
+        "received": 6,
+        "stored": 2,
+        "ignored": 2,
+        "unmatched": 1,
+    }
+    assert sorted(_stored(engine)) == [("a", "open"), ("c", "bounce")]
+    with engine.connect() as connection:
+        statuses = dict(connection.execute(select(Contact.email, Contact.status)).all())
+    assert statuses == {"ana@acme.example": "active", "bo@acme.example": "bounced"}
