@@ -1,0 +1,116 @@
+"""What the benchmark modules share: where things are, fresh databases, peak memory, the
+demo rows and the result files the child processes hand back to `python -m bench`."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from abm.settings import DEFAULTS_DIR, REPO_ROOT
+
+BENCH_DIR = Path(__file__).resolve().parent
+CAMPAIGN = BENCH_DIR / "campaign.yaml"
+"""The benchmark campaign: the demo's intro email to every contact, caps on but high."""
+SECRET_KEY = "bench-secret-key"
+SENDER = "Demo Co <marketing@demo.example>"
+
+__all__ = [
+    "BENCH_DIR",
+    "CAMPAIGN",
+    "REPO_ROOT",
+    "PeakMemory",
+    "bench_icp_rules",
+    "fresh_database",
+    "is_postgres_url",
+    "write_result",
+]
+
+
+def is_postgres_url(url: str | None) -> bool:
+    return bool(url) and make_url(url).get_backend_name() == "postgresql"
+
+
+@contextmanager
+def fresh_database(server_url: str | None, folder: Path, name: str) -> Iterator[str]:
+    """The URL of an empty database for one run, removed afterwards.
+
+    SQLite (`server_url` None or a SQLite URL): a new file `folder/name.db`. PostgreSQL: a
+    new database on that server (`CREATE DATABASE`, so the user needs that right), dropped
+    at the end; the database the URL names is never written to."""
+    if not is_postgres_url(server_url):
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.db"
+        for stale in (path, path.with_suffix(".db-wal"), path.with_suffix(".db-shm")):
+            stale.unlink(missing_ok=True)
+        yield f"sqlite:///{path}"
+        return
+    assert server_url is not None
+    database = f"abm_bench_{name}_{uuid.uuid4().hex[:8]}".lower()
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{database}"'))
+        yield make_url(server_url).set(database=database).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def bench_icp_rules(folder: Path) -> Path:
+    """The default ICP rules with a tier-3 threshold of 0: every account is scored by the
+    real rules and lands in a tier, so every contact is in the campaign's audience."""
+    rules = yaml.safe_load((DEFAULTS_DIR / "icp.yaml").read_text(encoding="utf-8"))
+    rules["tiers"][3] = 0
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "icp-every-account.yaml"
+    path.write_text(yaml.safe_dump(rules, sort_keys=False), encoding="utf-8")
+    return path
+
+
+class PeakMemory:
+    """Peak resident memory of this process, per stage.
+
+    Linux lets a process reset its high-water mark (`/proc/self/clear_refs`, value 5), so
+    each stage's peak is its own; the process's peak is the largest of them."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+        self.resettable = self._reset()
+
+    @staticmethod
+    def current_peak_mb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+    @staticmethod
+    def _reset() -> bool:
+        try:
+            with open(f"/proc/{os.getpid()}/clear_refs", "w") as handle:
+                handle.write("5")
+        except OSError:
+            return False
+        return True
+
+    def end_stage(self, name: str) -> None:
+        """Record the peak since the previous stage ended, then start measuring afresh."""
+        self.stages[name] = round(self.current_peak_mb(), 1)
+        self._reset()
+
+    @property
+    def peak_mb(self) -> float:
+        return max([*self.stages.values(), 0.0])
+
+
+def write_result(path: Path, result: dict[str, Any]) -> None:
+    """Children hand their numbers back in a file, so stray output cannot corrupt them."""
+    path.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
