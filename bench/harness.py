@@ -306,10 +306,8 @@ class Measurements:
         self.smtp_url, self.handler = smtp
         self.server_url = args.database_url if is_postgres_url(args.database_url) else None
         self.smtp_args: tuple[str, ...] = ("--smtp-url", self.smtp_url) if self.smtp_url else ()
-        self.e2e_env = (
-            {"PREFECT_TASK_RUNNER_THREAD_POOL_MAX_WORKERS": str(args.task_workers)}
-            if args.task_workers
-            else {}
+        self.e2e_args: tuple[str, ...] = (
+            ("--task-workers", str(args.task_workers)) if args.task_workers else ()
         )
 
     def _run(
@@ -354,7 +352,7 @@ class Measurements:
             before = self.handler.messages if self.handler else 0
             argv = ("--data-dir", str(data), "--backend", backend)
             smtp_args = self.smtp_args if backend == "smtp" else ()
-            result = self._run("e2e", name, *argv, *smtp_args, env=self.e2e_env)
+            result = self._run("e2e", name, *argv, *smtp_args, *self.e2e_args)
             result["received_by_server"] = self.handler.messages - before if self.handler else 0
             result["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
             runs[backend] = result
@@ -408,11 +406,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raw=raw,
         sizes=sizes,
         memory=_memory(sizes),
-        task_workers=args.task_workers or "Prefect default (no limit)",
+        task_workers=_chunk_threads(runs),
         harness_s=round(time.perf_counter() - started, 1),
         work_dir=str(work) if args.keep else None,
     )
     return report
+
+
+def _chunk_threads(runs: dict[int, dict[str, dict[str, Any]]]) -> Any:
+    """How many chunk tasks the flows ran at once, as the e2e runs reported it."""
+    found = {run.get("chunk_threads") for size in runs.values() for run in size.values()}
+    found = {value if value is not None else "Prefect default (no limit)" for value in found}
+    return found.pop() if len(found) == 1 else sorted(map(str, found))
 
 
 def _memory(sizes: dict[str, Any]) -> dict[str, Any]:
@@ -575,8 +580,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         metavar="N",
-        help="run the end-to-end flows with PREFECT_TASK_RUNNER_THREAD_POOL_MAX_WORKERS=N "
-        "(default: Prefect's own, no limit: every chunk task at once)",
+        help="run the end-to-end flows with at most N chunk tasks at once "
+        "(default: the flow's own, flows.campaign.CHUNK_THREADS)",
     )
     parser.add_argument("--naive-sample", type=int, default=500, metavar="N")
     parser.add_argument("--renders", type=int, default=5000, metavar="N", help="raw renders")
