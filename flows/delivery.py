@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -565,6 +566,44 @@ def deliver(
     token, claimed = claim(engine, ids, timedelta(seconds=settings.lease_seconds))
     if not claimed:
         return outcome
+    try:
+        return _deliver_claimed(
+            engine, settings, context, backend, token, claimed, (campaign, step, composer)
+        )
+    except BaseException:
+        _give_back_unsent(engine, token)
+        raise
+
+
+def _give_back_unsent(engine: Engine, token: str) -> None:
+    """After a chunk failed, rows it claimed but never handed to a provider go back to
+    `planned` at once, so the task's retry (or the next run) sends them without waiting for
+    the lease to expire. Rows already `sending` stay: their fate is for the lease to settle."""
+    with suppress(Exception), session_scope(engine) as session:  # the database may be the fault
+        session.execute(
+            update(Delivery)
+            .where(Delivery.claimed_by == token, Delivery.state == "rendered")
+            .values(
+                state="planned",
+                claimed_by=None,
+                lease_until=None,
+                attempts=Delivery.attempts - 1,
+                updated_at=utcnow(),
+            )
+        )
+
+
+def _deliver_claimed(
+    engine: Engine,
+    settings: Settings,
+    context: DeliveryContext,
+    backend: EmailBackend,
+    token: str,
+    claimed: list[int],
+    prepared: tuple[CampaignFile, Step, Composer],
+) -> ChunkOutcome:
+    outcome = ChunkOutcome()
+    campaign, step, composer = prepared
     to_send, skipped, deferred, reasons = _check(
         engine, context, campaign, step, composer, _load_rows(engine, claimed)
     )

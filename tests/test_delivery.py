@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from abm.campaign_file import load_campaign
@@ -67,6 +68,55 @@ def test_pausing_mid_chunk_stops_before_the_next_batch_and_loses_nothing(engine,
     set_campaign_status(engine, campaign_id, "active")
     rest = deliver(engine, get_settings(), context, ids, OutboxBackend(tmp_path / "outbox"))
     assert outcome.sent + rest.sent == len(list((tmp_path / "outbox").iterdir()))
+
+
+class CrashingOutbox(OutboxBackend):
+    """A real outbox whose process hits a bug in the middle of its second batch."""
+
+    batch_size = 5
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.batches = 0
+
+    def send_messages(self, messages):
+        self.batches += 1
+        if self.batches == 2:
+            raise RuntimeError("bug in the middle of a batch")
+        return super().send_messages(messages)
+
+
+def test_a_failing_chunk_gives_back_what_it_never_handed_over(engine, tmp_path):
+    accounts, contacts = write_demo_csvs(tmp_path / "data", contacts=60)
+    import_file("accounts", accounts, engine, get_settings())
+    import_file("contacts", contacts, engine, get_settings())
+    rescore_accounts_in_db(engine, load_icp_rules())
+    key, campaign = load_campaign(CAMPAIGN)
+    campaign_id = register_campaign(engine, key, campaign, CAMPAIGN)
+    plan_step(engine, campaign_id, key, campaign.steps, 0, target_account_ids(engine, [1, 2, 3]))
+    ids = due_delivery_ids(engine, campaign_id, "intro")
+    context = DeliveryContext(
+        engine.url.render_as_string(False), str(CAMPAIGN), campaign_id, key, "intro"
+    )
+
+    with pytest.raises(RuntimeError, match="bug"):
+        deliver(engine, get_settings(), context, ids, CrashingOutbox(tmp_path / "outbox"))
+
+    with engine.connect() as connection:
+        states = connection.execute(
+            select(Delivery.state, Delivery.claimed_by, Delivery.attempts)
+        ).all()
+    by_state: dict[str, int] = {}
+    for state, _, _ in states:
+        by_state[state] = by_state.get(state, 0) + 1
+    assert by_state["sent"] == 5  # the first batch, recorded
+    assert by_state["sending"] == 5  # the batch in the provider's hands: for the lease
+    assert "rendered" not in by_state  # nothing claimed is left waiting for a lease
+    assert all(
+        claimed is None and attempts == 0 for s, claimed, attempts in states if s == "planned"
+    )
+    again = deliver(engine, get_settings(), context, ids, OutboxBackend(tmp_path / "outbox"))
+    assert again.sent == by_state["planned"]
 
 
 def _two_people_one_replied(engine):
