@@ -204,6 +204,13 @@ def run_campaign(
         logger.info("CRM write-back: %s", {k: v for k, v in crm.items() if k != "failures"})
 
     summary = ledger_summary(engine, campaign_id)
+    if summary["in_flight"]:
+        logger.warning(
+            "%d messages are still claimed by chunks that failed: the next run sends them "
+            "once their lease of %d s has expired (see the failed task runs)",
+            summary["in_flight"],
+            settings.lease_seconds,
+        )
     publish_artifact(report_data(engine))
     create_markdown_artifact(
         key=f"{artifact_key}-summary",

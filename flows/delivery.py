@@ -937,6 +937,7 @@ def ledger_summary(engine: Engine, campaign_id: int) -> dict[str, Any]:
         "failed": states.get("failed", 0) + states.get("dead", 0),
         "uncertain": states.get("uncertain", 0),
         "pending": sum(states.get(state, 0) for state in ("planned", "rendered", "sending")),
+        "in_flight": states.get("rendered", 0) + states.get("sending", 0),
         "skipped_by_reason": {str(k): v for k, v in sorted(reasons.items())},
     }
 
