@@ -39,7 +39,8 @@ class PausingOutbox(OutboxBackend):
         return results
 
 
-def test_pausing_mid_chunk_stops_before_the_next_batch_and_loses_nothing(engine, tmp_path):
+def _planned_intro(engine, tmp_path: Path) -> tuple[int, list[int], DeliveryContext]:
+    """60 demo contacts imported and scored, the demo campaign's first step planned."""
     accounts, contacts = write_demo_csvs(tmp_path / "data", contacts=60)
     import_file("accounts", accounts, engine, get_settings())
     import_file("contacts", contacts, engine, get_settings())
@@ -51,6 +52,11 @@ def test_pausing_mid_chunk_stops_before_the_next_batch_and_loses_nothing(engine,
     context = DeliveryContext(
         engine.url.render_as_string(False), str(CAMPAIGN), campaign_id, key, "intro"
     )
+    return campaign_id, ids, context
+
+
+def test_pausing_mid_chunk_stops_before_the_next_batch_and_loses_nothing(engine, tmp_path):
+    campaign_id, ids, context = _planned_intro(engine, tmp_path)
     backend = PausingOutbox(tmp_path / "outbox", engine, campaign_id)
 
     outcome = deliver(engine, get_settings(), context, ids, backend)
@@ -87,17 +93,7 @@ class CrashingOutbox(OutboxBackend):
 
 
 def test_a_failing_chunk_gives_back_what_it_never_handed_over(engine, tmp_path):
-    accounts, contacts = write_demo_csvs(tmp_path / "data", contacts=60)
-    import_file("accounts", accounts, engine, get_settings())
-    import_file("contacts", contacts, engine, get_settings())
-    rescore_accounts_in_db(engine, load_icp_rules())
-    key, campaign = load_campaign(CAMPAIGN)
-    campaign_id = register_campaign(engine, key, campaign, CAMPAIGN)
-    plan_step(engine, campaign_id, key, campaign.steps, 0, target_account_ids(engine, [1, 2, 3]))
-    ids = due_delivery_ids(engine, campaign_id, "intro")
-    context = DeliveryContext(
-        engine.url.render_as_string(False), str(CAMPAIGN), campaign_id, key, "intro"
-    )
+    _, ids, context = _planned_intro(engine, tmp_path)
 
     with pytest.raises(RuntimeError, match="bug"):
         deliver(engine, get_settings(), context, ids, CrashingOutbox(tmp_path / "outbox"))
