@@ -188,7 +188,7 @@ def claim(
     token = uuid.uuid4().hex
     now = utcnow()
     with session_scope(engine) as session:
-        session.execute(
+        claimed = session.execute(
             update(Delivery)
             .where(Delivery.id.in_(ids), Delivery.state.in_(CLAIMABLE))
             .values(
@@ -198,10 +198,7 @@ def claim(
                 attempts=Delivery.attempts + 1,
                 updated_at=now,
             )
-        )
-    with engine.connect() as connection:
-        claimed = connection.execute(
-            select(Delivery.id).where(Delivery.claimed_by == token, Delivery.state == "rendered")
+            .returning(Delivery.id)
         ).scalars()
         return token, sorted(claimed)
 
@@ -571,18 +568,22 @@ def deliver(
             engine, settings, context, backend, token, claimed, (campaign, step, composer)
         )
     except BaseException:
-        _give_back_unsent(engine, token)
+        _give_back_unsent(engine, token, claimed)
         raise
 
 
-def _give_back_unsent(engine: Engine, token: str) -> None:
+def _give_back_unsent(engine: Engine, token: str, claimed: list[int]) -> None:
     """After a chunk failed, rows it claimed but never handed to a provider go back to
     `planned` at once, so the task's retry (or the next run) sends them without waiting for
     the lease to expire. Rows already `sending` stay: their fate is for the lease to settle."""
     with suppress(Exception), session_scope(engine) as session:  # the database may be the fault
         session.execute(
             update(Delivery)
-            .where(Delivery.claimed_by == token, Delivery.state == "rendered")
+            .where(
+                Delivery.id.in_(claimed),
+                Delivery.claimed_by == token,
+                Delivery.state == "rendered",
+            )
             .values(
                 state="planned",
                 claimed_by=None,

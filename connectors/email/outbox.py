@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Sequence
 from email.message import Message
 from email.policy import compat32
@@ -41,9 +42,30 @@ class OutboxBackend(EmailBackend):
                 results.append(SendResult("", "permanent", error="message has no Message-ID"))
                 continue
             path = self.directory / eml_name(message_id)
-            if not path.exists():
-                temporary = path.with_suffix(f".tmp{os.getpid()}")
-                temporary.write_bytes(message.as_bytes(policy=_CRLF))
-                os.replace(temporary, path)
+            _write_once(path, message.as_bytes(policy=_CRLF))
             results.append(SendResult(message_id, "accepted", provider_id=path.name))
         return results
+
+
+def _write_once(path: Path, data: bytes) -> None:
+    """Write `path` unless it exists, never leaving a partial file under its name: write a
+    temporary file, then hard-link it into place (which fails when the message is already
+    there, so a repeat is a no-op without a check-then-write race). Where hard links are
+    not supported, a rename does the same job."""
+    temporary = f"{path}.tmp{os.getpid()}-{threading.get_ident()}"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(descriptor, view) :]
+    finally:
+        os.close(descriptor)
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    except OSError:
+        if not path.exists():
+            os.replace(temporary, path)
+            return
+    os.unlink(temporary)
