@@ -61,6 +61,15 @@ class Composer:
             "utm_campaign": campaign.utm.campaign or campaign_key,
         }
         self.utm_domains = tuple(d.lower() for d in campaign.utm.domains)
+        self._utm_by_variant: dict[str | None, dict[str, str]] = {}
+
+    def _utm(self, variant: str | None) -> dict[str, str]:
+        """The UTM parameters of one variant's messages, made once per variant (shared
+        by its messages: not to be changed)."""
+        if variant not in self._utm_by_variant:
+            content = f"{self.step.id}-{variant}" if variant else self.step.id
+            self._utm_by_variant[variant] = {**self.utm, "utm_content": content}
+        return self._utm_by_variant[variant]
 
     def message_id(self, delivery_id: int, contact_id: int) -> str:
         ledger_key = f"{self.campaign_key}:{self.step.id}:{contact_id}"
@@ -100,17 +109,16 @@ class Composer:
         """The message for one ledger row (`delivery_id`, contact and account fields)."""
         unsubscribe_url = self.unsubscribe_url(row["contact_id"])
         variant = row.get("variant")
-        utm = {**self.utm, "utm_content": f"{self.step.id}-{variant}" if variant else self.step.id}
         parts = render_email_parts(
             self.env,
             self.names,
-            template_for(self.step, row.get("variant")),
+            template_for(self.step, variant),
             self.audience(row),
             self._context(row, unsubscribe_url),
-            utm,
+            self._utm(variant),
             self.utm_domains,
         )
-        name = " ".join(part for part in (row["first_name"], row["last_name"]) if part)
+        name = " ".join(filter(None, (row["first_name"], row["last_name"])))
         return build_message(
             parts,
             sender=self.sender,

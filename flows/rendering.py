@@ -17,7 +17,7 @@ from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from jinja2 import FileSystemLoader, StrictUndefined, Template, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
@@ -95,6 +95,12 @@ def company(name: str | None) -> str:
     """`Acme Robotics GmbH` -> `Acme Robotics`: how people write a company in a sentence."""
     if not name:
         return ""
+    # a campaign has few account names, each in many messages: each is worked out once
+    return _company(name) if type(name) is str else _company.__wrapped__(name)
+
+
+@lru_cache(maxsize=4096)
+def _company(name: Any) -> str:
     short = _COMPANY_SUFFIX.sub("", name.strip())
     return short or name.strip()
 
@@ -196,10 +202,18 @@ def resolve(
     return None
 
 
+@lru_cache(maxsize=8)
+def _keyed_hmac(secret: str) -> hmac.HMAC:
+    """HMAC-SHA256 with the key set up once: each message copies it (cheaper than a new
+    HMAC, whose key setup and digest lookup cost more than the hashing)."""
+    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
+
+
 def message_id(delivery_id: int, ledger_key: str, sender_domain: str, secret: str) -> str:
     """A Message-ID stable for one ledger row: resends of the row carry the same id."""
-    tag = hmac.new(secret.encode(), ledger_key.encode(), hashlib.sha256).hexdigest()[:12]
-    return f"<abm.{delivery_id}.{tag}@{sender_domain}>"
+    signer = _keyed_hmac(secret).copy()
+    signer.update(ledger_key.encode())
+    return f"<abm.{delivery_id}.{signer.hexdigest()[:12]}@{sender_domain}>"
 
 
 def choose_variant(weights: list[tuple[str, int]], key: str) -> str:
@@ -220,9 +234,9 @@ class EmailParts:
     html: str
 
 
-@dataclass(frozen=True)
-class Audience:
-    """What template resolution looks at."""
+class Audience(NamedTuple):
+    """What template resolution looks at. (A named tuple: one is made per message and
+    looked up in a cache, and tuples hash and compare cheaper than a dataclass.)"""
 
     tier: int | None
     industry: str | None
@@ -247,11 +261,12 @@ def email_templates(
     where = {"tier": audience.tier, "industry": audience.industry, "role": audience.role}
     html_name = resolve(names, "email", template, "body.html.j2", **where)
     text_name = resolve(names, "email", template, "body.txt.j2", required=False, **where)
+    subject_name = resolve(names, "email", template, "subject.j2", **where)
     return EmailTemplates(
-        subject=env.get_template(resolve(names, "email", template, "subject.j2", **where)),
+        subject=env.get_template(subject_name),
         html_name=html_name,
         text=env.get_template(text_name) if text_name else None,
-        prepared=prepared_email(env, html_name),
+        prepared=prepared_email(env, html_name, None if text_name else subject_name),
     )
 
 
@@ -312,14 +327,16 @@ def _render_prepared(
     assert found.prepared is not None
     unsubscribe = context["footer"]["unsubscribe_url"]
     tags = LinkTags(tuple(utm.items()) if utm else (), utm_domains, unsubscribe)
-    values = {**context, UTM_KEY: tags}
-    html = found.prepared.render_html(values)
+    subject = None
     if found.text is None:
-        plain = found.prepared.render_text(values)
+        subject, html, plain = found.prepared.render_parts(context, tags)
     else:
+        html = found.prepared.render_html({**context, UTM_KEY: tags})
         text = render_quick(found.text, context)
         plain = _tagged_text(text, utm, utm_domains, unsubscribe)
-    return EmailParts(header_text(render_quick(found.subject, context)), plain, html)
+    if subject is None:
+        subject = render_quick(found.subject, context)
+    return EmailParts(header_text(subject), plain, html)
 
 
 def render_linkedin_text(

@@ -6,6 +6,7 @@ from email.policy import default
 from pathlib import Path
 
 import pytest
+from markupsafe import Markup
 
 from abm.campaign_file import load_campaign, parse_wait
 from abm.errors import ConfigError
@@ -86,6 +87,8 @@ def test_the_text_part_is_derived_from_html_with_links_spelled_out():
 def test_company_and_possessive_filters():
     assert company("Acme Robotics GmbH") == "Acme Robotics"
     assert company("Globex, Inc.") == "Globex"
+    assert company("Globex, Inc.") == "Globex"  # the second time from the cache
+    assert company(Markup("Acme <b>GmbH</b> GmbH")) == "Acme <b>GmbH</b>"  # not cached
     assert possessive("Acme") == "Acme's"
     assert possessive("Siemens") == "Siemens'"
 
@@ -205,3 +208,35 @@ def test_css_is_inlined_and_utm_added_in_the_real_message(tmp_path):
     assert "utm_content=exec-intro-a" in text
     assert parsed["Subject"] == "Acme: the cost of eleven tools, in one page"
     assert "unsubscribe/" in parsed["List-Unsubscribe"] and "utm_" not in parsed["List-Unsubscribe"]
+
+
+def test_one_composer_gives_each_variant_its_own_utm_content():
+    from flows.compose import Composer
+
+    key, campaign = load_campaign(ROOT / "campaigns" / "tier1-executive-programme.yaml")
+    composer = Composer(get_settings(), key, 1, campaign, campaign.steps[0])
+    row = {
+        "delivery_id": 5,
+        "contact_id": 9,
+        "email": "ana@acme.example",
+        "first_name": "Ana",
+        "last_name": None,
+        "title": "CFO",
+        "seniority": "c_level",
+        "function": "finance",
+        "role": "approver",
+        "domain": "acme.example",
+        "account_name": "Acme GmbH",
+        "industry": "Manufacturing",
+        "tier": 1,
+        "country": "DE",
+        "employees": 900,
+    }
+    for variant in ("a", "b", "a"):
+        message = composer.email({**row, "variant": variant})
+        parsed = message_from_bytes(message.as_bytes(), policy=default)
+        text = parsed.get_body(("plain",)).get_content()
+        other = "b" if variant == "a" else "a"
+        assert f"utm_content=exec-intro-{variant}" in text
+        assert f"utm_content=exec-intro-{other}" not in text
+        assert parsed["To"] == "Ana <ana@acme.example>"

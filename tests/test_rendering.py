@@ -1,3 +1,5 @@
+import hashlib
+import hmac
 from email import message_from_bytes
 from email.policy import default
 from pathlib import Path
@@ -144,6 +146,13 @@ def test_message_ids_are_stable_per_ledger_row_and_differ_between_rows():
     assert first == message_id(7, "demo:intro:42", "demo.example", "k")
     assert first != message_id(8, "demo:intro:43", "demo.example", "k")
     assert first.startswith("<abm.7.") and first.endswith("@demo.example>")
+
+
+def test_a_message_id_carries_the_hmac_of_its_ledger_key_under_the_signing_key():
+    for secret in ("k", "another key"):
+        tag = hmac.new(secret.encode(), b"demo:intro:42", hashlib.sha256).hexdigest()[:12]
+        expected = f"<abm.7.{tag}@demo.example>"
+        assert message_id(7, "demo:intro:42", "demo.example", secret) == expected
 
 
 def test_unsubscribe_tokens_round_trip_and_forgeries_are_rejected():

@@ -67,7 +67,8 @@ def _encode(text: str) -> tuple[str, str]:
     RFC 5322's 998 characters goes as it is (7bit), anything else as quoted-printable
     UTF-8 (the C implementation in binascii), as the standard library's own choice goes."""
     body = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
-    if body.isascii() and "\x00" not in body and max(map(len, body.split("\n"))) <= _LINE_LIMIT:
+    short_lines = len(body) <= _LINE_LIMIT or max(map(len, body.split("\n"))) <= _LINE_LIMIT
+    if body.isascii() and "\x00" not in body and short_lines:
         return "7bit", body
     return "quoted-printable", binascii.b2a_qp(body.encode("utf-8"), istext=True).decode("ascii")
 
@@ -99,14 +100,15 @@ class OutgoingEmail(Message):
         self._payload = [_Part("plain", text), _Part("html", html)]
 
     def _serialise(self) -> str:
-        lines = [_fold(name, str(value)) for name, value in self._headers]
-        out = "\n".join(lines) + "\n\n"
+        out = [_fold(name, str(value)) for name, value in self._headers]
+        out.append("")
         for part in self._payload:
-            out += f"--{self.boundary}\n"
-            out += "\n".join(f"{name}: {value}" for name, value in part._headers)
+            out.append(f"--{self.boundary}")
+            out += [f"{name}: {value}" for name, value in part._headers]
             # the line break before a delimiter belongs to the delimiter (RFC 2046 5.1.1)
-            out += "\n\n" + part._payload + "\n"
-        return out + f"--{self.boundary}--\n"
+            out += ["", part._payload]
+        out.append(f"--{self.boundary}--\n")
+        return "\n".join(out)
 
     def as_bytes(self, unixfrom: bool = False, policy: Policy | None = None) -> bytes:
         linesep = policy.linesep if policy is not None else "\n"
