@@ -33,6 +33,14 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     # Up to 64 MiB of page cache per connection, used only as needed: bulk writes touch
     # indexes all over the file (a third less SQLite CPU on engagement ingest).
     cursor.execute("PRAGMA cache_size=-65536")
+    # Checkpoint the WAL every 4,000 pages (16 MiB) rather than SQLite's 1,000. One webhook
+    # batch of 5,000 events dirties 2,000-3,000 pages (it touches every listed person's
+    # index entries), so at 1,000 every such commit also ran a checkpoint: the same hot
+    # index pages copied into the database and two fsyncs per batch. With this, 1M events
+    # ingest with a fifth less CPU (32 -> 26 s) and far fewer fsyncs. Durability: commits still
+    # survive a crashed process. On power loss, synchronous=NORMAL could already lose the
+    # commits since the last checkpoint; that window grows from ~4 MiB to ~16 MiB of changes.
+    cursor.execute("PRAGMA wal_autocheckpoint=4000")
     cursor.close()
 
 

@@ -153,3 +153,83 @@ def test_stored_events_read_back_as_given_once_per_provider_id(engine):
             )
         ).all()
     assert stored[0][1:] == stored[1][1:]
+
+
+SENDGRID_OPEN = {"email": "ana@acme.example", "event": "open", "sg_event_id": "e1", "timestamp": 1}
+
+
+def _body(**overrides) -> bytes:
+    import json
+
+    return json.dumps([SENDGRID_OPEN, {**SENDGRID_OPEN, "sg_event_id": "e2", **overrides}]).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (_body(timestamp=float("nan")), "event 1: timestamp is out of range"),
+        (_body(timestamp=float("inf")), "event 1: timestamp is out of range"),
+        (_body(timestamp=1e300), "event 1: timestamp is out of range"),
+        (_body(timestamp=10**30), "event 1: timestamp is out of range"),
+        (_body(timestamp=-1), "event 1: timestamp is out of range"),
+        (_body(timestamp=10**400), "event 1: timestamp is not a usable number"),
+        (_body(sg_event_id="e\x00"), "event 1: sg_event_id holds a NUL"),
+        (_body(email="\ud800@acme.example"), "event 1: email holds a NUL or invalid character"),
+        (_body(abm_message_id="<a\x00@b>"), "event 1: abm_message_id holds a NUL"),
+        (_body().replace(b'"e2"', b'"e\xed\xa0\x80"'), "event 1: sg_event_id holds"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (_body(url="D").replace(b'"D"', b"[" * 100 + b"]" * 100), "event 1: url is nested too"),
+    ],
+    ids=[
+        *("nan", "inf", "1e300", "10**30", "negative", "10**400", "nul", "surrogate-escape"),
+        *("nul-message-id", "surrogate-bytes", "deep", "deep-data"),
+    ],
+)
+def test_parse_sendgrid_refuses_what_could_not_be_stored_naming_the_event_and_field(
+    body: bytes, reason: str
+) -> None:
+    from flows.engagement_ingest import BadEvents, parse_sendgrid
+
+    with pytest.raises(BadEvents) as refused:
+        parse_sendgrid(body)
+    assert reason in str(refused.value)
+
+
+def test_parse_sendgrid_accepts_escaped_text_that_can_be_stored() -> None:
+    from flows.engagement_ingest import parse_sendgrid
+
+    body = _body(email="zo\u00eb@acme.example", url="https://acme.example/\u00e9")
+    assert b"\\u00eb" in body
+    assert parse_sendgrid(body)[1]["email"] == "zoë@acme.example"
+    raw = body.replace(b"\\u00eb", "ë".encode()).replace(b"\\u00e9", "é".encode())
+    assert parse_sendgrid(raw) == parse_sendgrid(body)
+
+
+def test_ingested_events_keep_provider_data_and_store_an_empty_object_otherwise(engine):
+    from sqlalchemy import select
+
+    from flows.engagement_ingest import ingest_sendgrid, parse_sendgrid
+    from models.store import upsert_accounts, upsert_contacts
+    from models.tables import EngagementEvent
+
+    upsert_accounts(engine, [{"domain": "acme.example", "attributes": {}, "technologies": []}])
+    upsert_contacts(
+        engine, [{"email": "ana@acme.example", "account_domain": "acme.example", "attributes": {}}]
+    )
+    body = _body(event="click", url="https://acme.example/p", timestamp=1764000000.25)
+    assert ingest_sendgrid(engine, parse_sendgrid(body)).stored == 2
+    assert ingest_sendgrid(engine, parse_sendgrid(body)).stored == 0
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                EngagementEvent.provider_event_id,
+                EngagementEvent.type,
+                EngagementEvent.data,
+                EngagementEvent.occurred_at,
+            ).order_by(EngagementEvent.provider_event_id)
+        ).all()
+    assert [tuple(row[:3]) for row in rows] == [
+        ("e1", "open", {}),
+        ("e2", "click", {"url": "https://acme.example/p"}),
+    ]
+    assert rows[1][3].isoformat() == "2025-11-24T16:00:00.250000+00:00"

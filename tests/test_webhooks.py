@@ -326,3 +326,107 @@ def test_a_batch_is_matched_deduplicated_and_suppresses_in_one_go(client, engine
     with engine.connect() as connection:
         statuses = dict(connection.execute(select(Contact.email, Contact.status)).all())
     assert statuses == {"ana@acme.example": "active", "bo@acme.example": "bounced"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"message": "x"}, "message must be an object"),
+        ({"message": {"headers": ["message-id"]}}, "message.headers must be an object"),
+        ({"user-variables": [1]}, "user-variables must be an object"),
+        ({"timestamp": [1]}, "timestamp is not a usable number"),
+        ({"timestamp": "1e999"}, "timestamp is out of range"),
+        ({"id": None}, "without 'id'"),
+        ({"url": json.loads("[" * 100 + "]" * 100)}, "url is nested too deeply"),
+    ],
+    ids=[
+        *("message", "headers", "user-variables", "timestamp-list", "timestamp-inf", "no-id"),
+        "deep-url",
+    ],
+)
+def test_a_malformed_mailgun_event_gets_400_naming_the_field(
+    client, engine, monkeypatch, overrides, field
+):
+    monkeypatch.setenv("ABM_MAILGUN_WEBHOOK_SIGNING_KEY", "mg-key")
+    reset_settings()
+    mailgun = TestClient(create_app(get_settings()))
+    event = {k: v for k, v in {**MAILGUN_EVENT, **overrides}.items() if v is not None}
+    response = mailgun.post("/webhooks/mailgun", content=mailgun_body("mg-key", event))
+    assert response.status_code == 400 and field in response.json()["error"]
+    assert _stored(engine) == []
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        ("x", "event-data must be an object"),
+        ({**MAILGUN_EVENT, "message": ["x"]}, "message must be an object"),
+        ({**MAILGUN_EVENT, "message": {"headers": "x"}}, "message.headers must be an object"),
+        ({**MAILGUN_EVENT, "user-variables": "x"}, "user-variables must be an object"),
+        ({**MAILGUN_EVENT, "timestamp": {}}, "timestamp is not a usable number"),
+    ],
+)
+def test_mailgun_as_sendgrid_raises_bad_events_never_attribute_error(event, reason):
+    from flows.engagement_ingest import BadEvents, mailgun_as_sendgrid
+
+    with pytest.raises(BadEvents, match=reason):
+        mailgun_as_sendgrid(event)
+    shaped = mailgun_as_sendgrid({**MAILGUN_EVENT, "message": {"headers": {"message-id": 1}}})
+    assert shaped["abm_message_id"] == "<1>"
+
+
+@pytest.mark.parametrize("given", ["é" * 64, "\ud800", "0" * 64, ""])
+def test_a_mailgun_signature_is_compared_as_bytes_so_any_text_is_a_clean_refusal(given):
+    from flows.engagement_ingest import BadSignature, verify_mailgun_signature
+
+    now = time.time()
+    block = {"timestamp": str(int(now)), "token": "t\ud800é", "signature": given}
+    with pytest.raises(BadSignature, match="signature does not match"):
+        verify_mailgun_signature("mg-key", block, now)
+
+
+def test_a_mailgun_signature_over_any_token_text_is_accepted_when_it_matches():
+    import hashlib
+    import hmac
+
+    from flows.engagement_ingest import verify_mailgun_signature
+
+    now = time.time()
+    stamp, token = str(int(now)), "tökén\ud800"
+    digest = hmac.new(
+        b"mg-key", (stamp + token).encode("utf-8", "surrogatepass"), hashlib.sha256
+    ).hexdigest()
+    block = {"timestamp": stamp, "token": token, "signature": digest}
+    verify_mailgun_signature("mg-key", block, now)
+
+
+def test_a_non_ascii_mailgun_signature_gets_403_not_a_500(client, engine, monkeypatch):
+    monkeypatch.setenv("ABM_MAILGUN_WEBHOOK_SIGNING_KEY", "mg-key")
+    reset_settings()
+    mailgun = TestClient(create_app(get_settings()), raise_server_exceptions=False)
+    body = json.loads(mailgun_body("mg-key", MAILGUN_EVENT))
+    body["signature"]["signature"] = "é" * 64
+    response = mailgun.post("/webhooks/mailgun", content=json.dumps(body).encode())
+    assert response.status_code == 403 and "signature" in response.json()["error"]
+    assert _stored(engine) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (_events(timestamp=float("nan")), "event 0: timestamp"),
+        (_events(sg_event_id="e\x00"), "event 0: sg_event_id"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        # parsed, but deep enough (~965 levels) not to serialise where it is stored: was a 500
+        (_events(url="D").replace(b'"D"', b"[" * 100 + b"]" * 100), "event 0: url is nested"),
+    ],
+    ids=["nan", "nul", "deep", "deep-data"],
+)
+def test_a_sendgrid_body_the_database_could_not_store_gets_400_naming_the_field(
+    client, engine, body, reason
+):
+    response = client.post(
+        "/webhooks/sendgrid", content=body, headers=sign(body, str(int(time.time())))
+    )
+    assert response.status_code == 400 and reason in response.json()["error"]
+    assert _stored(engine) == []
