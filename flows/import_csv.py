@@ -8,10 +8,12 @@ ends up either in a record or in a reject, never silently dropped.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import functools
 import gc
+import heapq
 import io
 import itertools
 import math
@@ -19,18 +21,33 @@ import os
 import re
 import stat
 import tempfile
-import unicodedata
-import zoneinfo
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TextIO, TypeVar
 
 from sqlalchemy import Engine
 
 from abm.errors import ConfigError
 from abm.settings import Settings
+from flows.import_values import (
+    HOST,
+    PERSONAL_MAILBOX_DOMAINS,
+    SEPARATOR_JUNK,
+    TRIM,
+    nfc,
+    normalise_consent,
+    normalise_country,
+    normalise_domain,
+    normalise_email,
+    normalise_linkedin_url,
+    normalise_timezone,
+    parse_number,
+    show,
+)
+
+if TYPE_CHECKING:
+    from models.store import UpsertCounts
 
 __all__ = [
     "PERSONAL_MAILBOX_DOMAINS",
@@ -120,9 +137,6 @@ class ParseResult:
     record_lines: list[list[int]] = field(default_factory=list)
 
 
-# Every character str.strip() removes, plus zero-width space and stray byte-order marks.
-_TRIM = "".join(chr(c) for c in range(0x3001) if chr(c).isspace()) + "\u200b\ufeff"
-
 _HEADER_JUNK = re.compile(r"\W+")
 _HEADER_ALIASES: dict[str, str] = {
     "e_mail": "email",
@@ -169,15 +183,6 @@ _REJECT_COLUMNS = ["line", "reason"]
 _SEP_LINE = re.compile(r"^\ufeff?sep=(.)\s*$", re.IGNORECASE)
 
 
-def _show(value: str, limit: int = 60) -> str:
-    """A value as it may appear inside a reason: one line, not too long."""
-    value = " ".join(value.split())
-    return value if len(value) <= limit else value[: limit - 1] + "…"
-
-
-_nfc = functools.partial(unicodedata.normalize, "NFC")
-
-
 # --------------------------------------------------------------------------- reading
 
 _P = ParamSpec("_P")
@@ -213,70 +218,160 @@ def _bulk(func: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
-def _decode(path: Path) -> tuple[str, str]:
-    """Bytes to text: UTF-8 (BOM optional), UTF-16 with a BOM, else Windows-1252."""
+_CHUNK = 1 << 20
+_NUL = (
+    "contains a NUL character; the file may be UTF-16 without a byte-order mark "
+    "or not a text file at all"
+)
+
+
+@dataclass(frozen=True)
+class _File:
+    """A file the import reads more than once. A pipe or device (`/dev/stdin`) can be read
+    only once, so its bytes are kept; a regular file is read from disk on every pass."""
+
+    path: Path
+    data: bytes | None = None
+
+    @classmethod
+    def at(cls, path: Path) -> _File:
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            return cls(path)  # reading it raises the error, naming the file
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+            return cls(path)
+        return cls(path, b"".join(cls(path).chunks()))
+
+    def chunks(self) -> Iterator[bytes]:
+        """The bytes a megabyte at a time; reading errors name the file."""
+        if self.data is not None:
+            for start in range(0, len(self.data), _CHUNK):
+                yield self.data[start : start + _CHUNK]
+            return
+        path = self.path
+        try:
+            with path.open("rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    yield chunk
+        except FileNotFoundError:
+            raise ImportFileError(path, "no such file") from None
+        except IsADirectoryError:
+            raise ImportFileError(path, "is a directory, not a CSV file") from None
+        except OSError as exc:
+            raise ImportFileError(path, f"cannot be read ({exc.strerror or exc})") from None
+
+    def size(self) -> int:
+        if self.data is not None:
+            return len(self.data)
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return 0
+
+    def text(self, encoding: str) -> TextIO:
+        """Text lines with their line ends (a lone CR ends a line too), as csv expects."""
+        if self.data is not None:
+            return io.TextIOWrapper(io.BytesIO(self.data), encoding=encoding, newline="")
+        try:
+            return self.path.open(encoding=encoding, newline="")
+        except OSError as exc:
+            raise ImportFileError(self.path, f"cannot be read ({exc.strerror or exc})") from None
+
+
+def _undecodable(file: _File, codec: str, skip: int = 0) -> tuple[int | None, bool]:
+    """Decode the whole file a chunk at a time without keeping it: the offset of the first
+    byte that is not `codec` (None if all are) and whether the text holds a NUL."""
+    decoder = codecs.getincrementaldecoder(codec)()
+    fed = 0
+    buffered = 0
+    nul = False
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImportFileError(path, "no such file") from None
-    except IsADirectoryError:
-        raise ImportFileError(path, "is a directory, not a CSV file") from None
-    except OSError as exc:
-        raise ImportFileError(path, f"cannot be read ({exc.strerror or exc})") from None
-    if not data.strip(b" \t\r\n"):
+        for chunk in file.chunks():
+            if skip and not fed:
+                chunk = chunk[skip:]
+            buffered = len(decoder.getstate()[0])
+            nul = "\x00" in decoder.decode(chunk) or nul
+            fed += len(chunk)
+        buffered = len(decoder.getstate()[0])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        return skip + fed - buffered + exc.start, nul
+    return None, nul
+
+
+def _byte_line(file: _File, offset: int) -> int:
+    """The line (counting LF bytes, as an editor would) that holds the byte at `offset`."""
+    newlines = 0
+    for chunk in file.chunks():
+        if offset < len(chunk):
+            return newlines + chunk.count(b"\n", 0, offset) + 1
+        newlines += chunk.count(b"\n")
+        offset -= len(chunk)
+    return newlines + 1
+
+
+def _encoding(file: _File) -> str:
+    """UTF-8 (BOM optional), UTF-16 with a BOM, else Windows-1252: the whole file must decode
+    and may not hold a NUL. Reads the file once without keeping it."""
+    path = file.path
+    chunks = file.chunks()
+    head = next(chunks, b"")
+    blank = not head.strip(b" \t\r\n")
+    for chunk in chunks if blank else ():
+        if chunk.strip(b" \t\r\n"):
+            blank = False
+            break
+    chunks.close()
+    if blank:
         raise ImportFileError(path, "the file is empty")
-    if data.startswith(b"PK\x03\x04"):
+    if head.startswith(b"PK\x03\x04"):
         raise ImportFileError(
             path, "is an Excel workbook (or another zip file), not CSV; save it as 'CSV UTF-8'"
         )
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        try:
-            return data.decode("utf-16"), "utf-16"
-        except UnicodeDecodeError as exc:
-            raise ImportFileError(path, "is not valid UTF-16 text", _byte_line(data, exc)) from None
-    if data.startswith(b"\xef\xbb\xbf"):
-        try:
-            return data[3:].decode("utf-8"), "utf-8-sig"
-        except UnicodeDecodeError as exc:
-            raise ImportFileError(
-                path,
-                "starts like UTF-8 but contains bytes that are not UTF-8",
-                _byte_line(data, exc),
-            ) from None
-    try:
-        return data.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        pass
-    try:
-        return data.decode("cp1252"), "cp1252"
-    except UnicodeDecodeError as exc:
-        raise ImportFileError(
-            path,
-            "is neither UTF-8 nor Windows-1252 text; save it as 'CSV UTF-8'",
-            _byte_line(data, exc),
-        ) from None
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        tries = [("utf-16", "utf-16", 0, "is not valid UTF-16 text")]
+    elif head.startswith(b"\xef\xbb\xbf"):
+        failure = "starts like UTF-8 but contains bytes that are not UTF-8"
+        tries = [("utf-8-sig", "utf-8", 3, failure)]
+    else:
+        failure = "is neither UTF-8 nor Windows-1252 text; save it as 'CSV UTF-8'"
+        tries = [("utf-8", "utf-8", 0, ""), ("cp1252", "cp1252", 0, failure)]
+    for encoding, codec, skip, failure in tries:
+        offset, nul = _undecodable(file, codec, skip)
+        if offset is not None:
+            if failure:
+                raise ImportFileError(path, failure, _byte_line(file, offset))
+            continue
+        if nul:
+            with file.text(encoding) as handle:
+                line = next(n for n, text in enumerate(handle, 1) if "\x00" in text)
+            raise ImportFileError(path, _NUL, line)
+        return encoding
+    raise AssertionError("cp1252 is always tried last")
 
 
-def _byte_line(data: bytes, exc: UnicodeDecodeError) -> int:
-    return data[: exc.start].count(b"\n") + 1
-
-
-def _sniff(lines: list[str]) -> tuple[str, int]:
+def _sniff(lines: Iterable[str]) -> tuple[str, int]:
     """Pick the delimiter from the header line (quotes respected); honour Excel's `sep=`.
 
-    Returns the delimiter and the index of the first line the CSV reader should see.
+    Returns the delimiter and the index of the first line the CSV reader should see. Reads
+    only as far as the header.
     """
+    it = iter(lines)
     start = 0
-    while start < len(lines) and not lines[start].strip(_TRIM + ',;\t"'):
+    head = next(it, None)
+    while head is not None and not head.strip(TRIM + ',;\t"'):
         start += 1
-    if start < len(lines):
-        match = _SEP_LINE.match(lines[start].rstrip("\r\n"))
-        if match and match.group(1) in ",;\t|":
-            return match.group(1), start + 1
+        head = next(it, None)
+    if head is None:
+        return ",", 0
+    match = _SEP_LINE.match(head.rstrip("\r\n"))
+    if match and match.group(1) in ",;\t|":
+        return match.group(1), start + 1
     counts = {",": 0, ";": 0, "\t": 0}
     in_quotes = False
     scanned = 0
-    for line in lines[start:]:
+    for line in itertools.chain([head], it):
         for ch in line:
             if ch == '"':
                 in_quotes = not in_quotes
@@ -349,14 +444,194 @@ def _row_values(header: list[str], cells: list[str]) -> dict[str, str]:
     return values
 
 
-def _strictly_quoted(lines: list[str], delimiter: str) -> bool:
-    """True when the whole file parses under strict quoting rules (the usual case)."""
+@dataclass(frozen=True)
+class _Source:
+    """How to read a file, decided once by looking at all of it: see `_inspect`."""
+
+    file: _File
+    encoding: str
+    delimiter: str
+    first: int  # lines before the CSV records: blank lines and Excel's `sep=` line
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+
+def _inspect(path: Path) -> _Source:
+    """Encoding and delimiter, with the whole-file checks that come before any row."""
+    file = _File.at(path)
+    encoding = _encoding(file)
+    with file.text(encoding) as handle:
+        delimiter, first = _sniff(handle)
+    return _Source(file, encoding, delimiter, first)
+
+
+class _NotStrict(Exception):
+    """Raised by a strict `_Rows` pass at the first quote out of place."""
+
+
+class _Lines:
+    """An iterator of lines that keeps the ones read since `take` and knows when none are
+    left: the raw text of each record, for checking its quoting."""
+
+    __slots__ = ("_lines", "_next", "taken")
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self._next = next(lines, None)
+        self.taken: list[str] = []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._next
+        if line is None:
+            raise StopIteration
+        self._next = next(self._lines, None)
+        self.taken.append(line)
+        return line
+
+    @property
+    def done(self) -> bool:
+        return self._next is None
+
+    def take(self) -> str:
+        raw = "".join(self.taken)
+        self.taken.clear()
+        return raw
+
+
+class _Rows:
+    """One pass over the records of a file, yielding its data rows one at a time.
+
+    The header (and `rejects`, rows that are not rows at all) fill in as the pass goes, so
+    a file of any size is read in constant memory. `check_quotes` checks each record's
+    quoting, which a file that is not strictly quoted needs; `strict` instead raises
+    `_NotStrict` at the first quote out of place, which is how a pass finds out.
+    """
+
+    def __init__(self, source: _Source, *, check_quotes: bool, strict: bool = False) -> None:
+        self.source = source
+        self.check_quotes = check_quotes
+        self.strict = strict
+        self.header: list[str] = []
+        self.original_header: list[str] = []
+        self.header_line = 0
+        self.rejects: list[Reject] = []
+
+    def table(self, rows: list[CsvRow]) -> CsvTable:
+        source = self.source
+        return CsvTable(
+            header=self.header,
+            rows=rows,
+            delimiter=source.delimiter,
+            encoding=source.encoding,
+            path=source.path,
+            original_header=self.original_header,
+            header_line=self.header_line,
+            rejects=self.rejects,
+        )
+
+    def __iter__(self) -> Iterator[CsvRow]:
+        path, delimiter, first = self.source.path, self.source.delimiter, self.source.first
+        check_quotes = self.check_quotes
+        header: list[str] = []
+        skip = 0
+        width = 0
+        rejects = self.rejects
+        strip = str.strip
+        trims = itertools.repeat(TRIM)
+        end = first
+        with self.source.file.text(self.source.encoding) as handle:
+            lines: Iterator[str] = itertools.islice(handle, first, None)
+            tracked = _Lines(lines) if check_quotes else None
+            reader = csv.reader(
+                tracked or lines, delimiter=delimiter, skipinitialspace=True, strict=self.strict
+            )
+            try:
+                for cells in reader:
+                    start = end + 1
+                    end = first + reader.line_num
+                    cleaned = list(map(strip, cells, trims))
+                    if skip:
+                        del cleaned[:skip]
+                    problem = None
+                    if tracked is not None:
+                        raw = tracked.take()
+                        if not any(cleaned):
+                            continue
+                        if '"' in raw:
+                            problem = _quote_problem(raw, delimiter)
+                        if problem == "unclosed" and tracked.done:
+                            raise ImportFileError(
+                                path,
+                                "a quoted cell starts here and is never closed, so the rest "
+                                "of the file cannot be read",
+                                start,
+                            )
+                    elif not any(cleaned):
+                        continue
+                    n = len(cleaned)
+                    if n == width and problem is None:
+                        yield CsvRow(start, dict(zip(header, cleaned, strict=False)))
+                        continue
+                    if not header:
+                        if problem is not None:
+                            raise ImportFileError(
+                                path, f"the header row is badly quoted ({problem})", start
+                            )
+                        self.header_line = start
+                        if len(cleaned) > 2 and [c.lower() for c in cleaned[:2]] == _REJECT_COLUMNS:
+                            skip = 2
+                        self.original_header = cleaned[skip:]
+                        header = _normalise_header(self.original_header, path, start, skip)
+                        self.header = header
+                        width = len(header)
+                        continue
+                    spans = f" (lines {start}-{end} were read as one row)" if end > start else ""
+                    if problem is not None:
+                        reason = (
+                            'a quote is out of place (inside a quoted cell write a quote as "")'
+                        )
+                        rejects.append(Reject(start, reason + spans, _row_values(header, cleaned)))
+                        continue
+                    if n > width:
+                        last = n
+                        while last > width and not cleaned[last - 1]:
+                            last -= 1
+                        if last > width:
+                            reason = f"{last} fields, header has {width}" + spans
+                            values = _row_values(header, cleaned[:last])
+                            rejects.append(Reject(start, reason, values))
+                            continue
+                        del cleaned[width:]
+                    else:
+                        cleaned.extend([""] * (width - n))
+                    yield CsvRow(start, dict(zip(header, cleaned, strict=False)))
+            except csv.Error as exc:
+                if self.strict:
+                    raise _NotStrict from None
+                raise ImportFileError(
+                    path,
+                    f"cannot be read as CSV ({exc}); is a quote left open?",
+                    first + reader.line_num,
+                ) from None
+        if not header:
+            raise ImportFileError(path, "has no header row (all lines are blank)")
+
+
+def _read(source: _Source, use: Callable[[_Rows], _R]) -> tuple[_Rows, _R]:
+    """Run `use` over the rows of a first, strict pass; if the file turns out not to be
+    strictly quoted, start again checking every record's quoting (the csv module alone would
+    silently misread a stray quote)."""
+    rows = _Rows(source, check_quotes=False, strict=True)
     try:
-        for _ in csv.reader(lines, delimiter=delimiter, skipinitialspace=True, strict=True):
-            pass
-    except csv.Error:
-        return False
-    return True
+        return rows, use(rows)
+    except _NotStrict:
+        rows = _Rows(source, check_quotes=True)
+        return rows, use(rows)
 
 
 @_bulk
@@ -366,492 +641,8 @@ def read_csv(path: Path) -> CsvTable:
     Raises ImportFileError for whole-file problems: missing, empty, undecodable, no header,
     duplicate columns, a quote that is never closed.
     """
-    path = Path(path)
-    text, encoding = _decode(path)
-    nul = text.find("\x00")
-    if nul >= 0:
-        raise ImportFileError(
-            path,
-            "contains a NUL character; the file may be UTF-16 without a byte-order mark "
-            "or not a text file at all",
-            len(io.StringIO(text[: nul + 1], newline="").readlines()),
-        )
-    lines = io.StringIO(text, newline="").readlines()
-    delimiter, first = _sniff(lines)
-    check_quotes = '"' in text and not _strictly_quoted(lines[first:], delimiter)
-    reader = csv.reader(lines[first:], delimiter=delimiter, skipinitialspace=True)
-
-    header: list[str] = []
-    original: list[str] = []
-    header_line = 0
-    skip = 0
-    width = 0
-    rows: list[CsvRow] = []
-    rejects: list[Reject] = []
-    append = rows.append
-    strip = str.strip
-    trims = itertools.repeat(_TRIM)
-    end = first
-    try:
-        for cells in reader:
-            start = end + 1
-            end = first + reader.line_num
-            cleaned = list(map(strip, cells, trims))
-            if skip:
-                del cleaned[:skip]
-            if not any(cleaned):
-                continue
-            problem = None
-            if check_quotes:
-                raw = "".join(lines[start - 1 : end])
-                if '"' in raw:
-                    problem = _quote_problem(raw, delimiter)
-                if problem == "unclosed" and end == len(lines):
-                    raise ImportFileError(
-                        path,
-                        "a quoted cell starts here and is never closed, so the rest of the "
-                        "file cannot be read",
-                        start,
-                    )
-            n = len(cleaned)
-            if n == width and problem is None:
-                append(CsvRow(start, dict(zip(header, cleaned, strict=False))))
-                continue
-            if not header_line:
-                if problem is not None:
-                    raise ImportFileError(
-                        path, f"the header row is badly quoted ({problem})", start
-                    )
-                header_line = start
-                if len(cleaned) > 2 and [c.lower() for c in cleaned[:2]] == _REJECT_COLUMNS:
-                    skip = 2
-                original = cleaned[skip:]
-                header = _normalise_header(original, path, start, skip)
-                width = len(header)
-                continue
-            spans = f" (lines {start}-{end} were read as one row)" if end > start else ""
-            if problem is not None:
-                reason = 'a quote is out of place (inside a quoted cell write a quote as "")'
-                rejects.append(Reject(start, reason + spans, _row_values(header, cleaned)))
-                continue
-            if n > width:
-                last = n
-                while last > width and not cleaned[last - 1]:
-                    last -= 1
-                if last > width:
-                    reason = f"{last} fields, header has {width}" + spans
-                    rejects.append(Reject(start, reason, _row_values(header, cleaned[:last])))
-                    continue
-                del cleaned[width:]
-            else:
-                cleaned.extend([""] * (width - n))
-            append(CsvRow(start, dict(zip(header, cleaned, strict=False))))
-    except csv.Error as exc:
-        raise ImportFileError(
-            path,
-            f"cannot be read as CSV ({exc}); is a quote left open?",
-            first + reader.line_num,
-        ) from None
-    if not header_line:
-        raise ImportFileError(path, "has no header row (all lines are blank)")
-    return CsvTable(
-        header=header,
-        rows=rows,
-        delimiter=delimiter,
-        encoding=encoding,
-        path=path,
-        original_header=original,
-        header_line=header_line,
-        rejects=rejects,
-    )
-
-
-# --------------------------------------------------------------------------- field parsers
-
-_HOST = re.compile(
-    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})"
-)
-_LABEL_CHARS = re.compile(r"[^a-z0-9-]")
-_IPV4 = re.compile(r"[0-9]+(?:\.[0-9]+){3}")
-_SCHEME = re.compile(r"^(?:[a-z][a-z0-9+.-]*:)?//")
-_PORT = re.compile(r":[0-9]*$")
-_LOCAL = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-_ANGLE = re.compile(r"<([^<>]*)>$")
-_EMAIL = re.compile(rf"({_LOCAL.pattern})@({_HOST.pattern})")
-_LIST_SEPARATORS = re.compile(r"[;,\s]")
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _check_host(host: str) -> str:
-    """Validate a lowercase host name and return its ASCII (IDNA) form.
-
-    Raises ValueError with a phrase that completes "it ...". Cached: contacts repeat domains.
-    """
-    if len(host) <= 253 and _HOST.fullmatch(host):
-        return host
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii").lower()
-        except UnicodeError:
-            raise ValueError("is not a valid international domain name") from None
-        if len(host) <= 253 and _HOST.fullmatch(host):
-            return host
-    if _IPV4.fullmatch(host):
-        raise ValueError("is an IP address, not a domain")
-    labels = host.split(".")
-    if len(labels) < 2:
-        raise ValueError("has no top-level domain such as .com")
-    if any(not label for label in labels):
-        raise ValueError("has an empty part between two dots")
-    for label in labels:
-        bad = _LABEL_CHARS.search(label)
-        if bad:
-            ch = bad.group(0)
-            shown = "a space" if ch.isspace() else f"'{ch}'"
-            raise ValueError(f"contains {shown}, which is not allowed in a domain")
-        if len(label) > 63:
-            raise ValueError("has a part longer than 63 characters")
-        if label.startswith("-") or label.endswith("-"):
-            raise ValueError("has a part that starts or ends with '-'")
-    if len(host) > 253:
-        raise ValueError("is longer than 253 characters")
-    raise ValueError(f"ends in '.{labels[-1]}', which is not a top-level domain")
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def normalise_domain(raw: str) -> str:
-    """A company domain as accounts are keyed: lowercase, bare host, IDNA-encoded.
-
-    Pasted URLs ("https://www.Acme.com/about?x=1") are common in exports, so scheme, `www.`,
-    path, query, port and a trailing dot are dropped before validation.
-    """
-    s = raw.strip(_TRIM).lower()
-    if not s:
-        raise ValueError("the domain is empty")
-    if len(s) <= 253 and _HOST.fullmatch(s) and not s.startswith("www."):
-        return s
-    s = _SCHEME.sub("", s)
-    for sep in "/?#\\":
-        s = s.split(sep, 1)[0]
-    if "@" in s:
-        raise ValueError(f"'{_show(raw)}' looks like an email address, not a domain")
-    s = _PORT.sub("", s).strip(_TRIM).rstrip(".")
-    if s.startswith("www.") and s.count(".") >= 2:
-        s = s[4:]
-    if not s:
-        raise ValueError(f"'{_show(raw)}' is not a valid domain")
-    try:
-        return _check_host(s)
-    except ValueError as exc:
-        raise ValueError(f"'{_show(raw)}' is not a valid domain: it {exc}") from None
-
-
-def normalise_email(raw: str) -> str:
-    """An email address as contacts are keyed: bare address, lowercase, validated.
-
-    Accepts the wrappers people paste from mail clients: "mailto:", "Jane <jane@acme.com>".
-    Non-ASCII before the @ is refused because most sending services cannot deliver to it.
-    """
-    s = raw.strip(_TRIM).lower()
-    fast = _EMAIL.fullmatch(s)
-    if fast and fast.end(1) <= 64 and len(s) - fast.start(2) <= 253:
-        return s
-    if not s:
-        raise ValueError("the email address is empty")
-    angle = _ANGLE.search(s)
-    if angle:
-        s = angle.group(1).strip(_TRIM)
-    if s[:7].lower() == "mailto:":
-        s = s[7:].split("?", 1)[0].strip(_TRIM)
-    s = s.lower()
-    local, at, domain = s.rpartition("@")
-    if at and local and domain and _LOCAL.fullmatch(local) and len(local) <= 64:
-        try:
-            return f"{local}@{_check_host(domain.rstrip('.'))}"
-        except ValueError as exc:
-            raise ValueError(
-                f"'{_show(raw)}' is not a valid email address: the part after @ {exc}"
-            ) from None
-    shown = _show(raw)
-    if not at:
-        raise ValueError(f"'{shown}' is not a valid email address: it has no @")
-    if s.count("@") > 1:
-        if _LIST_SEPARATORS.search(s):
-            raise ValueError(f"'{shown}' holds more than one email address; use one per row")
-        raise ValueError(f"'{shown}' is not a valid email address: it has more than one @")
-    if any(ch.isspace() for ch in s):
-        raise ValueError(f"'{shown}' is not a valid email address: it contains a space")
-    if not local:
-        raise ValueError(f"'{shown}' is not a valid email address: nothing before the @")
-    if not domain:
-        raise ValueError(f"'{shown}' is not a valid email address: nothing after the @")
-    if not local.isascii():
-        raise ValueError(
-            f"'{shown}' is not a valid email address: letters such as accents before the @ "
-            "cannot be delivered by most sending services"
-        )
-    if len(local) > 64:
-        raise ValueError(f"'{shown}' is not a valid email address: the part before @ is too long")
-    raise ValueError(
-        f"'{shown}' is not a valid email address: the part before @ has a character or dot "
-        "that is not allowed"
-    )
-
-
-_NO_NUMBER = frozenset({"", "-", "–", "—", "?", "n/a", "na", "none", "null", "unknown", "tbd"})
-_CURRENCY = re.compile(
-    r"^(?:[$€£¥₹]|usd|eur|gbp|chf|jpy|aud|cad|inr|sek|nok|dkk)\s*"
-    r"|\s*(?:[$€£¥₹]|usd|eur|gbp|chf|jpy|aud|cad|inr|sek|nok|dkk)$"
-)
-_RANGE = re.compile(r"(.+?)\s*(?:-|–|—|\bto\b|\bbis\b)\s*(.+)")
-_AMOUNT = re.compile(r"([-+]?)\s*([0-9.,'\s]*[0-9][0-9.,'\s]*?)\s*([a-z]*)\+?")
-_GROUPED = re.compile(r"[0-9]{1,3}(?:[\s'][0-9]{3})+(?:[.,][0-9]+)?")
-_GROUP_SPACES = re.compile(r"[\s']")
-_PLAIN = re.compile(r"[0-9]*\.?[0-9]*")
-_MULTIPLIERS = {
-    "": Decimal(1),
-    "k": Decimal(1_000),
-    "thousand": Decimal(1_000),
-    "m": Decimal(1_000_000),
-    "mm": Decimal(1_000_000),
-    "mn": Decimal(1_000_000),
-    "mio": Decimal(1_000_000),
-    "million": Decimal(1_000_000),
-    "b": Decimal(1_000_000_000),
-    "bn": Decimal(1_000_000_000),
-    "mrd": Decimal(1_000_000_000),
-    "billion": Decimal(1_000_000_000),
-}
-
-
-def _digits(n: str, european: bool, has_suffix: bool) -> Decimal:
-    """Digits with thousands/decimal separators to a Decimal, raising ValueError if unclear."""
-    if _GROUP_SPACES.search(n):
-        if not _GROUPED.fullmatch(n):
-            raise ValueError(n)
-        n = _GROUP_SPACES.sub("", n)
-    dot, comma = "." in n, "," in n
-    if dot and comma:
-        dec = "." if n.rfind(".") > n.rfind(",") else ","
-        thousands = "," if dec == "." else "."
-        whole, _, frac = n.rpartition(dec)
-        groups = whole.split(thousands)
-        if not (1 <= len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:])):
-            raise ValueError(n)
-        n = "".join(groups) + "." + frac
-    elif dot or comma:
-        sep = "." if dot else ","
-        parts = n.split(sep)
-        if len(parts) > 2:
-            if not (1 <= len(parts[0]) <= 3 and all(len(p) == 3 for p in parts[1:])):
-                raise ValueError(n)
-            n = "".join(parts)
-        else:
-            whole, frac = parts
-            thousands = "." if european else ","
-            if has_suffix and sep == ".":
-                thousands = ""
-            if sep == thousands and len(frac) == 3 and 1 <= len(whole) <= 3 and whole != "0":
-                n = whole + frac
-            else:
-                n = f"{whole or '0'}.{frac or '0'}"
-    if not _PLAIN.fullmatch(n) or not any(ch.isdigit() for ch in n):
-        raise ValueError(n)
-    return Decimal(n)
-
-
-def _amount(part: str, european: bool) -> tuple[Decimal, Decimal | None]:
-    """One number with optional sign, currency and k/M/B suffix; the suffix is returned too."""
-    part = _CURRENCY.sub("", _CURRENCY.sub("", part.strip())).strip()
-    match = _AMOUNT.fullmatch(part)
-    if not match:
-        raise ValueError(part)
-    sign, digits, suffix = match.groups()
-    if suffix not in _MULTIPLIERS:
-        raise ValueError(part)
-    value = _digits(digits.strip(), european, bool(suffix)) * _MULTIPLIERS[suffix]
-    return (-value if sign == "-" else value), (_MULTIPLIERS[suffix] if suffix else None)
-
-
-def parse_number(raw: str, *, european: bool = False) -> float | None:
-    """Read the numbers marketers type: "1,200", "1 200", "5k", "$3.4M", "€ 5m", "10-50".
-
-    `european=True` (the caller passes it for ;-separated files) reads a lone "1.200" as
-    twelve hundred and "1,5" as one and a half. Ranges give their midpoint. Blank and
-    "n/a"-like cells give None.
-    """
-    s = raw.strip(_TRIM).lower()
-    if s in _NO_NUMBER:
-        return None
-    try:
-        if len(s) > 60:
-            raise ValueError(s)
-        try:
-            value, _ = _amount(s, european)
-        except ValueError:
-            match = _RANGE.fullmatch(s)
-            if not match:
-                raise
-            low, low_mult = _amount(match.group(1), european)
-            high, high_mult = _amount(match.group(2), european)
-            if low_mult is None and high_mult is not None and low * high_mult <= high:
-                low *= high_mult
-            if low > high:
-                raise ValueError(s) from None
-            value = (low + high) / 2
-    except (ValueError, InvalidOperation):
-        raise ValueError(f"cannot read '{_show(raw)}' as a number") from None
-    result = float(value)
-    if not math.isfinite(result):
-        raise ValueError(f"'{_show(raw)}' is too large")
-    return result
-
-
-_COUNTRY_NAMES = {
-    "US": "united states|united states of america|usa|u s|u s a|america|us of a",
-    "GB": "united kingdom|uk|great britain|britain|england|scotland|wales|northern ireland|gbr",
-    "DE": "germany|deutschland|deu|ger",
-    "FR": "france|fra",
-    "NL": "netherlands|the netherlands|holland|nederland|nld",
-    "ES": "spain|españa|espana|esp",
-    "IT": "italy|italia|ita",
-    "CA": "canada|can",
-    "AU": "australia|aus",
-    "JP": "japan|jpn|日本",
-    "IN": "india|ind",
-    "BR": "brazil|brasil|bra",
-    "SE": "sweden|sverige|swe",
-    "CH": "switzerland|schweiz|suisse|svizzera|che",
-    "IE": "ireland|éire|irl",
-    "AT": "austria|österreich|osterreich|aut",
-    "BE": "belgium|belgië|belgie|belgique|bel",
-    "DK": "denmark|danmark|dnk",
-    "NO": "norway|norge|nor",
-    "FI": "finland|suomi|fin",
-    "PL": "poland|polska|pol",
-    "PT": "portugal|prt",
-    "CZ": "czech republic|czechia|česko|cesko|cze",
-    "LU": "luxembourg|lux",
-    "GR": "greece|grc|el",
-    "TR": "turkey|türkiye|turkiye|tur",
-    "IL": "israel|isr",
-    "AE": "united arab emirates|uae|are",
-    "SG": "singapore|sgp",
-    "HK": "hong kong|hkg",
-    "CN": "china|chn|people's republic of china",
-    "KR": "south korea|korea|republic of korea|kor",
-    "TW": "taiwan|twn",
-    "NZ": "new zealand|nzl",
-    "ZA": "south africa|zaf",
-    "MX": "mexico|méxico|mex",
-    "AR": "argentina|arg",
-    "CL": "chile|chl",
-    "CO": "colombia|col",
-    "RO": "romania|rou",
-    "HU": "hungary|hun",
-    "EE": "estonia|est",
-    "UA": "ukraine|ukr",
-}
-_COUNTRIES = {name: code for code, names in _COUNTRY_NAMES.items() for name in names.split("|")}
-
-
-@functools.lru_cache(maxsize=4096)
-def normalise_country(raw: str) -> str | None:
-    """ISO 3166 alpha-2 for the country names and codes people type; anything else kept as is.
-
-    An unknown country is not an error: scoring rules may still match the text.
-    """
-    s = _nfc(raw.strip(_TRIM))
-    if not s:
-        return None
-    key = " ".join(s.lower().replace(".", " ").split())
-    code = _COUNTRIES.get(key) or _COUNTRIES.get(key.replace(" ", ""))
-    if code:
-        return code
-    if len(s) == 2 and s.isascii() and s.isalpha():
-        return s.upper()
-    return s
-
-
-@functools.cache
-def _timezone_names() -> dict[str, str]:
-    return {name.lower(): name for name in zoneinfo.available_timezones()}
-
-
-def normalise_timezone(raw: str) -> str | None:
-    """The canonical IANA name ("europe/berlin" -> "Europe/Berlin"); blank gives None."""
-    s = raw.strip(_TRIM)
-    if not s:
-        return None
-    canonical = _timezone_names().get(s.replace(" ", "_").lower())
-    if canonical:
-        return canonical
-    if "/" in s and s.isascii() and ".." not in s:
-        try:
-            zoneinfo.ZoneInfo(s)
-        except (ValueError, OSError, zoneinfo.ZoneInfoNotFoundError):
-            pass
-        else:
-            return s
-    raise ValueError(
-        f"'{_show(s)}' is not a time zone name such as Europe/Berlin or America/New_York"
-    )
-
-
-_CONSENT = {
-    "opt_in": "opt_in",
-    "optin": "opt_in",
-    "opted_in": "opt_in",
-    "legitimate_interest": "legitimate_interest",
-    "none": "none",
-}
-_CONSENT_JUNK = re.compile(r"[\s-]+")
-
-
-def normalise_consent(raw: str) -> str | None:
-    """opt_in, legitimate_interest or none (GDPR lawful basis); blank gives None."""
-    s = raw.strip(_TRIM)
-    if not s:
-        return None
-    value = _CONSENT.get(_CONSENT_JUNK.sub("_", s.lower()))
-    if value is None:
-        raise ValueError(f"'{_show(s)}' is not one of opt_in, legitimate_interest, none")
-    return value
-
-
-_LINKEDIN = re.compile(
-    r"(?:https?://)?((?:[a-z0-9-]+\.)*linkedin\.com)(?::[0-9]+)?(/[^?#\s]*)?(?:[?#]\S*)?",
-    re.IGNORECASE,
-)
-
-
-def normalise_linkedin_url(raw: str) -> str | None:
-    """An https linkedin.com URL without tracking query; blank gives None."""
-    s = raw.strip(_TRIM)
-    if not s:
-        return None
-    match = _LINKEDIN.fullmatch(s)
-    if not match:
-        raise ValueError(f"'{_show(s)}' is not a linkedin.com URL")
-    path = (match.group(2) or "").rstrip("/")
-    if not path:
-        raise ValueError(f"'{_show(s)}' does not point to a LinkedIn profile or page")
-    return f"https://{match.group(1).lower()}{path}"
-
-
-_PERSONAL_MAILBOX_LIST = """
-    gmail.com googlemail.com outlook.com outlook.de hotmail.com hotmail.co.uk hotmail.de
-    hotmail.fr hotmail.it hotmail.es live.com live.co.uk live.de msn.com yahoo.com yahoo.co.uk
-    yahoo.de yahoo.fr yahoo.es yahoo.it yahoo.co.jp ymail.com rocketmail.com aol.com aol.de
-    icloud.com me.com mac.com gmx.de gmx.net gmx.at gmx.ch gmx.com web.de t-online.de
-    freenet.de posteo.de mailbox.org arcor.de protonmail.com protonmail.ch proton.me pm.me
-    tutanota.com tutanota.de tuta.io zohomail.com yandex.ru yandex.com mail.ru qq.com 163.com
-    126.com orange.fr wanadoo.fr free.fr laposte.net sfr.fr libero.it virgilio.it
-    btinternet.com sky.com comcast.net verizon.net att.net sbcglobal.net fastmail.com hey.com
-    naver.com hanmail.net rediffmail.com seznam.cz wp.pl o2.pl interia.pl bluewin.ch
-    hushmail.com gmx.fr
-"""
-PERSONAL_MAILBOX_DOMAINS: frozenset[str] = frozenset(_PERSONAL_MAILBOX_LIST.split())
+    rows, listed = _read(_inspect(Path(path)), list)
+    return rows.table(listed)
 
 
 # --------------------------------------------------------------------------- row parsing
@@ -860,7 +651,7 @@ PERSONAL_MAILBOX_DOMAINS: frozenset[str] = frozenset(_PERSONAL_MAILBOX_LIST.spli
 def _missing_column(table: CsvTable, what: str) -> ImportFileError:
     found = ", ".join(table.original_header or table.header)
     hint = ""
-    if any("@" in h or _HOST.fullmatch(h.lower()) for h in table.original_header):
+    if any("@" in h or HOST.fullmatch(h.lower()) for h in table.original_header):
         hint = "; the first row looks like data: does the file start with a header row?"
     return ImportFileError(
         table.path,
@@ -894,7 +685,10 @@ class _Merger:
             return
         self.merged += 1
         self.lines[i].append(line)
-        target = self.records[i]
+        self.merge(self.records[i], record)
+
+    def merge(self, target: dict[str, Any], record: dict[str, Any]) -> None:
+        """Fold a later record for the same key into `target`."""
         for name, value in record.items():
             if name in self.list_keys:
                 seen = {v.casefold() for v in target[name]}
@@ -916,11 +710,11 @@ class _Merger:
 
 
 def _text(value: str) -> str | None:
-    return _nfc(value) if value else None
+    return nfc(value) if value else None
 
 
 def _attributes(values: dict[str, str], columns: list[str]) -> dict[str, str]:
-    return {c: _nfc(values[c]) for c in columns if values[c]}
+    return {c: nfc(values[c]) for c in columns if values[c]}
 
 
 def _field(errors: list[str], name: str, raw: str, parse: Callable[[str], Any]) -> Any:
@@ -932,10 +726,15 @@ def _field(errors: list[str], name: str, raw: str, parse: Callable[[str], Any]) 
         return None
 
 
+_MEMO_SIZE = 1 << 14
+
+
 class _Memo:
     """A field parser that remembers each raw value's outcome or error message.
 
-    Columns such as time zone, consent or account domain repeat thousands of times.
+    Columns such as time zone, consent or account domain repeat thousands of times. The
+    memory is bounded (`_MEMO_SIZE` values, then it starts again), so that a streaming
+    import of many accounts' contacts stays flat.
     """
 
     __slots__ = ("cache", "label", "parse")
@@ -952,6 +751,8 @@ class _Memo:
                 hit = (self.parse(raw), None)
             except ValueError as exc:
                 hit = (None, f"{self.label}{exc}")
+            if len(self.cache) >= _MEMO_SIZE:
+                self.cache.clear()
             self.cache[raw] = hit
         if hit[1] is not None:
             errors.append(hit[1])
@@ -966,7 +767,7 @@ def _technologies(raw: str) -> list[str]:
     result: list[str] = []
     seen: set[str] = set()
     for item in _TECH_SPLIT.split(raw):
-        item = _nfc(item.strip(_TRIM))
+        item = nfc(item.strip(TRIM))
         key = item.casefold()
         if item and key not in seen:
             seen.add(key)
@@ -979,13 +780,13 @@ def _tier(raw: str) -> int | None:
         return None
     match = _TIER.fullmatch(raw)
     if not match:
-        raise ValueError(f"must be 1, 2 or 3 (or blank), not '{_show(raw)}'")
+        raise ValueError(f"must be 1, 2 or 3 (or blank), not '{show(raw)}'")
     return int(match.group(1))
 
 
 def _non_negative(value: float | None, raw: str) -> float | None:
     if value is not None and value < 0:
-        raise ValueError(f"'{_show(raw)}' is negative")
+        raise ValueError(f"'{show(raw)}' is negative")
     return value
 
 
@@ -1074,6 +875,22 @@ def parse_contacts(table: CsvTable, known_domains: Collection[str]) -> ParseResu
     The account comes from `account_domain`, else from the email's domain (or its parent
     domain when only that is a known account). Personal mailboxes need an explicit account.
     """
+    parse = _contact_parser(table, known_domains)
+    merger = _contact_merger()
+    rejects = list(table.rejects)
+    parse(table.rows, merger, rejects)
+    return merger.result(table, rejects)
+
+
+def _contact_merger() -> _Merger:
+    return _Merger(dict_keys=("attributes",))
+
+
+def _contact_parser(
+    table: CsvTable, known_domains: Collection[str]
+) -> Callable[[Iterable[CsvRow], _Merger, list[Reject]], None]:
+    """`parse_contacts` for a file's header, as a function of a batch of its rows: the import
+    calls it once per batch, keeping what it has learnt about repeated values."""
     header = table.header
     if "email" not in header:
         raise _missing_column(table, "'email'")
@@ -1105,76 +922,75 @@ def parse_contacts(table: CsvTable, known_domains: Collection[str]) -> ParseResu
     first_c, last_c, title_c = columns["first_name"], columns["last_name"], columns["title"]
     account_c, linkedin_c, country_c = domain_col, columns["linkedin_url"], columns["country"]
     timezone_c, consent_c = columns["timezone"], columns["consent"]
-    nfc = _nfc
 
-    merger = _Merger(dict_keys=("attributes",))
-    index, records, record_lines = merger.index, merger.records, merger.lines
-    rejects = list(table.rejects)
-    for row in table.rows:
-        v = row.values
-        errors: list[str] = []
-        raw = v["email"]
-        email = None
-        if raw:
-            try:
-                email = normalise_email(raw)
-            except ValueError as exc:
-                errors.append(f"email: {exc}")
-        else:
-            errors.append("email: missing (every contact needs an email address)")
-        raw = v[account_c] if account_c else ""
-        account = None
-        if raw:
-            account = account_memo(raw, errors)
-            if account is not None and account not in known:
-                errors.append(f"unknown account '{account}' (import accounts first)")
-        elif email is not None:
-            raw = email[email.rindex("@") + 1 :]
-            hit = derived_cache.get(raw)
-            account = hit[0] if hit and hit[1] is None else derived_memo(raw, errors)
-        linkedin = None
-        raw = v[linkedin_c] if linkedin_c else ""
-        if raw:
-            try:
-                linkedin = normalise_linkedin_url(raw)
-            except ValueError as exc:
-                errors.append(f"linkedin_url: {exc}")
-        timezone = None
-        raw = v[timezone_c] if timezone_c else ""
-        if raw:
-            hit = timezone_cache.get(raw)
-            timezone = hit[0] if hit and hit[1] is None else timezone_memo(raw, errors)
-        consent = None
-        raw = v[consent_c] if consent_c else ""
-        if raw:
-            hit = consent_cache.get(raw)
-            consent = hit[0] if hit and hit[1] is None else consent_memo(raw, errors)
-        if errors:
-            rejects.append(Reject(row.line, "; ".join(errors), v))
-            continue
-        first = v[first_c] if first_c else ""
-        last = v[last_c] if last_c else ""
-        title = v[title_c] if title_c else ""
-        country = v[country_c] if country_c else ""
-        record = {
-            "email": email,
-            "first_name": nfc(first) if first else None,
-            "last_name": nfc(last) if last else None,
-            "title": nfc(title) if title else None,
-            "account_domain": account,
-            "linkedin_url": linkedin,
-            "country": normalise_country(country) if country else None,
-            "timezone": timezone,
-            "consent": consent,
-            "attributes": {c: nfc(v[c]) for c in others if v[c]} if others else {},
-        }
-        if email in index:
-            merger.add(email, record, row.line)
-        else:
-            index[email] = len(records)
-            records.append(record)
-            record_lines.append([row.line])
-    return merger.result(table, rejects)
+    def parse(rows: Iterable[CsvRow], merger: _Merger, rejects: list[Reject]) -> None:
+        index, records, record_lines = merger.index, merger.records, merger.lines
+        for row in rows:
+            v = row.values
+            errors: list[str] = []
+            raw = v["email"]
+            email = None
+            if raw:
+                try:
+                    email = normalise_email(raw)
+                except ValueError as exc:
+                    errors.append(f"email: {exc}")
+            else:
+                errors.append("email: missing (every contact needs an email address)")
+            raw = v[account_c] if account_c else ""
+            account = None
+            if raw:
+                account = account_memo(raw, errors)
+                if account is not None and account not in known:
+                    errors.append(f"unknown account '{account}' (import accounts first)")
+            elif email is not None:
+                raw = email[email.rindex("@") + 1 :]
+                hit = derived_cache.get(raw)
+                account = hit[0] if hit and hit[1] is None else derived_memo(raw, errors)
+            linkedin = None
+            raw = v[linkedin_c] if linkedin_c else ""
+            if raw:
+                try:
+                    linkedin = normalise_linkedin_url(raw)
+                except ValueError as exc:
+                    errors.append(f"linkedin_url: {exc}")
+            timezone = None
+            raw = v[timezone_c] if timezone_c else ""
+            if raw:
+                hit = timezone_cache.get(raw)
+                timezone = hit[0] if hit and hit[1] is None else timezone_memo(raw, errors)
+            consent = None
+            raw = v[consent_c] if consent_c else ""
+            if raw:
+                hit = consent_cache.get(raw)
+                consent = hit[0] if hit and hit[1] is None else consent_memo(raw, errors)
+            if errors:
+                rejects.append(Reject(row.line, "; ".join(errors), v))
+                continue
+            first = v[first_c] if first_c else ""
+            last = v[last_c] if last_c else ""
+            title = v[title_c] if title_c else ""
+            country = v[country_c] if country_c else ""
+            record = {
+                "email": email,
+                "first_name": nfc(first) if first else None,
+                "last_name": nfc(last) if last else None,
+                "title": nfc(title) if title else None,
+                "account_domain": account,
+                "linkedin_url": linkedin,
+                "country": normalise_country(country) if country else None,
+                "timezone": timezone,
+                "consent": consent,
+                "attributes": {c: nfc(v[c]) for c in others if v[c]} if others else {},
+            }
+            if email in index:
+                merger.add(email, record, row.line)
+            else:
+                index[email] = len(records)
+                records.append(record)
+                record_lines.append([row.line])
+
+    return parse
 
 
 _CHANNELS = {
@@ -1189,7 +1005,7 @@ _CHANNELS = {
 
 def _suppressed_domain(raw: str) -> str:
     """A domain to suppress; "@acme.com" and "*.acme.com" are common ways to write one."""
-    s = raw.strip(_TRIM)
+    s = raw.strip(TRIM)
     for prefix in ("*@", "@", "*."):
         if s.startswith(prefix):
             s = s[len(prefix) :]
@@ -1224,7 +1040,7 @@ def parse_suppressions(table: CsvTable) -> ParseResult:
             errors.append("both " + " and ".join(c for c, _ in given) + " given; use one per row")
         else:
             column, raw = given[0]
-            bare = raw.strip(_TRIM)
+            bare = raw.strip(TRIM)
             if column == "email" or (
                 column == "value" and "@" in bare and not bare.startswith(("@", "*@"))
             ):
@@ -1234,9 +1050,9 @@ def parse_suppressions(table: CsvTable) -> ParseResult:
         channel = "all"
         raw_channel = v["channel"] if has_channel else ""
         if raw_channel:
-            channel = _CHANNELS.get(_CONSENT_JUNK.sub("_", raw_channel.lower()), "")
+            channel = _CHANNELS.get(SEPARATOR_JUNK.sub("_", raw_channel.lower()), "")
             if not channel:
-                errors.append(f"channel: '{_show(raw_channel)}' is not one of all, email, linkedin")
+                errors.append(f"channel: '{show(raw_channel)}' is not one of all, email, linkedin")
         if errors:
             rejects.append(Reject(row.line, "; ".join(errors), v))
             continue
@@ -1321,44 +1137,206 @@ class ImportReport:
     notes: list[str]
 
 
-def import_file(kind: str, path: Path, engine: Engine, settings: Settings) -> ImportReport:
+IMPORT_BATCH_ROWS = 20_000
+
+
+def import_file(
+    kind: str,
+    path: Path,
+    engine: Engine,
+    settings: Settings,
+    *,
+    batch_rows: int = IMPORT_BATCH_ROWS,
+) -> ImportReport:
     """Read, validate and bulk-upsert one CSV file; rejected rows go to FILE.rejects.csv.
 
     Good rows are written even when others are rejected; re-importing the same file
-    changes nothing."""
-    from flows.stakeholders import classify_title, load_title_table
+    changes nothing; a file that cannot be read changes nothing. Contacts stream through in
+    batches of `batch_rows`, so memory does not grow with the file (see `_import_contacts`)."""
     from models import store
 
-    table = read_csv(Path(path))
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be at least 1, not {batch_rows}")
+    if kind == "contacts":
+        table, rejects, merged, counts = _import_contacts(Path(path), engine, settings, batch_rows)
+    else:
+        table = read_csv(Path(path))
+        if kind == "accounts":
+            result = parse_accounts(table)
+            counts = store.upsert_accounts(engine, result.records)
+        elif kind == "suppressions":
+            result = parse_suppressions(table)
+            added = store.add_suppressions(engine, result.records)
+            counts = store.UpsertCounts(imported=added, unchanged=len(result.records) - added)
+        else:
+            raise ValueError(f"unknown import kind {kind!r}")
+        rejects, merged = result.rejects, result.duplicates_merged
     notes = []
     if table.encoding != "utf-8":
         notes.append(f"{path}: not UTF-8; read as {table.encoding}")
-    if kind == "accounts":
-        result = parse_accounts(table)
-        counts = store.upsert_accounts(engine, result.records)
-    elif kind == "contacts":
-        result = parse_contacts(table, store.known_domains(engine))
-        titles = load_title_table(settings.title_rules)
-        for record in result.records:
-            found = classify_title(record.get("title"), titles)
-            record.update(seniority=found.seniority, function=found.function, role=found.role)
-        counts = store.upsert_contacts(engine, result.records)
-    elif kind == "suppressions":
-        result = parse_suppressions(table)
-        added = store.add_suppressions(engine, result.records)
-        counts = store.UpsertCounts(imported=added, unchanged=len(result.records) - added)
-    else:
-        raise ValueError(f"unknown import kind {kind!r}")
-    if result.duplicates_merged:
-        notes.append(f"{path}: {result.duplicates_merged} duplicate rows merged")
+    if merged:
+        notes.append(f"{path}: {merged} duplicate rows merged")
     if counts.unchanged:
         notes.append(f"{path}: {counts.unchanged} rows already up to date")
-    written = write_rejects(Path(path), table, result.rejects)
+    written = write_rejects(Path(path), table, rejects)
     return ImportReport(
         imported=counts.imported,
         updated=counts.updated,
         unchanged=counts.unchanged,
-        rejects=result.rejects,
+        rejects=rejects,
         rejects_path=written,
         notes=notes,
     )
+
+
+def _import_contacts(
+    path: Path, engine: Engine, settings: Settings, batch_rows: int
+) -> tuple[CsvTable, list[Reject], int, UpsertCounts]:
+    """Import contacts in two passes over the file, each in constant memory.
+
+    The first pass reads the whole file, so that every whole-file error is raised before a
+    row is written, and notes which emails may repeat (`_repeated`). The second validates,
+    merges, classifies and upserts `batch_rows` rows at a time, in one transaction
+    (`store.contact_batches`); a contact whose email repeats in a later batch waits in a
+    `_Carry` until its last row, so duplicates merge, and are counted, as if the whole file
+    were read at once. Returns the table (header only), the rejects, the number of rows
+    merged into others and the upsert counts.
+    """
+    from flows.stakeholders import classify_title, load_title_table
+    from models import store
+
+    source = _inspect(path)
+    bits = 1 << min(26, max(16, source.file.size().bit_length()))
+    scan, repeated = _read(source, functools.partial(_repeated, key=_email_key, bits=bits))
+    parse = _contact_parser(scan.table([]), store.known_domains(engine))
+    titles = load_title_table(settings.title_rules)
+    rows = _Rows(source, check_quotes=scan.check_quotes)
+    pending = iter(rows)
+    carry = _Carry(repeated, _contact_merger())
+    rejects: list[Reject] = []
+    merged = 0
+
+    def step(batches: store.ContactBatches) -> bool:
+        """Parse, merge, classify and write the next batch; False once the file is done."""
+        nonlocal merged
+        batch = list(itertools.islice(pending, batch_rows))
+        if batch:
+            merger = _contact_merger()
+            parse(batch, merger, rejects)
+            merged += merger.merged
+            records = carry.settle(merger, batch[-1].line)
+        else:
+            records = carry.rest()
+        for record in records:
+            found = classify_title(record.get("title"), titles)
+            record.update(seniority=found.seniority, function=found.function, role=found.role)
+        batches.write(records)
+        return bool(batch)
+
+    # The collector stays off (see `_gc_paused`): a batch's rows and records form no cycles
+    # and are freed as soon as `step` returns, so a young-generation pass after each batch
+    # finds the little cyclic garbage the database layer leaves, without rescanning the rest.
+    with _gc_paused(), store.contact_batches(engine) as batches:
+        while step(batches):
+            gc.collect(1)
+    rejects.extend(rows.rejects)
+    rejects.sort(key=lambda r: r.line)
+    return rows.table([]), rejects, merged + carry.merged, batches.counts
+
+
+def _email_key(values: dict[str, str]) -> str | None:
+    """The key `parse_contacts` files a row under, if it has one."""
+    raw = values.get("email")
+    if not raw:
+        return None
+    try:
+        return normalise_email(raw)
+    except ValueError:
+        return None
+
+
+def _repeated(
+    rows: Iterable[CsvRow], key: Callable[[dict[str, str]], Any], bits: int
+) -> dict[int, int]:
+    """hash(key) -> line of the last row, for every key that may be on more than one row.
+
+    The keys seen are remembered in a Bloom filter (two bits per key in a fixed array of
+    `bits` bits), so the pass needs the same memory for any file. A key it wrongly takes for
+    seen costs one entry here and nothing else: `_Carry` only holds a record back while rows
+    for its key are still to come.
+    """
+    seen = bytearray(bits >> 3)
+    mask = bits - 1
+    repeated: dict[int, int] = {}
+    with _gc_paused():
+        for row in rows:
+            k = key(row.values)
+            if k is None:
+                continue
+            h = hash(k)
+            a = h & mask
+            b = (h >> 32) & mask
+            bit_a = 1 << (a & 7)
+            bit_b = 1 << (b & 7)
+            if seen[a >> 3] & bit_a and seen[b >> 3] & bit_b:
+                repeated[h] = row.line
+            else:
+                seen[a >> 3] |= bit_a
+                seen[b >> 3] |= bit_b
+    return repeated
+
+
+class _Carry:
+    """Merged records whose key still has rows in a later batch, held until their last row.
+
+    So a contact on lines 10 and 900,000 is written once, merged from both rows in file
+    order, and counted once, as when the whole file was merged in memory. Only keys with
+    rows still to come are held: memory follows the open duplicates, not the file.
+    """
+
+    def __init__(self, repeated: dict[int, int], merger: _Merger) -> None:
+        self.repeated = repeated
+        self.merge = merger.merge
+        self.waiting: dict[Any, tuple[int, dict[str, Any]]] = {}
+        self.due: list[tuple[int, int, Any]] = []  # (last line, tie-breaker, key), a heap
+        self.order = itertools.count()
+        self.merged = 0
+
+    def settle(self, batch: _Merger, last_line: int) -> list[dict[str, Any]]:
+        """The records to write after a batch whose rows end at `last_line`: its own, in
+        first-seen order, except those to be continued, then held ones now complete."""
+        repeated, waiting = self.repeated, self.waiting
+        if not repeated:
+            return batch.records
+        ready = []
+        records = batch.records
+        for key, i in batch.index.items():
+            record = records[i]
+            held = waiting.pop(key, None)
+            if held is not None:
+                self.merge(held[1], record)
+                self.merged += 1
+                record = held[1]
+            end = repeated.get(hash(key), 0)
+            if end > last_line:
+                if held is None or held[0] != end:
+                    heapq.heappush(self.due, (end, next(self.order), key))
+                waiting[key] = (end, record)
+            else:
+                ready.append(record)
+        due = self.due
+        while due and due[0][0] <= last_line:
+            end, _, key = heapq.heappop(due)
+            held = waiting.get(key)
+            if held is not None and held[0] == end:
+                del waiting[key]
+                ready.append(held[1])
+        return ready
+
+    def rest(self) -> list[dict[str, Any]]:
+        """What still waits at the end of the file: nothing, unless it changed between the
+        two passes."""
+        ready = [record for _, record in self.waiting.values()]
+        self.waiting.clear()
+        self.due.clear()
+        return ready

@@ -1,9 +1,14 @@
 """CSV import end to end into the database (SQLite and PostgreSQL)."""
 
+import itertools
 from pathlib import Path
 
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from abm.settings import get_settings
-from flows.import_csv import import_file
+from flows.import_csv import ImportFileError, import_file, rejects_path
 from models.queries import list_accounts, list_contacts
 
 ACCOUNTS = (
@@ -26,6 +31,9 @@ CONTACTS = (
     "sam@gmail.com,Sam,Ray,CTO,,,\n"
     "bob@globex.example,,,,,,opt_in\n"
 )
+
+
+_examples = itertools.count()
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
@@ -119,3 +127,237 @@ def test_suppression_import_marks_matching_contacts(engine, tmp_path):
     assert report.imported == 2
     statuses = {c["email"]: c["status"] for c in list_contacts(engine)}
     assert set(statuses.values()) == {"suppressed"}
+
+
+# --------------------------------------------------------------------------- streaming
+# Contacts stream through `import_file` in batches of `batch_rows` rows. With tiny batches
+# every property of the whole-file import must still hold across batch boundaries.
+
+
+def _contact_rows(engine) -> dict[str, dict]:
+    from sqlalchemy import select
+
+    from models.tables import Contact
+
+    skip = {"id", "account_id", "created_at", "updated_at"}
+    with engine.connect() as connection:
+        rows = connection.execute(select(Contact)).mappings().all()
+    return {row["email"]: {k: v for k, v in row.items() if k not in skip} for row in rows}
+
+
+def test_a_contact_repeated_in_later_batches_is_merged_and_counted_once(engine, tmp_path):
+    import_file("accounts", _write(tmp_path, "a.csv", ACCOUNTS), engine, get_settings())
+    text = (
+        "email,first_name,last_name,title,timezone,region\n"
+        "ana@acme.example,Ana,,CFO,,EMEA\n"  # batch 1
+        "bob@globex.example,Bob,Stone,VP Eng,,\n"
+        "zoe@acme.example,Zoë,,,,\n"  # batch 2
+        "ANA@acme.example,,Núñez,,Europe/Berlin,\n"
+        "cy@acme.example,Cy,,CTO,,\n"  # batch 3
+        "ana@acme.example,Anna,,,,AMER\n"
+    )
+    source = _write(tmp_path, "c.csv", text)
+    report = import_file("contacts", source, engine, get_settings(), batch_rows=2)
+    assert (report.imported, report.updated, report.unchanged, report.rejects) == (4, 0, 0, [])
+    assert f"{source}: 2 duplicate rows merged" in report.notes
+    ana = _contact_rows(engine)["ana@acme.example"]
+    assert (ana["first_name"], ana["last_name"], ana["title"], ana["timezone"]) == (
+        "Anna",
+        "Núñez",
+        "CFO",
+        "Europe/Berlin",
+    )
+    assert ana["attributes"] == {"region": "AMER"}
+    assert ana["seniority"] == "c_level"  # classified from the title of the first row
+
+    again = import_file("contacts", source, engine, get_settings(), batch_rows=2)
+    assert (again.imported, again.updated, again.unchanged) == (0, 0, 4)
+
+
+def test_a_repeated_contact_that_ends_as_it_was_is_unchanged_not_updated(engine, tmp_path):
+    import_file("accounts", _write(tmp_path, "a.csv", ACCOUNTS), engine, get_settings())
+    import_file(
+        "contacts",
+        _write(tmp_path, "c.csv", "email,title\nana@acme.example,CFO\n"),
+        engine,
+        get_settings(),
+    )
+    before = _contact_rows(engine)
+    back = "email,title\nana@acme.example,CTO\nbob@globex.example,VP Eng\nana@acme.example,CFO\n"
+    report = import_file(
+        "contacts", _write(tmp_path, "b.csv", back), engine, get_settings(), batch_rows=1
+    )
+    assert (report.imported, report.updated, report.unchanged) == (1, 0, 1)
+    assert _contact_rows(engine)["ana@acme.example"] == before["ana@acme.example"]
+
+    later = (
+        "email,title,first_name\n"
+        "ana@acme.example,CFO,\nbob@globex.example,VP Eng,\nana@acme.example,,Ana\n"
+    )
+    report = import_file(
+        "contacts", _write(tmp_path, "d.csv", later), engine, get_settings(), batch_rows=1
+    )
+    assert (report.imported, report.updated, report.unchanged) == (0, 1, 1)
+    assert _contact_rows(engine)["ana@acme.example"]["first_name"] == "Ana"
+
+
+def test_a_bad_row_in_a_later_batch_is_rejected_and_the_others_go_in(engine, tmp_path):
+    import_file("accounts", _write(tmp_path, "a.csv", ACCOUNTS), engine, get_settings())
+    text = (
+        "email,timezone\n"
+        "a@acme.example,\nb@acme.example,\n"
+        "c@acme.example,\nd@acme.example,Mars/Base\n"
+        "e@acme.example,surplus,cell\nf@acme.example,\n"
+    )
+    source = _write(tmp_path, "c.csv", text)
+    report = import_file("contacts", source, engine, get_settings(), batch_rows=2)
+    assert report.imported == 4
+    assert [(r.line, r.reason.split(":")[0]) for r in report.rejects] == [
+        (5, "timezone"),
+        (6, "3 fields, header has 2"),
+    ]
+    rejected = report.rejects_path.read_text(encoding="utf-8").splitlines()
+    assert [row.split(",")[0] for row in rejected] == ["line", "5", "6"]
+    assert set(_contact_rows(engine)) == {f"{c}@acme.example" for c in "abcf"}
+
+
+@pytest.mark.parametrize(
+    ("tail", "message"),
+    [
+        ('z@acme.example,"never closed\n', "line 6: a quoted cell starts here"),
+        ("ja\x00ne@acme.example,x\n", "line 6: contains a NUL"),
+        ("", "required column 'email' is missing"),
+    ],
+)
+def test_a_file_error_late_in_the_file_writes_nothing(engine, tmp_path, tail, message):
+    import_file("accounts", _write(tmp_path, "a.csv", ACCOUNTS), engine, get_settings())
+    header = "email,title\n" if tail else "mail,title\n"
+    rows = "".join(f"p{i}@acme.example,CEO\n" for i in range(4))
+    source = _write(tmp_path, "c.csv", header + rows + tail)
+    with pytest.raises(ImportFileError, match=message):
+        import_file("contacts", source, engine, get_settings(), batch_rows=1)
+    assert _contact_rows(engine) == {}
+    assert not rejects_path(source).exists()
+
+
+def test_a_failure_after_some_batches_rolls_all_of_them_back(engine, tmp_path, monkeypatch):
+    from models import store
+
+    import_file("accounts", _write(tmp_path, "a.csv", ACCOUNTS), engine, get_settings())
+    import_file("contacts", _write(tmp_path, "c.csv", CONTACTS), engine, get_settings())
+    before = list_contacts(engine)
+    write = store.ContactBatches.write
+    calls = []
+
+    def failing(self, records):
+        calls.append(len(records))
+        if len(calls) == 3:
+            raise RuntimeError("connection lost")
+        write(self, records)
+
+    monkeypatch.setattr(store.ContactBatches, "write", failing)
+    rows = "".join(f"p{i}@acme.example,CEO\n" for i in range(6))
+    source = _write(tmp_path, "d.csv", "email,title\nzoe.mueller@acme.example,CEO\n" + rows)
+    with pytest.raises(RuntimeError, match="connection lost"):
+        import_file("contacts", source, engine, get_settings(), batch_rows=2)
+    assert list_contacts(engine) == before
+    assert not rejects_path(source).exists()
+
+
+@pytest.fixture(scope="module")
+def contacts_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file with the two accounts and two contacts, copied per example."""
+    from models.db import get_engine, migrate
+
+    folder = tmp_path_factory.mktemp("stream")
+    url = f"sqlite:///{folder / 'template.db'}"
+    engine = get_engine(url)
+    migrate(engine)
+    settings = get_settings()
+    import_file("accounts", _write(folder, "a.csv", ACCOUNTS), engine, settings)
+    existing = "email,first_name,title\nana@acme.example,Ana,CFO\nbob@globex.example,Bob,VP Eng\n"
+    import_file("contacts", _write(folder, "c.csv", existing), engine, settings)
+    engine.dispose()
+    get_engine.cache_clear()
+    return folder / "template.db"
+
+
+STREAM_CELLS = {
+    "email": [
+        "ana@acme.example",
+        "ANA@Acme.example",
+        "bob@globex.example",
+        "cy@acme.example",
+        "dee@globex.example",
+        "nope",
+        "x@unknown.example",
+    ],
+    "first_name": ["", "Ana", "Anna", "Bob"],
+    "title": ["", "CFO", "VP Eng", "Engineer"],
+    "timezone": ["", "Europe/Berlin", "Mars/Base"],
+    "notes": ["", "a", "b"],
+}
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    rows=st.lists(
+        st.fixed_dictionaries({k: st.sampled_from(v) for k, v in STREAM_CELLS.items()}),
+        max_size=12,
+    ),
+    batch_rows=st.integers(min_value=1, max_value=4),
+)
+def test_tiny_batches_import_exactly_what_one_batch_does(
+    tmp_path: Path, contacts_template: Path, rows: list[dict[str, str]], batch_rows: int
+) -> None:
+    """Same counts, rejects, notes and rows, and a re-import that changes nothing."""
+    import shutil
+
+    from sqlalchemy import create_engine
+
+    folder = tmp_path / f"ex{next(_examples)}"
+    folder.mkdir()
+    text = ",".join(STREAM_CELLS) + "\n" + "".join(",".join(r.values()) + "\n" for r in rows)
+    outcomes = []
+    for size in (batch_rows, 100):
+        database = folder / f"abm{size}.db"
+        shutil.copy(contacts_template, database)
+        engine = create_engine(f"sqlite:///{database}")
+        source = _write(folder, "c.csv", text)
+        report = import_file("contacts", source, engine, get_settings(), batch_rows=size)
+        again = import_file("contacts", source, engine, get_settings(), batch_rows=size)
+        assert (again.imported, again.updated) == (0, 0)
+        outcomes.append(
+            (
+                report.imported,
+                report.updated,
+                report.unchanged,
+                [(r.line, r.reason) for r in report.rejects],
+                report.notes,
+                _contact_rows(engine),
+            )
+        )
+        engine.dispose()
+    assert outcomes[0] == outcomes[1]
+
+
+def test_a_pipe_is_imported_although_it_can_be_read_only_once(engine, tmp_path):
+    """`abm import contacts /dev/stdin`: the streaming import reads a file more than once."""
+    import os
+    import threading
+
+    import_file("accounts", _write(tmp_path, "a.csv", ACCOUNTS), engine, get_settings())
+    pipe = tmp_path / "c.csv"
+    os.mkfifo(pipe)
+    writer = threading.Thread(
+        target=pipe.write_text, args=(CONTACTS,), kwargs={"encoding": "utf-8"}
+    )
+    writer.start()
+    report = import_file("contacts", pipe, engine, get_settings(), batch_rows=2)
+    writer.join()
+    assert (report.imported, len(report.rejects)) == (3, 3)

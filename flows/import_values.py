@@ -1,0 +1,427 @@
+"""Field values as people type them in CSV exports, read into the forms the database keys on.
+
+Each normaliser takes one raw cell and returns the canonical value or raises ValueError with
+a reason a marketer can act on. They are pure and cached where columns repeat, so the import
+(`flows.import_csv`) can call them once per row.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import unicodedata
+import zoneinfo
+from decimal import Decimal, InvalidOperation
+
+__all__ = [
+    "HOST",
+    "PERSONAL_MAILBOX_DOMAINS",
+    "SEPARATOR_JUNK",
+    "TRIM",
+    "nfc",
+    "normalise_consent",
+    "normalise_country",
+    "normalise_domain",
+    "normalise_email",
+    "normalise_linkedin_url",
+    "normalise_timezone",
+    "parse_number",
+    "show",
+]
+
+# Every character str.strip() removes, plus zero-width space and stray byte-order marks.
+TRIM = "".join(chr(c) for c in range(0x3001) if chr(c).isspace()) + "\u200b\ufeff"
+
+
+def show(value: str, limit: int = 60) -> str:
+    """A value as it may appear inside a reason: one line, not too long."""
+    value = " ".join(value.split())
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+nfc = functools.partial(unicodedata.normalize, "NFC")
+
+
+HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})")
+_LABEL_CHARS = re.compile(r"[^a-z0-9-]")
+_IPV4 = re.compile(r"[0-9]+(?:\.[0-9]+){3}")
+_SCHEME = re.compile(r"^(?:[a-z][a-z0-9+.-]*:)?//")
+_PORT = re.compile(r":[0-9]*$")
+_LOCAL = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_ANGLE = re.compile(r"<([^<>]*)>$")
+_EMAIL = re.compile(rf"({_LOCAL.pattern})@({HOST.pattern})")
+_LIST_SEPARATORS = re.compile(r"[;,\s]")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _check_host(host: str) -> str:
+    """Validate a lowercase host name and return its ASCII (IDNA) form.
+
+    Raises ValueError with a phrase that completes "it ...". Cached: contacts repeat domains.
+    """
+    if len(host) <= 253 and HOST.fullmatch(host):
+        return host
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            raise ValueError("is not a valid international domain name") from None
+        if len(host) <= 253 and HOST.fullmatch(host):
+            return host
+    if _IPV4.fullmatch(host):
+        raise ValueError("is an IP address, not a domain")
+    labels = host.split(".")
+    if len(labels) < 2:
+        raise ValueError("has no top-level domain such as .com")
+    if any(not label for label in labels):
+        raise ValueError("has an empty part between two dots")
+    for label in labels:
+        bad = _LABEL_CHARS.search(label)
+        if bad:
+            ch = bad.group(0)
+            shown = "a space" if ch.isspace() else f"'{ch}'"
+            raise ValueError(f"contains {shown}, which is not allowed in a domain")
+        if len(label) > 63:
+            raise ValueError("has a part longer than 63 characters")
+        if label.startswith("-") or label.endswith("-"):
+            raise ValueError("has a part that starts or ends with '-'")
+    if len(host) > 253:
+        raise ValueError("is longer than 253 characters")
+    raise ValueError(f"ends in '.{labels[-1]}', which is not a top-level domain")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def normalise_domain(raw: str) -> str:
+    """A company domain as accounts are keyed: lowercase, bare host, IDNA-encoded.
+
+    Pasted URLs ("https://www.Acme.com/about?x=1") are common in exports, so scheme, `www.`,
+    path, query, port and a trailing dot are dropped before validation.
+    """
+    s = raw.strip(TRIM).lower()
+    if not s:
+        raise ValueError("the domain is empty")
+    if len(s) <= 253 and HOST.fullmatch(s) and not s.startswith("www."):
+        return s
+    s = _SCHEME.sub("", s)
+    for sep in "/?#\\":
+        s = s.split(sep, 1)[0]
+    if "@" in s:
+        raise ValueError(f"'{show(raw)}' looks like an email address, not a domain")
+    s = _PORT.sub("", s).strip(TRIM).rstrip(".")
+    if s.startswith("www.") and s.count(".") >= 2:
+        s = s[4:]
+    if not s:
+        raise ValueError(f"'{show(raw)}' is not a valid domain")
+    try:
+        return _check_host(s)
+    except ValueError as exc:
+        raise ValueError(f"'{show(raw)}' is not a valid domain: it {exc}") from None
+
+
+def normalise_email(raw: str) -> str:
+    """An email address as contacts are keyed: bare address, lowercase, validated.
+
+    Accepts the wrappers people paste from mail clients: "mailto:", "Jane <jane@acme.com>".
+    Non-ASCII before the @ is refused because most sending services cannot deliver to it.
+    """
+    s = raw.strip(TRIM).lower()
+    fast = _EMAIL.fullmatch(s)
+    if fast and fast.end(1) <= 64 and len(s) - fast.start(2) <= 253:
+        return s
+    if not s:
+        raise ValueError("the email address is empty")
+    angle = _ANGLE.search(s)
+    if angle:
+        s = angle.group(1).strip(TRIM)
+    if s[:7].lower() == "mailto:":
+        s = s[7:].split("?", 1)[0].strip(TRIM)
+    s = s.lower()
+    local, at, domain = s.rpartition("@")
+    if at and local and domain and _LOCAL.fullmatch(local) and len(local) <= 64:
+        try:
+            return f"{local}@{_check_host(domain.rstrip('.'))}"
+        except ValueError as exc:
+            raise ValueError(
+                f"'{show(raw)}' is not a valid email address: the part after @ {exc}"
+            ) from None
+    shown = show(raw)
+    if not at:
+        raise ValueError(f"'{shown}' is not a valid email address: it has no @")
+    if s.count("@") > 1:
+        if _LIST_SEPARATORS.search(s):
+            raise ValueError(f"'{shown}' holds more than one email address; use one per row")
+        raise ValueError(f"'{shown}' is not a valid email address: it has more than one @")
+    if any(ch.isspace() for ch in s):
+        raise ValueError(f"'{shown}' is not a valid email address: it contains a space")
+    if not local:
+        raise ValueError(f"'{shown}' is not a valid email address: nothing before the @")
+    if not domain:
+        raise ValueError(f"'{shown}' is not a valid email address: nothing after the @")
+    if not local.isascii():
+        raise ValueError(
+            f"'{shown}' is not a valid email address: letters such as accents before the @ "
+            "cannot be delivered by most sending services"
+        )
+    if len(local) > 64:
+        raise ValueError(f"'{shown}' is not a valid email address: the part before @ is too long")
+    raise ValueError(
+        f"'{shown}' is not a valid email address: the part before @ has a character or dot "
+        "that is not allowed"
+    )
+
+
+_NO_NUMBER = frozenset({"", "-", "–", "—", "?", "n/a", "na", "none", "null", "unknown", "tbd"})
+_CURRENCY = re.compile(
+    r"^(?:[$€£¥₹]|usd|eur|gbp|chf|jpy|aud|cad|inr|sek|nok|dkk)\s*"
+    r"|\s*(?:[$€£¥₹]|usd|eur|gbp|chf|jpy|aud|cad|inr|sek|nok|dkk)$"
+)
+_RANGE = re.compile(r"(.+?)\s*(?:-|–|—|\bto\b|\bbis\b)\s*(.+)")
+_AMOUNT = re.compile(r"([-+]?)\s*([0-9.,'\s]*[0-9][0-9.,'\s]*?)\s*([a-z]*)\+?")
+_GROUPED = re.compile(r"[0-9]{1,3}(?:[\s'][0-9]{3})+(?:[.,][0-9]+)?")
+_GROUP_SPACES = re.compile(r"[\s']")
+_PLAIN = re.compile(r"[0-9]*\.?[0-9]*")
+_MULTIPLIERS = {
+    "": Decimal(1),
+    "k": Decimal(1_000),
+    "thousand": Decimal(1_000),
+    "m": Decimal(1_000_000),
+    "mm": Decimal(1_000_000),
+    "mn": Decimal(1_000_000),
+    "mio": Decimal(1_000_000),
+    "million": Decimal(1_000_000),
+    "b": Decimal(1_000_000_000),
+    "bn": Decimal(1_000_000_000),
+    "mrd": Decimal(1_000_000_000),
+    "billion": Decimal(1_000_000_000),
+}
+
+
+def _digits(n: str, european: bool, has_suffix: bool) -> Decimal:
+    """Digits with thousands/decimal separators to a Decimal, raising ValueError if unclear."""
+    if _GROUP_SPACES.search(n):
+        if not _GROUPED.fullmatch(n):
+            raise ValueError(n)
+        n = _GROUP_SPACES.sub("", n)
+    dot, comma = "." in n, "," in n
+    if dot and comma:
+        dec = "." if n.rfind(".") > n.rfind(",") else ","
+        thousands = "," if dec == "." else "."
+        whole, _, frac = n.rpartition(dec)
+        groups = whole.split(thousands)
+        if not (1 <= len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:])):
+            raise ValueError(n)
+        n = "".join(groups) + "." + frac
+    elif dot or comma:
+        sep = "." if dot else ","
+        parts = n.split(sep)
+        if len(parts) > 2:
+            if not (1 <= len(parts[0]) <= 3 and all(len(p) == 3 for p in parts[1:])):
+                raise ValueError(n)
+            n = "".join(parts)
+        else:
+            whole, frac = parts
+            thousands = "." if european else ","
+            if has_suffix and sep == ".":
+                thousands = ""
+            if sep == thousands and len(frac) == 3 and 1 <= len(whole) <= 3 and whole != "0":
+                n = whole + frac
+            else:
+                n = f"{whole or '0'}.{frac or '0'}"
+    if not _PLAIN.fullmatch(n) or not any(ch.isdigit() for ch in n):
+        raise ValueError(n)
+    return Decimal(n)
+
+
+def _amount(part: str, european: bool) -> tuple[Decimal, Decimal | None]:
+    """One number with optional sign, currency and k/M/B suffix; the suffix is returned too."""
+    part = _CURRENCY.sub("", _CURRENCY.sub("", part.strip())).strip()
+    match = _AMOUNT.fullmatch(part)
+    if not match:
+        raise ValueError(part)
+    sign, digits, suffix = match.groups()
+    if suffix not in _MULTIPLIERS:
+        raise ValueError(part)
+    value = _digits(digits.strip(), european, bool(suffix)) * _MULTIPLIERS[suffix]
+    return (-value if sign == "-" else value), (_MULTIPLIERS[suffix] if suffix else None)
+
+
+def parse_number(raw: str, *, european: bool = False) -> float | None:
+    """Read the numbers marketers type: "1,200", "1 200", "5k", "$3.4M", "€ 5m", "10-50".
+
+    `european=True` (the caller passes it for ;-separated files) reads a lone "1.200" as
+    twelve hundred and "1,5" as one and a half. Ranges give their midpoint. Blank and
+    "n/a"-like cells give None.
+    """
+    s = raw.strip(TRIM).lower()
+    if s in _NO_NUMBER:
+        return None
+    try:
+        if len(s) > 60:
+            raise ValueError(s)
+        try:
+            value, _ = _amount(s, european)
+        except ValueError:
+            match = _RANGE.fullmatch(s)
+            if not match:
+                raise
+            low, low_mult = _amount(match.group(1), european)
+            high, high_mult = _amount(match.group(2), european)
+            if low_mult is None and high_mult is not None and low * high_mult <= high:
+                low *= high_mult
+            if low > high:
+                raise ValueError(s) from None
+            value = (low + high) / 2
+    except (ValueError, InvalidOperation):
+        raise ValueError(f"cannot read '{show(raw)}' as a number") from None
+    result = float(value)
+    if not math.isfinite(result):
+        raise ValueError(f"'{show(raw)}' is too large")
+    return result
+
+
+_COUNTRY_NAMES = {
+    "US": "united states|united states of america|usa|u s|u s a|america|us of a",
+    "GB": "united kingdom|uk|great britain|britain|england|scotland|wales|northern ireland|gbr",
+    "DE": "germany|deutschland|deu|ger",
+    "FR": "france|fra",
+    "NL": "netherlands|the netherlands|holland|nederland|nld",
+    "ES": "spain|españa|espana|esp",
+    "IT": "italy|italia|ita",
+    "CA": "canada|can",
+    "AU": "australia|aus",
+    "JP": "japan|jpn|日本",
+    "IN": "india|ind",
+    "BR": "brazil|brasil|bra",
+    "SE": "sweden|sverige|swe",
+    "CH": "switzerland|schweiz|suisse|svizzera|che",
+    "IE": "ireland|éire|irl",
+    "AT": "austria|österreich|osterreich|aut",
+    "BE": "belgium|belgië|belgie|belgique|bel",
+    "DK": "denmark|danmark|dnk",
+    "NO": "norway|norge|nor",
+    "FI": "finland|suomi|fin",
+    "PL": "poland|polska|pol",
+    "PT": "portugal|prt",
+    "CZ": "czech republic|czechia|česko|cesko|cze",
+    "LU": "luxembourg|lux",
+    "GR": "greece|grc|el",
+    "TR": "turkey|türkiye|turkiye|tur",
+    "IL": "israel|isr",
+    "AE": "united arab emirates|uae|are",
+    "SG": "singapore|sgp",
+    "HK": "hong kong|hkg",
+    "CN": "china|chn|people's republic of china",
+    "KR": "south korea|korea|republic of korea|kor",
+    "TW": "taiwan|twn",
+    "NZ": "new zealand|nzl",
+    "ZA": "south africa|zaf",
+    "MX": "mexico|méxico|mex",
+    "AR": "argentina|arg",
+    "CL": "chile|chl",
+    "CO": "colombia|col",
+    "RO": "romania|rou",
+    "HU": "hungary|hun",
+    "EE": "estonia|est",
+    "UA": "ukraine|ukr",
+}
+_COUNTRIES = {name: code for code, names in _COUNTRY_NAMES.items() for name in names.split("|")}
+
+
+@functools.lru_cache(maxsize=4096)
+def normalise_country(raw: str) -> str | None:
+    """ISO 3166 alpha-2 for the country names and codes people type; anything else kept as is.
+
+    An unknown country is not an error: scoring rules may still match the text.
+    """
+    s = nfc(raw.strip(TRIM))
+    if not s:
+        return None
+    key = " ".join(s.lower().replace(".", " ").split())
+    code = _COUNTRIES.get(key) or _COUNTRIES.get(key.replace(" ", ""))
+    if code:
+        return code
+    if len(s) == 2 and s.isascii() and s.isalpha():
+        return s.upper()
+    return s
+
+
+@functools.cache
+def _timezone_names() -> dict[str, str]:
+    return {name.lower(): name for name in zoneinfo.available_timezones()}
+
+
+def normalise_timezone(raw: str) -> str | None:
+    """The canonical IANA name ("europe/berlin" -> "Europe/Berlin"); blank gives None."""
+    s = raw.strip(TRIM)
+    if not s:
+        return None
+    canonical = _timezone_names().get(s.replace(" ", "_").lower())
+    if canonical:
+        return canonical
+    if "/" in s and s.isascii() and ".." not in s:
+        try:
+            zoneinfo.ZoneInfo(s)
+        except (ValueError, OSError, zoneinfo.ZoneInfoNotFoundError):
+            pass
+        else:
+            return s
+    raise ValueError(
+        f"'{show(s)}' is not a time zone name such as Europe/Berlin or America/New_York"
+    )
+
+
+_CONSENT = {
+    "opt_in": "opt_in",
+    "optin": "opt_in",
+    "opted_in": "opt_in",
+    "legitimate_interest": "legitimate_interest",
+    "none": "none",
+}
+SEPARATOR_JUNK = re.compile(r"[\s-]+")
+
+
+def normalise_consent(raw: str) -> str | None:
+    """opt_in, legitimate_interest or none (GDPR lawful basis); blank gives None."""
+    s = raw.strip(TRIM)
+    if not s:
+        return None
+    value = _CONSENT.get(SEPARATOR_JUNK.sub("_", s.lower()))
+    if value is None:
+        raise ValueError(f"'{show(s)}' is not one of opt_in, legitimate_interest, none")
+    return value
+
+
+_LINKEDIN = re.compile(
+    r"(?:https?://)?((?:[a-z0-9-]+\.)*linkedin\.com)(?::[0-9]+)?(/[^?#\s]*)?(?:[?#]\S*)?",
+    re.IGNORECASE,
+)
+
+
+def normalise_linkedin_url(raw: str) -> str | None:
+    """An https linkedin.com URL without tracking query; blank gives None."""
+    s = raw.strip(TRIM)
+    if not s:
+        return None
+    match = _LINKEDIN.fullmatch(s)
+    if not match:
+        raise ValueError(f"'{show(s)}' is not a linkedin.com URL")
+    path = (match.group(2) or "").rstrip("/")
+    if not path:
+        raise ValueError(f"'{show(s)}' does not point to a LinkedIn profile or page")
+    return f"https://{match.group(1).lower()}{path}"
+
+
+_PERSONAL_MAILBOX_LIST = """
+    gmail.com googlemail.com outlook.com outlook.de hotmail.com hotmail.co.uk hotmail.de
+    hotmail.fr hotmail.it hotmail.es live.com live.co.uk live.de msn.com yahoo.com yahoo.co.uk
+    yahoo.de yahoo.fr yahoo.es yahoo.it yahoo.co.jp ymail.com rocketmail.com aol.com aol.de
+    icloud.com me.com mac.com gmx.de gmx.net gmx.at gmx.ch gmx.com web.de t-online.de
+    freenet.de posteo.de mailbox.org arcor.de protonmail.com protonmail.ch proton.me pm.me
+    tutanota.com tutanota.de tuta.io zohomail.com yandex.ru yandex.com mail.ru qq.com 163.com
+    126.com orange.fr wanadoo.fr free.fr laposte.net sfr.fr libero.it virgilio.it
+    btinternet.com sky.com comcast.net verizon.net att.net sbcglobal.net fastmail.com hey.com
+    naver.com hanmail.net rediffmail.com seznam.cz wp.pl o2.pl interia.pl bluewin.ch
+    hushmail.com gmx.fr
+"""
+PERSONAL_MAILBOX_DOMAINS: frozenset[str] = frozenset(_PERSONAL_MAILBOX_LIST.split())
