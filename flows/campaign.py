@@ -187,9 +187,13 @@ def run_campaign(
             description=f"{key}, step {step.id}: share of due messages handled",
         )
         outcomes = []
+        shown = 0
         for future in as_completed(futures):
             outcomes.append(future.result())
-            update_progress_artifact(progress, 100.0 * len(outcomes) / max(1, len(chunks)))
+            done = 100 * len(outcomes) // max(1, len(chunks))
+            if done > shown:  # at most a hundred updates, however many chunks
+                update_progress_artifact(progress, float(done))
+                shown = done
         rehearsal += outcomes
 
     if dry_run:
