@@ -722,9 +722,9 @@ def _deliver_claimed(
                     failed.append(
                         _outcome_row(row, state="dead", last_error=f"render: {exc}"[:1000])
                     )
-            failed_ids = {result["_id"] for result in failed}
-            unsent = [row for row in to_send[start:] if row["delivery_id"] not in failed_ids]
-            handed = ledger.advance(results + failed, [row for row, _ in messages], unsent)
+            handed = ledger.advance(
+                results + failed, [row for row, _ in messages], to_send[start:], failed
+            )
             _count(outcome, results + failed)
             results = []
             if handed is None:
@@ -734,7 +734,7 @@ def _deliver_claimed(
             results = [
                 _result_row(row, result) for (row, _), result in zip(messages, sent, strict=True)
             ]
-        ledger.advance(results, [], [])
+        ledger.advance(results, [], [], [])
         _count(outcome, results)
     return outcome
 
@@ -752,12 +752,15 @@ class _SendLedger:
         self.token = token
         self.status = select(Campaign.status).where(Campaign.id == campaign_id)
         not_paused = ~exists().where(Campaign.id == campaign_id, Campaign.status == "paused")
-        self.sending = (
+        hand_over = (
             update(table)
-            .where(table.c.id.in_(bindparam("ids", expanding=True)))
             .where(table.c.claimed_by == token, not_paused)
             .values(state="sending", updated_at=bindparam("now"))
         )
+        self.sending = hand_over.where(table.c.id.in_(bindparam("ids", expanding=True)))
+        # SMTP hands over one message at a time: a plain `id = ?` skips the IN list's
+        # expansion on every execution
+        self.sending_one = hand_over.where(table.c.id == bindparam("one_id"))
         self.outcomes: dict[tuple[str, ...], Any] = {}
 
     def _record(self, rows: list[dict[str, Any]]) -> None:
@@ -776,21 +779,30 @@ class _SendLedger:
         self,
         results: list[dict[str, Any]],
         batch: list[dict[str, Any]],
-        unsent: list[dict[str, Any]],
+        rest: list[dict[str, Any]],
+        failed: list[dict[str, Any]],
     ) -> set[int] | None:
         """Record `results`; then, unless the campaign was paused, hand `batch` over and
         return the ids handed over (all of them, unless another process took some after
-        our lease ran out). When paused, give the `unsent` rows back and return None."""
+        our lease ran out). When paused, give back the rows of `rest` (this batch and the
+        ones after it) that did not fail to render, and return None."""
         with self.connection.begin():
             if results:
                 self._record(results)
             ids = [row["delivery_id"] for row in batch]
             if not ids:
                 return set()
-            handed = self.connection.execute(self.sending, {"ids": ids, "now": utcnow()})
+            if len(ids) == 1:
+                handed = self.connection.execute(
+                    self.sending_one, {"one_id": ids[0], "now": utcnow()}
+                )
+            else:
+                handed = self.connection.execute(self.sending, {"ids": ids, "now": utcnow()})
             if handed.rowcount == len(ids):
                 return set(ids)
             if self.connection.execute(self.status).scalar_one() == "paused":
+                failed_ids = {result["_id"] for result in failed}
+                unsent = [row for row in rest if row["delivery_id"] not in failed_ids]
                 if unsent:
                     self._record([_released(row) for row in unsent])
                 return None
