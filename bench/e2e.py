@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import time
 from collections import defaultdict
 from datetime import datetime
@@ -154,6 +155,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "task_runs": len(runs),
         "stages": stage_seconds(runs),
         "peak_rss_mb": memory.peak_mb,
+        # with ABM_CHUNK_RUNNER=processes, the largest chunk process's own peak
+        "chunk_process_peak_rss_mb": round(
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
+        )
+        if settings.chunk_runner == "processes"
+        else None,
         "peak_rss_mb_by_stage": memory.stages,
     }
 

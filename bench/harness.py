@@ -246,6 +246,7 @@ def size_result(
         "task_runs_per_100k": round(outbox["task_runs"] * 100_000 / contacts, 1),
         "peak_rss_mb": outbox["peak_rss_mb"],
         "peak_rss_mb_by_stage": outbox["peak_rss_mb_by_stage"],
+        "chunk_process_peak_rss_mb": outbox.get("chunk_process_peak_rss_mb"),
         "e2e_s": outbox["e2e_s"],
         "import_s": outbox["import_s"],
         "import_contacts_per_s": round(contacts / outbox["import_contacts_s"], 1),
@@ -423,7 +424,12 @@ def _memory(sizes: dict[str, Any]) -> dict[str, Any]:
     """Peak memory per size, of the whole run and of the flow alone, and their growth."""
     peaks = {size: result["peak_rss_mb"] for size, result in sizes.items()}
     flow = {size: result["peak_rss_mb_by_stage"].get("flow") for size, result in sizes.items()}
-    memory: dict[str, Any] = {"peak_rss_mb": peaks, "flow_peak_rss_mb": flow}
+    workers = {size: result.get("chunk_process_peak_rss_mb") for size, result in sizes.items()}
+    memory: dict[str, Any] = {
+        "peak_rss_mb": peaks,
+        "flow_peak_rss_mb": flow,
+        "chunk_process_peak_rss_mb": workers,
+    }
     ordered = sorted(sizes, key=int)
     if len(ordered) > 1:
         small, large = ordered[0], ordered[-1]
@@ -475,6 +481,7 @@ ROWS: tuple[tuple[str, str, float | None], ...] = (
     ("peak RSS, MB (whole run)", "peak_rss_mb", None),
     ("peak RSS, MB (import only)", "import_peak_rss_mb", None),
     ("peak RSS, MB (flow only)", "flow_peak_rss_mb", None),
+    ("peak RSS, MB (largest chunk process)", "chunk_process_peak_rss_mb", None),
 )
 
 
