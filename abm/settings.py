@@ -19,6 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
 
 EMAIL_BACKENDS = ("outbox", "console", "smtp", "sendgrid")
+CHUNK_RUNNERS = ("threads", "processes")
 
 
 class Settings(BaseSettings):
@@ -59,6 +60,12 @@ class Settings(BaseSettings):
     title_rules: Path | None = Field(None, description="title table YAML merged over defaults")
     templates_dir: Path = Field(REPO_ROOT / "templates", description="Jinja2 templates")
     chunk_size: int = Field(1000, ge=1, le=50_000, description="contacts per delivery task")
+    chunk_runner: str = Field(
+        "threads", description="threads (one process), or processes to render on every core"
+    )
+    chunk_workers: int | None = Field(
+        None, ge=1, le=64, description="chunk tasks at once: 4 threads, or a process per core"
+    )
     lease_seconds: int = Field(
         600, ge=1, description="how long a claimed chunk may take before it counts as crashed"
     )
@@ -69,6 +76,13 @@ class Settings(BaseSettings):
     def _known_backend(cls, value: str) -> str:
         if value not in EMAIL_BACKENDS:
             raise ValueError(f"must be one of {', '.join(EMAIL_BACKENDS)}")
+        return value
+
+    @field_validator("chunk_runner")
+    @classmethod
+    def _known_chunk_runner(cls, value: str) -> str:
+        if value not in CHUNK_RUNNERS:
+            raise ValueError(f"must be one of {', '.join(CHUNK_RUNNERS)}")
         return value
 
     @field_validator("sender")

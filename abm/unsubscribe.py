@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from functools import lru_cache
 
 
 class BadToken(ValueError):
@@ -19,9 +20,16 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@lru_cache(maxsize=8)
+def _keyed(key: str) -> hmac.HMAC:
+    """The HMAC state after the key and the prefix, set up once: each token copies it."""
+    return hmac.new(key.encode(), b"unsubscribe:", hashlib.sha256)
+
+
 def _signature(payload: str, key: str) -> str:
-    digest = hmac.new(key.encode(), b"unsubscribe:" + payload.encode(), hashlib.sha256).digest()
-    return _b64(digest[:16])
+    signer = _keyed(key).copy()
+    signer.update(payload.encode())
+    return _b64(signer.digest()[:16])
 
 
 def make_token(contact_id: int, campaign_id: int, key: str) -> str:

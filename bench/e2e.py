@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import time
 from collections import defaultdict
 from datetime import datetime
@@ -35,6 +36,10 @@ def _configure(args: argparse.Namespace) -> None:
     )
     if args.smtp_url:
         os.environ["ABM_SMTP_URL"] = args.smtp_url
+    if args.task_workers:
+        os.environ["ABM_CHUNK_WORKERS"] = str(args.task_workers)
+    if args.chunk_runner:
+        os.environ["ABM_CHUNK_RUNNER"] = args.chunk_runner
 
 
 def task_runs_of(flow_run_id: UUID, settle_s: float = 30.0) -> list[Any]:
@@ -98,7 +103,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     reset_settings()
     prepare_environment()  # Prefect's own log to the state folder, before Prefect loads
     started = time.perf_counter()
-    from flows.campaign import run_campaign
+    from flows.campaign import chunk_workers, run_campaign
 
     prefect_import_s = time.perf_counter() - started
     from sqlalchemy import func, select
@@ -118,17 +123,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     imported = timed_import(engine, settings, data / "accounts.csv", data / "contacts.csv")
     memory.end_stage("import")
 
-    import flows.campaign
-
-    chunk_threads = args.task_workers or getattr(flows.campaign, "CHUNK_THREADS", None)
-    campaign_flow = run_campaign
-    if args.task_workers:
-        from prefect.task_runners import ThreadPoolTaskRunner
-
-        runner = ThreadPoolTaskRunner(max_workers=args.task_workers)
-        campaign_flow = run_campaign.with_options(task_runner=runner)
+    chunk_runner = f"{chunk_workers(settings)} {settings.chunk_runner}"
     started = time.perf_counter()
-    state = campaign_flow(campaign_file=str(CAMPAIGN), return_state=True)
+    state = run_campaign(campaign_file=str(CAMPAIGN), return_state=True)
     flow_s = time.perf_counter() - started
     memory.end_stage("flow")
     summary = state.result()
@@ -141,7 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "database": engine.dialect.name,
         "backend": args.backend,
-        "chunk_threads": chunk_threads,
+        "chunk_runner": chunk_runner,
         "prefect_import_s": round(prefect_import_s, 2),
         "migrate_s": round(migrate_s, 2),
         "import_accounts_s": round(imported.accounts_s, 2),
@@ -158,6 +155,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "task_runs": len(runs),
         "stages": stage_seconds(runs),
         "peak_rss_mb": memory.peak_mb,
+        # with ABM_CHUNK_RUNNER=processes, the largest chunk process's own peak
+        "chunk_process_peak_rss_mb": round(
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
+        )
+        if settings.chunk_runner == "processes"
+        else None,
         "peak_rss_mb_by_stage": memory.stages,
     }
 
@@ -170,7 +173,10 @@ def main() -> None:
     parser.add_argument("--backend", choices=("outbox", "smtp"), default="outbox")
     parser.add_argument("--smtp-url", default=None)
     parser.add_argument(
-        "--task-workers", type=int, default=None, help="chunk threads (default: the flow's own)"
+        "--task-workers", type=int, default=None, help="chunk tasks at once (ABM_CHUNK_WORKERS)"
+    )
+    parser.add_argument(
+        "--chunk-runner", choices=("threads", "processes"), default=None, help="ABM_CHUNK_RUNNER"
     )
     parser.add_argument("--out", required=True, help="where the JSON result goes")
     args = parser.parse_args()

@@ -246,6 +246,7 @@ def size_result(
         "task_runs_per_100k": round(outbox["task_runs"] * 100_000 / contacts, 1),
         "peak_rss_mb": outbox["peak_rss_mb"],
         "peak_rss_mb_by_stage": outbox["peak_rss_mb_by_stage"],
+        "chunk_process_peak_rss_mb": outbox.get("chunk_process_peak_rss_mb"),
         "e2e_s": outbox["e2e_s"],
         "import_s": outbox["import_s"],
         "import_contacts_per_s": round(contacts / outbox["import_contacts_s"], 1),
@@ -308,7 +309,7 @@ class Measurements:
         self.smtp_args: tuple[str, ...] = ("--smtp-url", self.smtp_url) if self.smtp_url else ()
         self.e2e_args: tuple[str, ...] = (
             ("--task-workers", str(args.task_workers)) if args.task_workers else ()
-        )
+        ) + (("--chunk-runner", args.chunk_runner) if args.chunk_runner else ())
 
     def _run(
         self, module: str, name: str, *argv: str, env: dict[str, str] | None = None
@@ -406,17 +407,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raw=raw,
         sizes=sizes,
         memory=_memory(sizes),
-        task_workers=_chunk_threads(runs),
+        chunk_runner=_chunk_runner(runs),
         harness_s=round(time.perf_counter() - started, 1),
         work_dir=str(work) if args.keep else None,
     )
     return report
 
 
-def _chunk_threads(runs: dict[int, dict[str, dict[str, Any]]]) -> Any:
-    """How many chunk tasks the flows ran at once, as the e2e runs reported it."""
-    found = {run.get("chunk_threads") for size in runs.values() for run in size.values()}
-    found = {value if value is not None else "Prefect default (no limit)" for value in found}
+def _chunk_runner(runs: dict[int, dict[str, dict[str, Any]]]) -> Any:
+    """Where the flows ran their chunk tasks, and how many at once, as the e2e runs said."""
+    found = {run.get("chunk_runner") for size in runs.values() for run in size.values()}
     return found.pop() if len(found) == 1 else sorted(map(str, found))
 
 
@@ -424,7 +424,12 @@ def _memory(sizes: dict[str, Any]) -> dict[str, Any]:
     """Peak memory per size, of the whole run and of the flow alone, and their growth."""
     peaks = {size: result["peak_rss_mb"] for size, result in sizes.items()}
     flow = {size: result["peak_rss_mb_by_stage"].get("flow") for size, result in sizes.items()}
-    memory: dict[str, Any] = {"peak_rss_mb": peaks, "flow_peak_rss_mb": flow}
+    workers = {size: result.get("chunk_process_peak_rss_mb") for size, result in sizes.items()}
+    memory: dict[str, Any] = {
+        "peak_rss_mb": peaks,
+        "flow_peak_rss_mb": flow,
+        "chunk_process_peak_rss_mb": workers,
+    }
     ordered = sorted(sizes, key=int)
     if len(ordered) > 1:
         small, large = ordered[0], ordered[-1]
@@ -476,6 +481,7 @@ ROWS: tuple[tuple[str, str, float | None], ...] = (
     ("peak RSS, MB (whole run)", "peak_rss_mb", None),
     ("peak RSS, MB (import only)", "import_peak_rss_mb", None),
     ("peak RSS, MB (flow only)", "flow_peak_rss_mb", None),
+    ("peak RSS, MB (largest chunk process)", "chunk_process_peak_rss_mb", None),
 )
 
 
@@ -516,7 +522,7 @@ def table(report: dict[str, Any]) -> str:
         f"{report['prefect_server_start_s']} s, not counted in the flow times.",
         f"Naive way measured on {report['naive']['sample']} contacts "
         "(one task per contact, new SMTP connection each, one ORM row each).",
-        f"Chunk tasks at once (thread pool): {report['task_workers']}. e2e contacts/s counts "
+        f"Chunk tasks ran on: {report['chunk_runner']}. e2e contacts/s counts "
         "contacts whose message reached a final state (sent, skipped, failed), over import "
         "plus flow time.",
     ]
@@ -581,7 +587,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="N",
         help="run the end-to-end flows with at most N chunk tasks at once "
-        "(default: the flow's own, flows.campaign.CHUNK_THREADS)",
+        "(ABM_CHUNK_WORKERS; default: 4 threads or a process per core)",
+    )
+    parser.add_argument(
+        "--chunk-runner",
+        choices=("threads", "processes"),
+        default=None,
+        help="where chunk tasks run (ABM_CHUNK_RUNNER; default: threads)",
     )
     parser.add_argument("--naive-sample", type=int, default=500, metavar="N")
     parser.add_argument("--renders", type=int, default=5000, metavar="N", help="raw renders")

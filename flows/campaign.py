@@ -5,11 +5,12 @@ target -> map -> plan -> render and deliver (in chunks) -> write back.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import Task, flow, get_run_logger, unmapped
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -17,11 +18,11 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.futures import as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from sqlalchemy import select
 
 from abm.campaign_file import load_campaign
-from abm.settings import get_settings
+from abm.settings import Settings, get_settings
 from connectors.email import get_backend
 from flows.committee import Coverage
 from flows.delivery import (
@@ -110,17 +111,56 @@ def _summary_markdown(key: str, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# Chunk tasks share one interpreter: past a few threads they only contend for the GIL and
-# the database connection pool (5 + 10). More speed comes from more processes: Prefect work
-# pools and workers, or a Dask task runner (`run_campaign.with_options(task_runner=...)`).
+def _deliver_step(
+    runner: TaskRunner, task: Task, context: DeliveryContext, chunk_size: int, artifact_key: str
+) -> list[ChunkOutcome]:
+    """One task run per chunk of the step's due rows, with a progress artifact in the UI."""
+    engine = get_engine(context.database_url)
+    ids = due_delivery_ids(engine, context.campaign_id, context.step)
+    chunks = [list(chunk) for chunk in chunked(ids, chunk_size)]
+    get_run_logger().info(
+        "step %s: %d messages due in %d chunks", context.step, len(ids), len(chunks)
+    )
+    futures = runner.map(task, {"ids": chunks, "context": unmapped(context)})
+    progress = create_progress_artifact(
+        progress=0.0,
+        key=f"{artifact_key}-{context.step}-progress".lower()[:100],
+        description=f"{context.campaign_key}, step {context.step}: share of due messages handled",
+    )
+    outcomes = []
+    shown = 0
+    for future in as_completed(futures):
+        outcomes.append(future.result())
+        done = 100 * len(outcomes) // max(1, len(chunks))
+        if done > shown:  # at most a hundred updates, however many chunks
+            update_progress_artifact(progress, float(done))
+            shown = done
+    return outcomes
+
+
+# Threads share one interpreter: past a few they only contend for the GIL and the database
+# connection pool (5 + 10).
 CHUNK_THREADS = 4
 
 
-@flow(
-    name="run-campaign",
-    log_prints=False,
-    task_runner=ThreadPoolTaskRunner(max_workers=CHUNK_THREADS),
-)
+def chunk_workers(settings: Settings) -> int:
+    """How many chunk tasks run at once: `ABM_CHUNK_WORKERS`, else 4 threads or a process
+    per core."""
+    if settings.chunk_workers:
+        return settings.chunk_workers
+    return (os.cpu_count() or 1) if settings.chunk_runner == "processes" else CHUNK_THREADS
+
+
+def chunk_task_runner(settings: Settings) -> TaskRunner:
+    """Where delivery chunks run: rendering is CPU work, so threads (the default, cheap to
+    start) use one core; `ABM_CHUNK_RUNNER=processes` uses a process per core, which pays
+    off from tens of thousands of messages. Beyond one machine: work pools and workers."""
+    if settings.chunk_runner == "processes":
+        return ProcessPoolTaskRunner(max_workers=chunk_workers(settings))
+    return ThreadPoolTaskRunner(max_workers=chunk_workers(settings))
+
+
+@flow(name="run-campaign", log_prints=False)
 def run_campaign(
     campaign_file: str = "campaigns/demo.yaml",
     limit: int | None = None,
@@ -162,35 +202,23 @@ def run_campaign(
     backend = get_backend(settings)
     release_expired_leases(engine, campaign_id, requeue=backend.idempotent)
     roles = list(campaign.audience.roles) if campaign.audience.roles else None
+    task = (
+        rehearse_chunk
+        if dry_run
+        else deliver_chunk.with_options(tags=[f"abm-provider:{backend.name}"])
+    )
     rehearsal: list[ChunkOutcome] = []
-    for index, step in enumerate(campaign.steps):
-        plan_step(engine, campaign_id, key, campaign.steps, index, account_ids, roles, limit)
-        context = DeliveryContext(
-            database_url=database_url,
-            campaign_file=str(path),
-            campaign_id=campaign_id,
-            campaign_key=key,
-            step=step.id,
-        )
-        ids = due_delivery_ids(engine, campaign_id, step.id)
-        chunks = [list(chunk) for chunk in chunked(ids, settings.chunk_size)]
-        logger.info("step %s: %d messages due in %d chunks", step.id, len(ids), len(chunks))
-        task = (
-            rehearse_chunk
-            if dry_run
-            else deliver_chunk.with_options(tags=[f"abm-provider:{backend.name}"])
-        )
-        futures = task.map(chunks, context=unmapped(context))
-        progress = create_progress_artifact(
-            progress=0.0,
-            key=f"{artifact_key}-{step.id}-progress".lower()[:100],
-            description=f"{key}, step {step.id}: share of due messages handled",
-        )
-        outcomes = []
-        for future in as_completed(futures):
-            outcomes.append(future.result())
-            update_progress_artifact(progress, 100.0 * len(outcomes) / max(1, len(chunks)))
-        rehearsal += outcomes
+    with chunk_task_runner(settings) as runner:
+        for index, step in enumerate(campaign.steps):
+            plan_step(engine, campaign_id, key, campaign.steps, index, account_ids, roles, limit)
+            context = DeliveryContext(
+                database_url=database_url,
+                campaign_file=str(path),
+                campaign_id=campaign_id,
+                campaign_key=key,
+                step=step.id,
+            )
+            rehearsal += _deliver_step(runner, task, context, settings.chunk_size, artifact_key)
 
     if dry_run:
         return _dry_run_summary(outcomes=rehearsal)

@@ -13,7 +13,20 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
 
 from abm.campaign_file import AccountRules, CampaignFile, Step, load_campaign, parse_wait
 from abm.settings import Settings
@@ -23,7 +36,12 @@ from flows.compose import Composer
 from flows.rendering import choose_variant
 from flows.rules import cap_frees_at, local_zone, next_window_opening
 from models.db import chunked, session_scope
-from models.store import dialect_insert, email_domain, insert_new_rows, update_rows_by_id
+from models.store import (
+    dialect_insert,
+    email_domain,
+    insert_new_from_select,
+    update_rows_by_id,
+)
 from models.tables import (
     STAGES,
     Account,
@@ -72,56 +90,128 @@ def plan_step(
     whose previous step was sent at least `wait` ago and whose account is still targeted.
     People who may not be contacted still get a row: the send-time rules skip it with a
     reason, so the summary shows who was left out and why. A/B variants are drawn here,
-    once, from a stable hash, and kept in the row."""
+    once, from a stable hash, and kept in the row.
+
+    Rows are made inside the database (INSERT ... SELECT, a batch of accounts at a time):
+    a million contacts never pass through Python objects to be planned."""
     step = steps[index]
     now = utcnow()
+    table = Delivery.__table__
     planned = 0
     with session_scope(engine) as session:
-        already = select(Delivery.contact_id).where(
-            Delivery.campaign_id == campaign_id, Delivery.step == step.id
+        budget = (
+            None if limit is None else max(0, limit - _ledger_size(session, campaign_id, step.id))
         )
-        candidates = []
         for batch in chunked(account_ids, 2000):
-            query = select(Contact.id, Contact.account_id, Contact.email).where(
-                Contact.account_id.in_(batch), Contact.id.not_in(already)
+            if budget == 0:
+                break
+            candidates = _step_candidates(campaign_id, steps, index, batch, roles, now)
+            if budget is not None:
+                candidates = candidates.limit(budget)
+            added = insert_new_from_select(
+                session,
+                engine,
+                table,
+                PLANNED_COLUMNS,
+                _planned_rows(candidates, campaign_id, step, now),
+                ["campaign_id", "step", "contact_id"],
             )
-            if roles:
-                query = query.where(Contact.role.in_(roles))
-            if index > 0:
-                previous = select(Delivery.contact_id).where(
-                    Delivery.campaign_id == campaign_id,
-                    Delivery.step == steps[index - 1].id,
-                    Delivery.state == "sent",
-                    Delivery.sent_at <= now - step.delay,
-                )
-                query = query.where(Contact.id.in_(previous))
-            candidates.extend(session.execute(query.order_by(Contact.id)))
-        if limit is not None:
-            candidates = candidates[: max(0, limit - _ledger_size(session, campaign_id, step.id))]
-        weights = [(variant.id, variant.weight) for variant in step.variants]
-        for batch in chunked(candidates, 5000):
-            rows = [
-                {
-                    "campaign_id": campaign_id,
-                    "step": step.id,
-                    "contact_id": contact_id,
-                    "account_id": account_id,
-                    "channel": step.channel,
-                    "variant": choose_variant(weights, f"{campaign_key}:{step.id}:{email}")
-                    if weights
-                    else None,
-                    "state": "planned",
-                    "due_at": now,
-                    "attempts": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for contact_id, account_id, email in batch
-            ]
-            planned += insert_new_rows(
-                session, engine, Delivery.__table__, rows, ["campaign_id", "step", "contact_id"]
-            )
+            planned += added
+            budget = None if budget is None else budget - added
+        if step.variants:
+            _draw_variants(session, campaign_id, campaign_key, step, now)
     return planned
+
+
+PLANNED_COLUMNS = [
+    "campaign_id",
+    "step",
+    "contact_id",
+    "account_id",
+    "channel",
+    "state",
+    "due_at",
+    "attempts",
+    "created_at",
+    "updated_at",
+]
+
+
+def _step_candidates(
+    campaign_id: int,
+    steps: list[Step],
+    index: int,
+    account_ids: list[int],
+    roles: list[str] | None,
+    now: datetime,
+) -> Select:
+    """Contacts of these accounts the step is due for and who have no row for it yet."""
+    step = steps[index]
+    already = select(Delivery.contact_id).where(
+        Delivery.campaign_id == campaign_id, Delivery.step == step.id
+    )
+    query = select(Contact.id, Contact.account_id).where(
+        Contact.account_id.in_(account_ids), Contact.id.not_in(already)
+    )
+    if roles:
+        query = query.where(Contact.role.in_(roles))
+    if index > 0:
+        previous = select(Delivery.contact_id).where(
+            Delivery.campaign_id == campaign_id,
+            Delivery.step == steps[index - 1].id,
+            Delivery.state == "sent",
+            Delivery.sent_at <= now - step.delay,
+        )
+        query = query.where(Contact.id.in_(previous))
+    return query.order_by(Contact.id)
+
+
+def _planned_rows(candidates: Select, campaign_id: int, step: Step, now: datetime) -> Select:
+    """The new ledger rows for `candidates`, in PLANNED_COLUMNS order."""
+    found = candidates.subquery()
+    moment = literal(now, Delivery.__table__.c.due_at.type)
+    return select(
+        literal(campaign_id),
+        literal(step.id),
+        found.c.id,
+        found.c.account_id,
+        literal(step.channel),
+        literal("planned"),
+        moment,
+        literal(0),
+        moment,
+        moment,
+    ).where(true())
+
+
+def _draw_variants(
+    session: Any, campaign_id: int, campaign_key: str, step: Step, now: datetime
+) -> None:
+    """A/B arms for the rows this planning made (variants are never redrawn later)."""
+    weights = [(variant.id, variant.weight) for variant in step.variants]
+    new_rows = (
+        select(Delivery.id, Contact.email)
+        .join(Contact, Contact.id == Delivery.contact_id)
+        .where(
+            Delivery.campaign_id == campaign_id,
+            Delivery.step == step.id,
+            Delivery.created_at == now,
+            Delivery.variant.is_(None),
+        )
+    )
+    rows = session.execute(new_rows).all()
+    for batch in chunked(rows, 5000):
+        update_rows_by_id(
+            session,
+            Delivery,
+            [
+                {
+                    "_id": row_id,
+                    "variant": choose_variant(weights, f"{campaign_key}:{step.id}:{email}"),
+                }
+                for row_id, email in batch
+            ],
+        )
 
 
 def _ledger_size(session: Any, campaign_id: int, step: str) -> int:
@@ -632,9 +722,9 @@ def _deliver_claimed(
                     failed.append(
                         _outcome_row(row, state="dead", last_error=f"render: {exc}"[:1000])
                     )
-            failed_ids = {result["_id"] for result in failed}
-            unsent = [row for row in to_send[start:] if row["delivery_id"] not in failed_ids]
-            handed = ledger.advance(results + failed, [row for row, _ in messages], unsent)
+            handed = ledger.advance(
+                results + failed, [row for row, _ in messages], to_send[start:], failed
+            )
             _count(outcome, results + failed)
             results = []
             if handed is None:
@@ -644,7 +734,7 @@ def _deliver_claimed(
             results = [
                 _result_row(row, result) for (row, _), result in zip(messages, sent, strict=True)
             ]
-        ledger.advance(results, [], [])
+        ledger.advance(results, [], [], [])
         _count(outcome, results)
     return outcome
 
@@ -662,12 +752,15 @@ class _SendLedger:
         self.token = token
         self.status = select(Campaign.status).where(Campaign.id == campaign_id)
         not_paused = ~exists().where(Campaign.id == campaign_id, Campaign.status == "paused")
-        self.sending = (
+        hand_over = (
             update(table)
-            .where(table.c.id.in_(bindparam("ids", expanding=True)))
             .where(table.c.claimed_by == token, not_paused)
             .values(state="sending", updated_at=bindparam("now"))
         )
+        self.sending = hand_over.where(table.c.id.in_(bindparam("ids", expanding=True)))
+        # SMTP hands over one message at a time: a plain `id = ?` skips the IN list's
+        # expansion on every execution
+        self.sending_one = hand_over.where(table.c.id == bindparam("one_id"))
         self.outcomes: dict[tuple[str, ...], Any] = {}
 
     def _record(self, rows: list[dict[str, Any]]) -> None:
@@ -686,21 +779,30 @@ class _SendLedger:
         self,
         results: list[dict[str, Any]],
         batch: list[dict[str, Any]],
-        unsent: list[dict[str, Any]],
+        rest: list[dict[str, Any]],
+        failed: list[dict[str, Any]],
     ) -> set[int] | None:
         """Record `results`; then, unless the campaign was paused, hand `batch` over and
         return the ids handed over (all of them, unless another process took some after
-        our lease ran out). When paused, give the `unsent` rows back and return None."""
+        our lease ran out). When paused, give back the rows of `rest` (this batch and the
+        ones after it) that did not fail to render, and return None."""
         with self.connection.begin():
             if results:
                 self._record(results)
             ids = [row["delivery_id"] for row in batch]
             if not ids:
                 return set()
-            handed = self.connection.execute(self.sending, {"ids": ids, "now": utcnow()})
+            if len(ids) == 1:
+                handed = self.connection.execute(
+                    self.sending_one, {"one_id": ids[0], "now": utcnow()}
+                )
+            else:
+                handed = self.connection.execute(self.sending, {"ids": ids, "now": utcnow()})
             if handed.rowcount == len(ids):
                 return set(ids)
             if self.connection.execute(self.status).scalar_one() == "paused":
+                failed_ids = {result["_id"] for result in failed}
+                unsent = [row for row in rest if row["delivery_id"] not in failed_ids]
                 if unsent:
                     self._record([_released(row) for row in unsent])
                 return None

@@ -48,6 +48,22 @@ def insert_new_rows(
     return len(session.execute(statement, rows).all())
 
 
+def insert_new_from_select(
+    session: Any, engine: Engine, table: Any, columns: list[str], rows: Any, unique: list[str]
+) -> int:
+    """INSERT ... SELECT, keeping existing rows that clash on `unique`; returns how many
+    were new. The rows never leave the database. SQLite reports the count as the row
+    count; psycopg does not for this statement, so PostgreSQL counts what RETURNING gives."""
+    statement = (
+        dialect_insert(engine, table)
+        .from_select(columns, rows)
+        .on_conflict_do_nothing(index_elements=unique)
+    )
+    if engine.dialect.name == "postgresql":
+        return len(session.execute(statement.returning(table.c.id)).all())
+    return session.execute(statement).rowcount
+
+
 EVENT_COLUMNS = (
     "provider",
     "provider_event_id",

@@ -18,8 +18,9 @@ from flows.delivery import (
     set_campaign_status,
 )
 from flows.import_csv import import_file
+from flows.rendering import choose_variant
 from flows.targeting import load_icp_rules, rescore_accounts_in_db, target_account_ids
-from models.tables import Delivery
+from models.tables import Contact, Delivery
 
 CAMPAIGN = Path(__file__).resolve().parents[1] / "campaigns" / "demo.yaml"
 
@@ -211,3 +212,51 @@ def test_a_reply_pauses_the_others_until_a_person_releases_the_account(engine):
     )
     _, defer = account_holds(engine, pause, rows, utcnow(), campaign_id=1)
     assert set(defer) == {2}
+
+
+def test_variants_are_drawn_once_per_person_into_the_ledger_and_never_redrawn(engine, tmp_path):
+    accounts, contacts = write_demo_csvs(tmp_path / "data", contacts=200)
+    import_file("accounts", accounts, engine, get_settings())
+    import_file("contacts", contacts, engine, get_settings())
+    rescore_accounts_in_db(engine, load_icp_rules())
+    path = CAMPAIGN.with_name("tier1-executive-programme.yaml")
+    key, campaign = load_campaign(path)
+    campaign_id = register_campaign(engine, key, campaign, path)
+    with_variants = campaign.steps
+    without = [with_variants[0].model_copy(update={"variants": []}), *with_variants[1:]]
+    targets = target_account_ids(engine, [1, 2, 3])
+    early, late = targets[: len(targets) // 2], targets[len(targets) // 2 :]
+
+    plan_step(engine, campaign_id, key, without, 0, early)
+    planned = plan_step(engine, campaign_id, key, with_variants, 0, targets)
+    again = plan_step(engine, campaign_id, key, with_variants, 0, targets)
+
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(Delivery.account_id, Delivery.variant, Contact.email).join(
+                Contact, Contact.id == Delivery.contact_id
+            )
+        ).all()
+    weights = [(v.id, v.weight) for v in with_variants[0].variants]
+    assert planned == sum(1 for row in rows if row.account_id in set(late)) > 20
+    assert again == 0
+    assert all(row.variant is None for row in rows if row.account_id in set(early))
+    drawn = [row for row in rows if row.account_id in set(late)]
+    assert {row.variant for row in drawn} == {"a", "b"}
+    assert all(
+        row.variant == choose_variant(weights, f"{key}:exec-intro:{row.email}") for row in drawn
+    )
+
+
+def test_a_limit_caps_the_rows_planned_across_account_batches(engine, tmp_path):
+    campaign_id, ids, _ = _planned_intro(engine, tmp_path)
+    key, campaign = load_campaign(CAMPAIGN)
+    targets = target_account_ids(engine, [1, 2, 3])
+    follow_up = [campaign.steps[0].model_copy(update={"id": "second-look"})]
+
+    first = plan_step(engine, campaign_id, key, follow_up, 0, targets, limit=7)
+    more = plan_step(engine, campaign_id, key, follow_up, 0, targets, limit=7)
+    raised = plan_step(engine, campaign_id, key, follow_up, 0, targets, limit=10)
+
+    assert (first, more, raised) == (7, 0, 3)
+    assert len(ids) > 10

@@ -1,3 +1,4 @@
+import base64
 import hashlib
 import hmac
 from email import message_from_bytes
@@ -209,3 +210,13 @@ def test_text_that_looks_like_an_encoded_word_reaches_the_reader_as_written():
 def test_a_sender_address_that_cannot_be_sent_is_refused_up_front():
     with pytest.raises(ConfigError, match="not an address"):
         Sender.parse("Demo <m@démo.example>")
+
+
+def test_an_unsubscribe_token_is_the_payload_and_its_truncated_hmac_sha256():
+    token = make_token(12, 3, "secret")
+    payload, signature = token.split(".")
+    digest = hmac.new(b"secret", b"unsubscribe:" + payload.encode(), hashlib.sha256).digest()
+    assert base64.urlsafe_b64decode(payload + "==") == b"12.3"
+    assert signature == base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+    assert read_token(token, "secret") == (12, 3)
+    assert make_token(12, 3, "other") != token

@@ -13,6 +13,8 @@ from urllib.parse import quote
 
 import pytest
 from aiosmtpd.controller import Controller
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from smtp_server import (
     DROP,
     Authenticator,
@@ -24,7 +26,7 @@ from smtp_server import (
 )
 
 from abm.errors import ConfigError
-from connectors.email.smtp import SmtpBackend, SmtpUrl, queue_id
+from connectors.email.smtp import SmtpBackend, SmtpUrl, _addresses, _mailboxes, queue_id
 from flows.rendering import EmailParts, Sender, build_message
 
 SENDER = Sender(name="Demo Co", email="marketing@demo.example", company="Demo Co")
@@ -416,3 +418,49 @@ def test_bad_urls_raise_config_error_without_the_password(address: str) -> None:
 def test_a_non_positive_timeout_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         SmtpBackend("smtp://mail.example", timeout=0)
+
+
+_HEADER_PIECES = st.sampled_from(
+    [
+        "Ann",
+        " ",
+        "Lee",
+        ",",
+        '"',
+        "<",
+        ">",
+        "@",
+        "(",
+        ")",
+        ";",
+        ":",
+        ".",
+        "x.example",
+        "a+b",
+        "=?utf-8?b?w4VubmE=?=",
+        "\\",
+        "[",
+        "]",
+        "\t",
+        "é",
+        "ann@x.example",
+        "<ann@x.example>",
+    ]
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@example("Ann Lee <ann@x.example>")
+@example("ann@x.example")
+@example("=?utf-8?b?w4VubmE=?= <ann@x.example>")
+@example("Ann, Lee <ann@x.example>")
+@example('"Lee, Ann" <ann@x.example>')
+@example("Ann (Sales) <ann@x.example>")
+@example("Ann <ann@x.example>, lee@x.example")
+@example("Ann <ann@x.example> <lee@x.example>")
+@example("ann@x.example@y.example")
+@given(st.lists(_HEADER_PIECES, max_size=8).map("".join))
+def test_the_quick_address_reading_agrees_with_the_standard_parser(value: str):
+    message = Message()
+    message["To"] = value
+    assert _addresses(message, "To") == _mailboxes((value,))

@@ -31,6 +31,12 @@ _URL_FORMS = (
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _ADDRESS = re.compile(r"[^\s<>@]+@[^\s<>@]+")
+# One mailbox without quotes, comments, groups or lists: a To header as we write it. Other
+# forms go through the standard library's parser.
+_SIMPLE_MAILBOX = re.compile(
+    r'[^<>",;:()\\@\[\]]*<([^\s<>@",;:()\\\[\]]+@[^\s<>@",;:()\\\[\]]+)>'
+    r'|([^\s<>@",;:()\\\[\]]+@[^\s<>@",;:()\\\[\]]+)'
+)
 _STATUS_CODE = re.compile(r"^\d\.\d{1,3}\.\d{1,3}\s+")
 _QUEUE_ID = (
     re.compile(r"queued as\s+<?([^\s<>]+?)>?(?:\s|$)", re.IGNORECASE),  # Postfix
@@ -363,7 +369,12 @@ def _envelope(message: Message) -> _Envelope | SendResult:
 
 def _addresses(message: Message, header: str) -> tuple[str, ...] | None:
     """The addresses in a header, or None if any of them is not a plain mailbox."""
-    return _mailboxes(tuple(str(value) for value in message.get_all(header, [])))
+    values = message.get_all(header, [])
+    if len(values) == 1:
+        simple = _SIMPLE_MAILBOX.fullmatch(str(values[0]))
+        if simple:  # `Name <a@b.example>` or `a@b.example`: what getaddresses would find
+            return (simple[1] or simple[2],)
+    return _mailboxes(tuple(str(value) for value in values))
 
 
 @lru_cache(maxsize=256)
