@@ -485,19 +485,12 @@ ROWS: tuple[tuple[str, str, float | None], ...] = (
 )
 
 
-def table(report: dict[str, Any]) -> str:
-    """The human-readable table: one column per size."""
-    from rich.console import Console
-    from rich.table import Table
-
-    sizes = report["sizes"]
-    grid = Table(title=f"abm-orchestrator benchmark ({report['database']})")
-    grid.add_column("")
-    for size in sizes:
-        grid.add_column(f"{int(size):,} contacts", justify="right")
+def _rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """(label, one cell per size) for every row of ROWS, goals marked."""
+    rows = []
     for label, key, goal in ROWS:
         cells = []
-        for result in sizes.values():
+        for result in report["sizes"].values():
             if key in ("import_peak_rss_mb", "flow_peak_rss_mb"):
                 value: Any = result["peak_rss_mb_by_stage"].get(key.split("_")[0])
             elif key == "eml_files":
@@ -508,9 +501,36 @@ def table(report: dict[str, Any]) -> str:
             if goal is not None and value is not None:
                 text += " ok" if value >= goal else " MISSED"
             cells.append(text)
+        rows.append((label.strip(), cells) if label.startswith("  ") else (label, cells))
+    return rows
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The table and its notes as GitHub markdown, for the README."""
+    sizes = [f"{int(size):,} contacts" for size in report["sizes"]]
+    lines = ["| | " + " | ".join(sizes) + " |", "|---|" + "---:|" * len(sizes)]
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in _rows(report)]
+    return "\n".join(lines) + "\n\n" + "\n".join(_notes(report)) + "\n"
+
+
+def table(report: dict[str, Any]) -> str:
+    """The human-readable table: one column per size."""
+    from rich.console import Console
+    from rich.table import Table
+
+    grid = Table(title=f"abm-orchestrator benchmark ({report['database']})")
+    grid.add_column("")
+    for size in report["sizes"]:
+        grid.add_column(f"{int(size):,} contacts", justify="right")
+    for label, cells in _rows(report):
         grid.add_row(label, *cells)
     console = Console(width=120, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
     console.print(grid)
+    return console.export_text() + "\n".join(_notes(report)) + "\n"
+
+
+def _notes(report: dict[str, Any]) -> list[str]:
+    """What the table needs beside it: machine, server start-up, samples, warnings."""
     m = report["machine"]
     notes = [
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}, "
@@ -522,7 +542,8 @@ def table(report: dict[str, Any]) -> str:
         f"{report['prefect_server_start_s']} s, not counted in the flow times.",
         f"Naive way measured on {report['naive']['sample']} contacts "
         "(one task per contact, new SMTP connection each, one ORM row each).",
-        f"Chunk tasks ran on: {report['chunk_runner']}. e2e contacts/s counts "
+        f"Chunk tasks ran on: {report.get('chunk_runner', report.get('task_workers'))}. "
+        "e2e contacts/s counts "
         "contacts whose message reached a final state (sent, skipped, failed), over import "
         "plus flow time.",
     ]
@@ -544,7 +565,7 @@ def table(report: dict[str, Any]) -> str:
             f"Memory: {memory['contacts_x']}x the contacts -> {memory['peak_rss_x']}x peak RSS "
             f"(flow alone: {memory['flow_peak_rss_x']}x)."
         )
-    return console.export_text() + "\n".join(notes) + "\n"
+    return notes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -606,6 +627,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", default=None, help="keep everything here (default: temp)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     parser.add_argument("--out", default=None, help="also write the JSON object to this file")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the table as markdown (for the README)"
+    )
+    parser.add_argument(
+        "--from-json", default=None, metavar="FILE", help="print a saved report; measure nothing"
+    )
     args = parser.parse_args(argv)
     if args.database_url and not is_postgres_url(args.database_url):
         if not args.database_url.startswith("sqlite"):
@@ -618,15 +645,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        report = run(args)
-    except BenchError as exc:
-        _say(str(exc))
-        return 1
+    if args.from_json:
+        report = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
+    else:
+        try:
+            report = run(args)
+        except BenchError as exc:
+            _say(str(exc))
+            return 1
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2), encoding="utf-8")
     if args.json:
         print(json.dumps(report, indent=2))
+    elif args.markdown:
+        print(markdown(report), end="")
     else:
         print(table(report), end="")
     return 0
