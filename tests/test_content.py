@@ -175,30 +175,31 @@ def test_validate_calls_out_templates_that_reach_for_python_internals(tmp_path, 
         validate_campaign(path, get_settings())
 
 
+_ANA = {
+    "delivery_id": 5,
+    "contact_id": 9,
+    "email": "ana@acme.example",
+    "first_name": "Ana",
+    "last_name": "Núñez",
+    "title": "CFO",
+    "seniority": "c_level",
+    "function": "finance",
+    "role": "approver",
+    "domain": "acme.example",
+    "account_name": "Acme GmbH",
+    "industry": "Manufacturing",
+    "tier": 1,
+    "country": "DE",
+    "employees": 900,
+}
+
+
 def test_css_is_inlined_and_utm_added_in_the_real_message(tmp_path):
     from flows.compose import Composer
 
     key, campaign = load_campaign(ROOT / "campaigns" / "tier1-executive-programme.yaml")
     step = campaign.steps[0]
-    row = {
-        "delivery_id": 5,
-        "contact_id": 9,
-        "email": "ana@acme.example",
-        "first_name": "Ana",
-        "last_name": "Núñez",
-        "title": "CFO",
-        "seniority": "c_level",
-        "function": "finance",
-        "role": "approver",
-        "domain": "acme.example",
-        "account_name": "Acme GmbH",
-        "industry": "Manufacturing",
-        "tier": 1,
-        "country": "DE",
-        "employees": 900,
-        "stage": "target",
-        "variant": "a",
-    }
+    row = {**_ANA, "stage": "target", "variant": "a"}
     message = Composer(get_settings(), key, 1, campaign, step).email(row)
     parsed = message_from_bytes(message.as_bytes(), policy=default)
     html = parsed.get_body(("html",)).get_content()
@@ -215,23 +216,7 @@ def test_one_composer_gives_each_variant_its_own_utm_content():
 
     key, campaign = load_campaign(ROOT / "campaigns" / "tier1-executive-programme.yaml")
     composer = Composer(get_settings(), key, 1, campaign, campaign.steps[0])
-    row = {
-        "delivery_id": 5,
-        "contact_id": 9,
-        "email": "ana@acme.example",
-        "first_name": "Ana",
-        "last_name": None,
-        "title": "CFO",
-        "seniority": "c_level",
-        "function": "finance",
-        "role": "approver",
-        "domain": "acme.example",
-        "account_name": "Acme GmbH",
-        "industry": "Manufacturing",
-        "tier": 1,
-        "country": "DE",
-        "employees": 900,
-    }
+    row = {**_ANA, "last_name": None}
     for variant in ("a", "b", "a"):
         message = composer.email({**row, "variant": variant})
         parsed = message_from_bytes(message.as_bytes(), policy=default)
