@@ -58,7 +58,6 @@ def test_a_campaign_run_sends_each_reachable_contact_one_email(demo_db):
     assert len(message_ids) == len(files)
 
 
-
 def test_chunks_on_worker_processes_send_each_contact_one_email(demo_db, monkeypatch):
     monkeypatch.setenv("ABM_CHUNK_RUNNER", "processes")
     monkeypatch.setenv("ABM_CHUNK_WORKERS", "2")
@@ -73,6 +72,7 @@ def test_chunks_on_worker_processes_send_each_contact_one_email(demo_db, monkeyp
     assert summary["sent"] == len(sent) == len(names) > 50
     assert {message_id.strip("<>") for message_id, _ in sent} == names
     assert {attempts for _, attempts in sent} == {1}
+
 
 def test_running_the_same_campaign_twice_sends_nothing_the_second_time(demo_db):
     first = run_campaign(campaign_file=str(CAMPAIGN))
