@@ -94,6 +94,33 @@ def prefect_server(work: Path) -> Iterator[tuple[str, float]]:
             server.stop()
 
 
+def _cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = [int(value) for value in handle.readline().split()[1:]]
+    return fields[3] + fields[4], sum(fields)
+
+
+def settle(max_wait_s: float = 60.0, busy_below: float = 0.15) -> float:
+    """Wait until the CPUs are at least 85% idle over one second (the temporary Prefect
+    server digests a run's events for a while after it), so that each measurement starts on
+    a quiet machine; returns the seconds waited. Gives up after `max_wait_s`, and does not
+    wait where /proc/stat is missing."""
+    started = time.monotonic()
+    try:
+        idle, total = _cpu_times()
+        while time.monotonic() - started < max_wait_s:
+            time.sleep(1.0)
+            idle2, total2 = _cpu_times()
+            busy = 1 - (idle2 - idle) / max(1, total2 - total)
+            if busy < busy_below:
+                break
+            idle, total = idle2, total2
+    except OSError:
+        pass
+    return round(time.monotonic() - started, 1)
+
+
 @contextmanager
 def _smtp(enabled: bool) -> Iterator[tuple[str | None, Any]]:
     if not enabled:
@@ -316,9 +343,14 @@ class Measurements:
     ) -> dict[str, Any]:
         with fresh_database(self.server_url, self.work / "db", name) as url:
             state = self.work / "runs" / name
-            return self.runner.run(
+            waited = settle()
+            if waited >= 2:
+                _say(f"  (waited {waited:.0f} s for a quiet machine)")
+            result = self.runner.run(
                 module, name, "--state-dir", str(state), "--database-url", url, *argv, env=env
             )
+            result["settled_after_s"] = waited
+            return result
 
     def raw(self) -> dict[str, Any]:
         _say("raw limits: bare Jinja2 renders, bulk inserts, one-connection smtplib ...")
