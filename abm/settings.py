@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
 
 EMAIL_BACKENDS = ("outbox", "console", "smtp", "sendgrid")
-CHUNK_RUNNERS = ("threads", "processes")
+CHUNK_RUNNERS = ("auto", "threads", "processes")
 
 
 class Settings(BaseSettings):
@@ -61,7 +61,9 @@ class Settings(BaseSettings):
     templates_dir: Path = Field(REPO_ROOT / "templates", description="Jinja2 templates")
     chunk_size: int = Field(1000, ge=1, le=50_000, description="contacts per delivery task")
     chunk_runner: str = Field(
-        "threads", description="threads (one process), or processes to render on every core"
+        "auto",
+        description="threads (one core), processes (every core), or auto: processes for "
+        "steps of 8 chunks or more",
     )
     chunk_workers: int | None = Field(
         None, ge=1, le=64, description="chunk tasks at once: 4 threads, or a process per core"

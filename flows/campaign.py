@@ -112,16 +112,15 @@ def _summary_markdown(key: str, summary: dict[str, Any]) -> str:
 
 
 def _deliver_step(
-    runner: TaskRunner, task: Task, context: DeliveryContext, chunk_size: int, artifact_key: str
+    settings: Settings, task: Task, context: DeliveryContext, artifact_key: str
 ) -> list[ChunkOutcome]:
     """One task run per chunk of the step's due rows, with a progress artifact in the UI."""
     engine = get_engine(context.database_url)
     ids = due_delivery_ids(engine, context.campaign_id, context.step)
-    chunks = [list(chunk) for chunk in chunked(ids, chunk_size)]
+    chunks = [list(chunk) for chunk in chunked(ids, settings.chunk_size)]
     get_run_logger().info(
         "step %s: %d messages due in %d chunks", context.step, len(ids), len(chunks)
     )
-    futures = runner.map(task, {"ids": chunks, "context": unmapped(context)})
     progress = create_progress_artifact(
         progress=0.0,
         key=f"{artifact_key}-{context.step}-progress".lower()[:100],
@@ -129,12 +128,14 @@ def _deliver_step(
     )
     outcomes = []
     shown = 0
-    for future in as_completed(futures):
-        outcomes.append(future.result())
-        done = 100 * len(outcomes) // max(1, len(chunks))
-        if done > shown:  # at most a hundred updates, however many chunks
-            update_progress_artifact(progress, float(done))
-            shown = done
+    with chunk_task_runner(settings, len(chunks)) as runner:
+        futures = runner.map(task, {"ids": chunks, "context": unmapped(context)})
+        for future in as_completed(futures):
+            outcomes.append(future.result())
+            done = 100 * len(outcomes) // max(1, len(chunks))
+            if done > shown:  # at most a hundred updates, however many chunks
+                update_progress_artifact(progress, float(done))
+                shown = done
     return outcomes
 
 
@@ -143,21 +144,34 @@ def _deliver_step(
 CHUNK_THREADS = 4
 
 
-def chunk_workers(settings: Settings) -> int:
-    """How many chunk tasks run at once: `ABM_CHUNK_WORKERS`, else 4 threads or a process
-    per core."""
+# From this many chunks in a step, `auto` runs them on processes: below it, starting the
+# processes (a few seconds) costs more than a second core saves.
+PROCESSES_FROM_CHUNKS = 8
+
+
+def chunk_runner_kind(setting: str, chunks: int, cores: int) -> str:
+    """`threads` or `processes` for a step of `chunks` chunks: rendering is CPU work, so
+    threads (cheap to start) use one core and processes use them all."""
+    if setting != "auto":
+        return setting
+    return "processes" if cores > 1 and chunks >= PROCESSES_FROM_CHUNKS else "threads"
+
+
+def chunk_task_runner(settings: Settings, chunks: int) -> TaskRunner:
+    """Where a step's delivery chunks run (`ABM_CHUNK_RUNNER`, `ABM_CHUNK_WORKERS`): threads,
+    four by default, or Prefect's process pool, a process per core by default. Beyond one
+    machine: work pools and workers."""
+    kind = chunk_runner_kind(settings.chunk_runner, chunks, os.cpu_count() or 1)
+    if kind == "processes":
+        return ProcessPoolTaskRunner(max_workers=chunk_workers(settings, kind))
+    return ThreadPoolTaskRunner(max_workers=chunk_workers(settings, kind))
+
+
+def chunk_workers(settings: Settings, kind: str) -> int:
+    """Chunk tasks at once: `ABM_CHUNK_WORKERS`, else 4 threads or a process per core."""
     if settings.chunk_workers:
         return settings.chunk_workers
-    return (os.cpu_count() or 1) if settings.chunk_runner == "processes" else CHUNK_THREADS
-
-
-def chunk_task_runner(settings: Settings) -> TaskRunner:
-    """Where delivery chunks run: rendering is CPU work, so threads (the default, cheap to
-    start) use one core; `ABM_CHUNK_RUNNER=processes` uses a process per core, which pays
-    off from tens of thousands of messages. Beyond one machine: work pools and workers."""
-    if settings.chunk_runner == "processes":
-        return ProcessPoolTaskRunner(max_workers=chunk_workers(settings))
-    return ThreadPoolTaskRunner(max_workers=chunk_workers(settings))
+    return (os.cpu_count() or 1) if kind == "processes" else CHUNK_THREADS
 
 
 @flow(name="run-campaign", log_prints=False)
@@ -208,17 +222,16 @@ def run_campaign(
         else deliver_chunk.with_options(tags=[f"abm-provider:{backend.name}"])
     )
     rehearsal: list[ChunkOutcome] = []
-    with chunk_task_runner(settings) as runner:
-        for index, step in enumerate(campaign.steps):
-            plan_step(engine, campaign_id, key, campaign.steps, index, account_ids, roles, limit)
-            context = DeliveryContext(
-                database_url=database_url,
-                campaign_file=str(path),
-                campaign_id=campaign_id,
-                campaign_key=key,
-                step=step.id,
-            )
-            rehearsal += _deliver_step(runner, task, context, settings.chunk_size, artifact_key)
+    for index, step in enumerate(campaign.steps):
+        plan_step(engine, campaign_id, key, campaign.steps, index, account_ids, roles, limit)
+        context = DeliveryContext(
+            database_url=database_url,
+            campaign_file=str(path),
+            campaign_id=campaign_id,
+            campaign_key=key,
+            step=step.id,
+        )
+        rehearsal += _deliver_step(settings, task, context, artifact_key)
 
     if dry_run:
         return _dry_run_summary(outcomes=rehearsal)

@@ -265,3 +265,13 @@ def test_rescoring_applies_decay_without_new_events(demo_db):
         after = sum(connection.execute(select(Account.engagement_score)).scalars())
     assert result["accounts"] > 0
     assert 0 < after < before
+
+
+def test_auto_runs_large_steps_on_processes_and_small_ones_on_threads():
+    from flows.campaign import PROCESSES_FROM_CHUNKS, chunk_runner_kind
+
+    assert chunk_runner_kind("auto", PROCESSES_FROM_CHUNKS, cores=2) == "processes"
+    assert chunk_runner_kind("auto", PROCESSES_FROM_CHUNKS - 1, cores=2) == "threads"
+    assert chunk_runner_kind("auto", 1000, cores=1) == "threads"
+    assert chunk_runner_kind("threads", 1000, cores=8) == "threads"
+    assert chunk_runner_kind("processes", 1, cores=1) == "processes"
