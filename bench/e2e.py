@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     reset_settings()
     prepare_environment()  # Prefect's own log to the state folder, before Prefect loads
     started = time.perf_counter()
-    from flows.campaign import chunk_runner_kind, chunk_workers, run_campaign
+    from flows.campaign import chunk_plan, run_campaign
 
     prefect_import_s = time.perf_counter() - started
     from sqlalchemy import func, select
@@ -123,9 +123,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     imported = timed_import(engine, settings, data / "accounts.csv", data / "contacts.csv")
     memory.end_stage("import")
 
-    chunks = -(-imported.imported // settings.chunk_size)
-    kind = chunk_runner_kind(settings.chunk_runner, chunks, os.cpu_count() or 1)
-    chunk_runner = f"{chunk_workers(settings, kind)} {kind}"
+    plan = chunk_plan(settings, imported.imported, os.cpu_count() or 1)
+    chunk_runner = f"{plan.workers} {plan.kind}, chunks of {plan.size:,}"
     started = time.perf_counter()
     state = run_campaign(campaign_file=str(CAMPAIGN), return_state=True)
     flow_s = time.perf_counter() - started
@@ -161,7 +160,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "chunk_process_peak_rss_mb": round(
             resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
         )
-        if kind == "processes"
+        if plan.kind == "processes"
         else None,
         "peak_rss_mb_by_stage": memory.stages,
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +118,15 @@ def _deliver_step(
     """One task run per chunk of the step's due rows, with a progress artifact in the UI."""
     engine = get_engine(context.database_url)
     ids = due_delivery_ids(engine, context.campaign_id, context.step)
-    chunks = [list(chunk) for chunk in chunked(ids, settings.chunk_size)]
+    plan = chunk_plan(settings, len(ids), os.cpu_count() or 1)
+    chunks = [list(chunk) for chunk in chunked(ids, plan.size)]
     get_run_logger().info(
-        "step %s: %d messages due in %d chunks", context.step, len(ids), len(chunks)
+        "step %s: %d messages due in %d chunks on %d %s",
+        context.step,
+        len(ids),
+        len(chunks),
+        plan.workers,
+        plan.kind,
     )
     progress = create_progress_artifact(
         progress=0.0,
@@ -128,7 +135,7 @@ def _deliver_step(
     )
     outcomes = []
     shown = 0
-    with chunk_task_runner(settings, len(chunks)) as runner:
+    with chunk_task_runner(plan) as runner:
         futures = runner.map(task, {"ids": chunks, "context": unmapped(context)})
         for future in as_completed(futures):
             outcomes.append(future.result())
@@ -157,21 +164,40 @@ def chunk_runner_kind(setting: str, chunks: int, cores: int) -> str:
     return "processes" if cores > 1 and chunks >= PROCESSES_FROM_CHUNKS else "threads"
 
 
-def chunk_task_runner(settings: Settings, chunks: int) -> TaskRunner:
-    """Where a step's delivery chunks run (`ABM_CHUNK_RUNNER`, `ABM_CHUNK_WORKERS`): threads,
-    four by default, or Prefect's process pool, a process per core by default. Beyond one
-    machine: work pools and workers."""
-    kind = chunk_runner_kind(settings.chunk_runner, chunks, os.cpu_count() or 1)
+# A task handed to a process pool is pickled with its Prefect context in the flow's process,
+# tenths of a second each: on processes, chunks grow (up to MAX_PROCESS_CHUNK) so that each
+# process gets about CHUNKS_PER_PROCESS of them and is never left waiting for the next.
+CHUNKS_PER_PROCESS = 4
+MAX_PROCESS_CHUNK = 10_000
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How a step's due rows are cut and run: `threads` or `processes`, how many at once,
+    how many rows per chunk task."""
+
+    kind: str
+    workers: int
+    size: int
+
+
+def chunk_plan(settings: Settings, due: int, cores: int) -> ChunkPlan:
+    """The plan for `due` rows on a machine of `cores` cores (`ABM_CHUNK_RUNNER`,
+    `ABM_CHUNK_WORKERS`, `ABM_CHUNK_SIZE`, the smallest chunk on processes)."""
+    size = settings.chunk_size
+    kind = chunk_runner_kind(settings.chunk_runner, -(-due // size), cores)
+    workers = settings.chunk_workers or (cores if kind == "processes" else CHUNK_THREADS)
     if kind == "processes":
-        return ProcessPoolTaskRunner(max_workers=chunk_workers(settings, kind))
-    return ThreadPoolTaskRunner(max_workers=chunk_workers(settings, kind))
+        size = max(size, min(MAX_PROCESS_CHUNK, -(-due // (workers * CHUNKS_PER_PROCESS))))
+    return ChunkPlan(kind, workers, size)
 
 
-def chunk_workers(settings: Settings, kind: str) -> int:
-    """Chunk tasks at once: `ABM_CHUNK_WORKERS`, else 4 threads or a process per core."""
-    if settings.chunk_workers:
-        return settings.chunk_workers
-    return (os.cpu_count() or 1) if kind == "processes" else CHUNK_THREADS
+def chunk_task_runner(plan: ChunkPlan) -> TaskRunner:
+    """Prefect's process pool or thread pool, as planned. Beyond one machine: work pools
+    and workers."""
+    if plan.kind == "processes":
+        return ProcessPoolTaskRunner(max_workers=plan.workers)
+    return ThreadPoolTaskRunner(max_workers=plan.workers)
 
 
 @flow(name="run-campaign", log_prints=False)

@@ -275,3 +275,20 @@ def test_auto_runs_large_steps_on_processes_and_small_ones_on_threads():
     assert chunk_runner_kind("auto", 1000, cores=1) == "threads"
     assert chunk_runner_kind("threads", 1000, cores=8) == "threads"
     assert chunk_runner_kind("processes", 1, cores=1) == "processes"
+
+
+def test_on_processes_chunks_grow_so_each_process_gets_a_few(monkeypatch):
+    from flows.campaign import CHUNKS_PER_PROCESS, MAX_PROCESS_CHUNK, chunk_plan
+
+    reset_settings()
+    settings = get_settings()
+    small = chunk_plan(settings, 3_000, cores=2)
+    large = chunk_plan(settings, 60_000, cores=2)
+    huge = chunk_plan(settings, 1_000_000, cores=2)
+    assert (small.kind, small.workers, small.size) == ("threads", 4, settings.chunk_size)
+    assert (large.kind, large.workers) == ("processes", 2)
+    assert large.size == 60_000 // (2 * CHUNKS_PER_PROCESS)
+    assert huge.size == MAX_PROCESS_CHUNK
+    monkeypatch.setenv("ABM_CHUNK_RUNNER", "threads")
+    reset_settings()
+    assert chunk_plan(get_settings(), 1_000_000, cores=2).size == settings.chunk_size
