@@ -343,7 +343,7 @@ class Measurements:
     ) -> dict[str, Any]:
         with fresh_database(self.server_url, self.work / "db", name) as url:
             state = self.work / "runs" / name
-            waited = settle()
+            waited = settle(self.args.settle_s)
             if waited >= 2:
                 _say(f"  (waited {waited:.0f} s for a quiet machine)")
             result = self.runner.run(
@@ -661,6 +661,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default=None, help="also write the JSON object to this file")
     parser.add_argument(
         "--markdown", action="store_true", help="print the table as markdown (for the README)"
+    )
+    parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="wait up to S seconds for a quiet machine before each measurement (default: 60)",
     )
     parser.add_argument(
         "--from-json", default=None, metavar="FILE", help="print a saved report; measure nothing"

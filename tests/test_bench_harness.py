@@ -42,6 +42,8 @@ def test_bench_harness_smoke(tmp_path: Path) -> None:
         "500",
         "--smtp-messages",
         "100",
+        "--settle-s",
+        "0",
     ]
     done = subprocess.run(
         [
