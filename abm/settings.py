@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from abm.errors import ConfigError
@@ -20,6 +20,7 @@ DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
 
 EMAIL_BACKENDS = ("outbox", "console", "smtp", "sendgrid")
 CHUNK_RUNNERS = ("auto", "threads", "processes")
+CHOICES = {"email_backend": EMAIL_BACKENDS, "chunk_runner": CHUNK_RUNNERS}
 
 
 class Settings(BaseSettings):
@@ -73,18 +74,12 @@ class Settings(BaseSettings):
     )
     state_dir: Path = Field(Path(".abm"), description="local state: database, secret, demo")
 
-    @field_validator("email_backend")
+    @field_validator("email_backend", "chunk_runner")
     @classmethod
-    def _known_backend(cls, value: str) -> str:
-        if value not in EMAIL_BACKENDS:
-            raise ValueError(f"must be one of {', '.join(EMAIL_BACKENDS)}")
-        return value
-
-    @field_validator("chunk_runner")
-    @classmethod
-    def _known_chunk_runner(cls, value: str) -> str:
-        if value not in CHUNK_RUNNERS:
-            raise ValueError(f"must be one of {', '.join(CHUNK_RUNNERS)}")
+    def _one_of_the_choices(cls, value: str, info: ValidationInfo) -> str:
+        choices = CHOICES[info.field_name]
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
         return value
 
     @field_validator("sender")
