@@ -37,6 +37,7 @@ from flows.rendering import choose_variant
 from flows.rules import cap_frees_at, local_zone, next_window_opening
 from models.db import chunked, session_scope
 from models.store import (
+    DriverStatement,
     dialect_insert,
     email_domain,
     insert_new_from_select,
@@ -723,7 +724,7 @@ def _deliver_claimed(
                         _outcome_row(row, state="dead", last_error=f"render: {exc}"[:1000])
                     )
             handed = ledger.advance(
-                results + failed, [row for row, _ in messages], to_send[start:], failed
+                results + failed, [row for row, _ in messages], (to_send, start), failed
             )
             _count(outcome, results + failed)
             results = []
@@ -734,7 +735,7 @@ def _deliver_claimed(
             results = [
                 _result_row(row, result) for (row, _), result in zip(messages, sent, strict=True)
             ]
-        ledger.advance(results, [], [], [])
+        ledger.advance(results, [], ([], 0), [])
         _count(outcome, results)
     return outcome
 
@@ -758,34 +759,38 @@ class _SendLedger:
             .values(state="sending", updated_at=bindparam("now"))
         )
         self.sending = hand_over.where(table.c.id.in_(bindparam("ids", expanding=True)))
-        # SMTP hands over one message at a time: a plain `id = ?` skips the IN list's
-        # expansion on every execution
-        self.sending_one = hand_over.where(table.c.id == bindparam("one_id"))
-        self.outcomes: dict[tuple[str, ...], Any] = {}
+        # SMTP hands over one message per transaction: these run on the driver's cursor
+        dialect = connection.dialect
+        self.sending_one = DriverStatement(
+            hand_over.where(table.c.id == bindparam("one_id")), dialect
+        )
+        self.outcomes: dict[tuple[str, ...], DriverStatement] = {}
 
     def _record(self, rows: list[dict[str, Any]]) -> None:
         """Outcomes for rows this claim still holds (a stolen lease is left alone)."""
         columns = tuple(name for name in rows[0] if name != "_id")
         if columns not in self.outcomes:
             table = Delivery.__table__
-            self.outcomes[columns] = (
+            self.outcomes[columns] = DriverStatement(
                 update(table)
                 .where(table.c.id == bindparam("_id"), table.c.claimed_by == self.token)
-                .values(**{name: bindparam(name) for name in columns}, lease_until=None)
+                .values(**{name: bindparam(name) for name in columns}, lease_until=None),
+                self.connection.dialect,
             )
-        self.connection.execute(self.outcomes[columns], rows)
+        self.outcomes[columns].execute_many(self.connection, rows)
 
     def advance(
         self,
         results: list[dict[str, Any]],
         batch: list[dict[str, Any]],
-        rest: list[dict[str, Any]],
+        rest: tuple[list[dict[str, Any]], int],
         failed: list[dict[str, Any]],
     ) -> set[int] | None:
         """Record `results`; then, unless the campaign was paused, hand `batch` over and
         return the ids handed over (all of them, unless another process took some after
-        our lease ran out). When paused, give back the rows of `rest` (this batch and the
-        ones after it) that did not fail to render, and return None."""
+        our lease ran out). When paused, give back the rows of `rest` (the chunk's rows to
+        send and where this batch starts in them) that did not fail to render, and return
+        None."""
         with self.connection.begin():
             if results:
                 self._record(results)
@@ -793,16 +798,19 @@ class _SendLedger:
             if not ids:
                 return set()
             if len(ids) == 1:
-                handed = self.connection.execute(
-                    self.sending_one, {"one_id": ids[0], "now": utcnow()}
+                handed = self.sending_one.execute(
+                    self.connection, {"one_id": ids[0], "now": utcnow()}
                 )
             else:
-                handed = self.connection.execute(self.sending, {"ids": ids, "now": utcnow()})
-            if handed.rowcount == len(ids):
+                handed = self.connection.execute(
+                    self.sending, {"ids": ids, "now": utcnow()}
+                ).rowcount
+            if handed == len(ids):
                 return set(ids)
             if self.connection.execute(self.status).scalar_one() == "paused":
                 failed_ids = {result["_id"] for result in failed}
-                unsent = [row for row in rest if row["delivery_id"] not in failed_ids]
+                rows, start = rest
+                unsent = [row for row in rows[start:] if row["delivery_id"] not in failed_ids]
                 if unsent:
                     self._record([_released(row) for row in unsent])
                 return None

@@ -1,7 +1,9 @@
+from datetime import UTC, datetime
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import String, bindparam, cast, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
@@ -14,7 +16,7 @@ from models.db import (
     require_current_schema,
     session_scope,
 )
-from models.store import add_suppressions, upsert_accounts, upsert_contacts
+from models.store import DriverStatement, add_suppressions, upsert_accounts, upsert_contacts
 from models.tables import Campaign, Delivery, EngagementEvent, utcnow
 
 
@@ -105,3 +107,41 @@ def test_suppressing_a_domain_marks_its_contacts_suppressed(engine):
     from models.queries import list_contacts
 
     assert [c["status"] for c in list_contacts(engine)] == ["suppressed"]
+
+
+def test_a_driver_statement_writes_what_sqlalchemy_writes(engine):
+    """The per-message ledger statements skip SQLAlchemy's execution layer: the stored
+    values (timestamps as text on SQLite), the literal bound at build time and the row count
+    must be the ones SQLAlchemy itself gives."""
+    campaign_id = _account_and_contact(engine)
+    table = Delivery.__table__
+    with session_scope(engine) as session:
+        for step in ("a", "b"):
+            session.add(Delivery(campaign_id=campaign_id, step=step, contact_id=1, account_id=1))
+    moment = datetime(2026, 11, 25, 23, 5, 7, tzinfo=UTC)  # microsecond 0: the odd case
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("row_id"), table.c.state == "planned")
+        .values(state=bindparam("state"), sent_at=bindparam("sent_at"), last_error=None)
+    )
+    values = {"state": "sent", "sent_at": moment}
+    with engine.connect() as connection, connection.begin():
+        assert connection.execute(statement, {**values, "row_id": 1}).rowcount == 1
+        driver = DriverStatement(statement, engine.dialect)
+        assert driver.execute(connection, {**values, "row_id": 2}) == 1
+        assert driver.execute(connection, {**values, "row_id": 2}) == 0  # no longer planned
+    stored = select(table.c.state, cast(table.c.sent_at, String), table.c.last_error)
+    with engine.connect() as connection:
+        via_sqlalchemy, via_driver = connection.execute(stored.order_by(table.c.id)).all()
+    assert via_driver == via_sqlalchemy
+
+
+def test_a_driver_statement_refuses_an_in_list(engine):
+    table = Delivery.__table__
+    statement = (
+        update(table)
+        .where(table.c.id.in_(bindparam("ids", expanding=True)))
+        .values(state="sending")
+    )
+    with pytest.raises(ValueError, match="IN lists"):
+        DriverStatement(statement, engine.dialect)
