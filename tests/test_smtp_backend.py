@@ -3,6 +3,7 @@ reply codes mapped to outcomes, reconnects, AUTH, STARTTLS, implicit TLS and URL
 
 from __future__ import annotations
 
+import smtplib
 import ssl
 from collections.abc import Iterator
 from email import message_from_bytes, policy
@@ -26,7 +27,14 @@ from smtp_server import (
 )
 
 from abm.errors import ConfigError
-from connectors.email.smtp import SmtpBackend, SmtpUrl, _addresses, _mailboxes, queue_id
+from connectors.email.smtp import (
+    SmtpBackend,
+    SmtpUrl,
+    _addresses,
+    _mailboxes,
+    _quoted,
+    queue_id,
+)
 from flows.rendering import EmailParts, Sender, build_message
 
 SENDER = Sender(name="Demo Co", email="marketing@demo.example", company="Demo Co")
@@ -464,3 +472,20 @@ def test_the_quick_address_reading_agrees_with_the_standard_parser(value: str):
     message = Message()
     message["To"] = value
     assert _addresses(message, "To") == _mailboxes((value,))
+
+
+@settings(max_examples=1000, deadline=None)
+@example("Ann Lee <ann@x.example>")
+@example('"Lee, Ann" <ann@x.example>')
+@example('"ann lee"@x.example')
+@example("Ann (Sales) <ann@x.example>")
+@example("ann..lee@x.example")
+@example('"ann@x.example,')
+@given(st.lists(_HEADER_PIECES, max_size=8).map("".join))
+def test_the_envelope_quotes_addresses_as_smtplib_would(value: str):
+    """MAIL FROM and RCPT TO quote a plain address themselves instead of smtplib parsing it
+    again; whatever the header held, the command line is smtplib's."""
+    message = Message()
+    message["To"] = value
+    for address in (value, *(_addresses(message, "To") or ())):
+        assert _quoted(address) == smtplib.quoteaddr(address)

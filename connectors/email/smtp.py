@@ -37,6 +37,8 @@ _SIMPLE_MAILBOX = re.compile(
     r'[^<>",;:()\\@\[\]]*<([^\s<>@",;:()\\\[\]]+@[^\s<>@",;:()\\\[\]]+)>'
     r'|([^\s<>@",;:()\\\[\]]+@[^\s<>@",;:()\\\[\]]+)'
 )
+# a bare local@domain: smtplib.quoteaddr would give it back in <> unchanged
+_PLAIN_ADDRESS = re.compile(r'[^\s<>@",;:()\\\[\]]+@[^\s<>@",;:()\\\[\]]+')
 _STATUS_CODE = re.compile(r"^\d\.\d{1,3}\.\d{1,3}\s+")
 _QUEUE_ID = (
     re.compile(r"queued as\s+<?([^\s<>]+?)>?(?:\s|$)", re.IGNORECASE),  # Postfix
@@ -237,8 +239,8 @@ class SmtpBackend(EmailBackend):
         if not envelope.data.isascii() and connection.has_extn("8bitmime"):
             options.append("BODY=8BITMIME")
         steps: list[tuple[str, Callable[[], tuple[int, bytes]]]] = [
-            ("MAIL FROM", partial(connection.mail, envelope.sender, options)),
-            *(("RCPT TO", partial(connection.rcpt, rcpt)) for rcpt in envelope.recipients),
+            ("MAIL FROM", partial(_mail, connection, envelope.sender, options)),
+            *(("RCPT TO", partial(_rcpt, connection, rcpt)) for rcpt in envelope.recipients),
             ("DATA", partial(_data, connection, envelope.data)),
         ]
         reply = b""
@@ -339,6 +341,30 @@ def queue_id(reply: bytes) -> str | None:
             if match:
                 return match.group(1)
     return None
+
+
+def _quoted(address: str) -> str:
+    """`smtplib.quoteaddr(address)` without parsing a plain `local@domain` again (a tenth
+    of a millisecond per message); property-tested against quoteaddr."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    return smtplib.quoteaddr(address)
+
+
+def _mail(connection: smtplib.SMTP, sender: str, options: list[str]) -> tuple[int, bytes]:
+    """`SMTP.mail` with `_quoted`. SMTPUTF8 goes through smtplib, which also switches the
+    command encoding."""
+    if "SMTPUTF8" in options:
+        return connection.mail(sender, options)
+    extra = " " + " ".join(options) if options and connection.does_esmtp else ""
+    connection.putcmd("mail", f"from:{_quoted(sender)}{extra}")
+    return connection.getreply()
+
+
+def _rcpt(connection: smtplib.SMTP, recipient: str) -> tuple[int, bytes]:
+    """`SMTP.rcpt` with `_quoted`."""
+    connection.putcmd("rcpt", f"to:{_quoted(recipient)}")
+    return connection.getreply()
 
 
 def _data(connection: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
