@@ -17,7 +17,6 @@ from models.db import chunked, session_scope
 from models.tables import Account, Contact, EngagementEvent, Suppression, utcnow
 
 IN_CHUNK = 2000
-BULK_CACHE_KIB = 65536
 
 
 @dataclass
@@ -103,15 +102,6 @@ def sqlite_utc(value: datetime) -> str:
     return f"{day}{two[value.hour]}:{two[value.minute]}:{two[value.second]}.{value.microsecond:06d}"
 
 
-def use_bulk_page_cache(connection: Connection) -> None:
-    """On SQLite, let this connection cache up to 64 MiB of pages, used only as needed: bulk
-    writes touch index pages all over the file, and re-reading them cost a third more CPU on
-    1M events and a sixth more on 200k contacts. Other connections keep SQLite's 2 MiB, so
-    chunk processes stay small however large the database grows."""
-    if connection.dialect.name == "sqlite":
-        connection.exec_driver_sql(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
-
-
 def insert_new_events(
     session: Any, engine: Engine, events: Sequence[dict[str, Any]], now: datetime
 ) -> int:
@@ -153,14 +143,12 @@ def insert_new_events(
         for event in events
     ]
     quote = engine.dialect.identifier_preparer.quote
-    connection = session.connection()
-    use_bulk_page_cache(connection)
     statement = (
         f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, EVENT_COLUMNS))}) "
         f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))}) "
         "ON CONFLICT (provider, provider_event_id) DO NOTHING"
     )
-    return connection.exec_driver_sql(statement, rows).rowcount
+    return session.connection().exec_driver_sql(statement, rows).rowcount
 
 
 def update_rows_by_id(
@@ -266,7 +254,6 @@ def _upsert_in(
     now: datetime,
 ) -> None:
     """`_upsert` inside the caller's transaction, adding to `counts`."""
-    use_bulk_page_cache(session.connection())
     columns = [getattr(model, name) for name in (key, *fields)]
     for batch in chunked(records, IN_CHUNK):
         keys = [record[key] for record in batch]
