@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ __all__ = [
     "BENCH_DIR",
     "CAMPAIGN",
     "REPO_ROOT",
+    "ChildPeakMemory",
     "PeakMemory",
     "bench_icp_rules",
     "fresh_database",
@@ -109,6 +111,69 @@ class PeakMemory:
     @property
     def peak_mb(self) -> float:
         return max([*self.stages.values(), 0.0])
+
+
+class ChildPeakMemory:
+    """The largest own peak (VmHWM) among this process's descendants, sampled by a thread.
+
+    `getrusage(RUSAGE_CHILDREN)` cannot say this: a spawned child is forked before it
+    execs, and Linux carries the parent's size at that moment into the child's maxrss, so a
+    chunk process would seem as large as the flow that started it. VmHWM belongs to the
+    child's own image; sampling every quarter second catches each pool process, which lives
+    for a whole step."""
+
+    def __init__(self, every_s: float = 0.25) -> None:
+        self.peak_kb = 0
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> ChildPeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float | None:
+        return round(self.peak_kb / 1024, 1) if self.peak_kb else None
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._every_s):
+            for pid in _descendants(os.getpid()):
+                self.peak_kb = max(self.peak_kb, _vm_hwm_kb(pid))
+
+
+def _descendants(pid: int) -> list[int]:
+    found, pending = [], [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children", encoding="ascii") as handle:
+                    children = [int(child) for child in handle.read().split()]
+            except OSError:
+                continue
+            found += children
+            pending += children
+    return found
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def write_result(path: Path, result: dict[str, Any]) -> None:

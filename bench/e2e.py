@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import time
 from collections import defaultdict
 from datetime import datetime
@@ -20,7 +19,14 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from bench.common import CAMPAIGN, SECRET_KEY, PeakMemory, bench_icp_rules, write_result
+from bench.common import (
+    CAMPAIGN,
+    SECRET_KEY,
+    ChildPeakMemory,
+    PeakMemory,
+    bench_icp_rules,
+    write_result,
+)
 
 
 def _configure(args: argparse.Namespace) -> None:
@@ -126,7 +132,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = chunk_plan(settings, imported.imported, os.cpu_count() or 1)
     chunk_runner = f"{plan.workers} {plan.kind}, chunks of {plan.size:,}"
     started = time.perf_counter()
-    state = run_campaign(campaign_file=str(CAMPAIGN), return_state=True)
+    with ChildPeakMemory() as chunk_processes:
+        state = run_campaign(campaign_file=str(CAMPAIGN), return_state=True)
     flow_s = time.perf_counter() - started
     memory.end_stage("flow")
     summary = state.result()
@@ -157,11 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "stages": stage_seconds(runs),
         "peak_rss_mb": memory.peak_mb,
         # with ABM_CHUNK_RUNNER=processes, the largest chunk process's own peak
-        "chunk_process_peak_rss_mb": round(
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
-        )
-        if plan.kind == "processes"
-        else None,
+        "chunk_process_peak_rss_mb": chunk_processes.peak_mb if plan.kind == "processes" else None,
         "peak_rss_mb_by_stage": memory.stages,
     }
 
