@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from prefect.artifacts import (
 )
 from prefect.futures import as_completed
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from abm.campaign_file import load_campaign
 from abm.settings import Settings, get_settings
@@ -48,7 +50,7 @@ from flows.tasks import (
     write_back_engagement,
 )
 from models.db import chunked, get_engine, require_current_schema
-from models.tables import Account
+from models.tables import Account, Contact
 
 
 def _targets_table(database_url: str, coverage: dict[int, Coverage]) -> list[dict[str, Any]]:
@@ -113,9 +115,14 @@ def _summary_markdown(key: str, summary: dict[str, Any]) -> str:
 
 
 def _deliver_step(
-    settings: Settings, task: Task, context: DeliveryContext, artifact_key: str
+    settings: Settings,
+    task: Task,
+    context: DeliveryContext,
+    artifact_key: str,
+    warm: TaskRunner | None = None,
 ) -> list[ChunkOutcome]:
-    """One task run per chunk of the step's due rows, with a progress artifact in the UI."""
+    """One task run per chunk of the step's due rows, with a progress artifact in the UI.
+    `warm`: chunk processes the flow started early, used when the plan wants the same."""
     engine = get_engine(context.database_url)
     ids = due_delivery_ids(engine, context.campaign_id, context.step)
     plan = chunk_plan(settings, len(ids), os.cpu_count() or 1)
@@ -135,7 +142,8 @@ def _deliver_step(
     )
     outcomes = []
     shown = 0
-    with chunk_task_runner(plan) as runner:
+    reuse = isinstance(warm, WarmProcessPool) and plan.kind == "processes"
+    with nullcontext(warm) if reuse else chunk_task_runner(plan) as runner:
         futures = runner.map(task, {"ids": chunks, "context": unmapped(context)})
         for future in as_completed(futures):
             outcomes.append(future.result())
@@ -196,8 +204,46 @@ def chunk_task_runner(plan: ChunkPlan) -> TaskRunner:
     """Prefect's process pool or thread pool, as planned. Beyond one machine: work pools
     and workers."""
     if plan.kind == "processes":
-        return ProcessPoolTaskRunner(max_workers=plan.workers)
+        return WarmProcessPool(max_workers=plan.workers)
     return ThreadPoolTaskRunner(max_workers=plan.workers)
+
+
+def _import_chunk_modules() -> None:
+    """Run by each chunk process as it starts: what its first chunk would import."""
+    import flows.tasks  # noqa: F401
+
+
+class WarmProcessPool(ProcessPoolTaskRunner):
+    """Prefect's process pool, its processes started on entry rather than at the first
+    task. Opened when the flow starts, they start up and import (seconds each) while the
+    flow scores, maps and plans, instead of after."""
+
+    def __init__(self, max_workers: int) -> None:
+        super().__init__(max_workers=max_workers, initializer=_import_chunk_modules)
+
+    def __enter__(self) -> WarmProcessPool:
+        super().__enter__()
+        # Prefect's executor starts a spawned process per submit while none is idle; should
+        # a later Prefect name it differently, the processes simply start at the first task
+        executor = getattr(self, "_executor", None)
+        for _ in range(self._max_workers if executor is not None else 0):
+            executor.submit(int)
+        return self
+
+
+@contextmanager
+def _early_chunk_processes(settings: Settings) -> Iterator[TaskRunner | None]:
+    """The chunk processes, started as the flow starts when its first step will likely
+    need them (at most every contact is due, so the contacts count stands in for the due
+    count), and stopped when it ends; None when threads will do."""
+    with get_engine(settings.database_url).connect() as connection:
+        contacts = connection.execute(select(func.count()).select_from(Contact)).scalar_one()
+    plan = chunk_plan(settings, contacts, os.cpu_count() or 1)
+    if plan.kind != "processes":
+        yield None
+        return
+    with chunk_task_runner(plan) as runner:
+        yield runner
 
 
 @flow(name="run-campaign", log_prints=False)
@@ -220,71 +266,72 @@ def run_campaign(
     if campaign_paused(engine, campaign_id):
         logger.warning("campaign %s is paused: `abm campaign resume` to carry on", key)
         return {**ledger_summary(engine, campaign_id), "paused": True}
-    title_rules = str(settings.title_rules) if settings.title_rules else None
-    icp_rules = str(settings.icp_rules) if settings.icp_rules else None
+    with _early_chunk_processes(settings) as warm:
+        title_rules = str(settings.title_rules) if settings.title_rules else None
+        icp_rules = str(settings.icp_rules) if settings.icp_rules else None
 
-    # 1. target
-    score_accounts(database_url, icp_rules)
-    account_ids = select_target_accounts(database_url, campaign.audience)
-    logger.info("%d target accounts in tiers %s", len(account_ids), campaign.audience.tiers)
+        # 1. target
+        score_accounts(database_url, icp_rules)
+        account_ids = select_target_accounts(database_url, campaign.audience)
+        logger.info("%d target accounts in tiers %s", len(account_ids), campaign.audience.tiers)
 
-    # 2. map
-    required = list(campaign.audience.required_roles)
-    coverage = map_stakeholders(database_url, account_ids, required, title_rules)
-    if coverage:
-        create_table_artifact(
-            key=f"{artifact_key}-targets",
-            table=_targets_table(database_url, coverage),
-            description=f"Target accounts of {key} by tier, with committee coverage",
+        # 2. map
+        required = list(campaign.audience.required_roles)
+        coverage = map_stakeholders(database_url, account_ids, required, title_rules)
+        if coverage:
+            create_table_artifact(
+                key=f"{artifact_key}-targets",
+                table=_targets_table(database_url, coverage),
+                description=f"Target accounts of {key} by tier, with committee coverage",
+            )
+
+        # 3-4. plan, render and deliver, a chunk of contacts per task
+        backend = get_backend(settings)
+        release_expired_leases(engine, campaign_id, requeue=backend.idempotent)
+        roles = list(campaign.audience.roles) if campaign.audience.roles else None
+        task = (
+            rehearse_chunk
+            if dry_run
+            else deliver_chunk.with_options(tags=[f"abm-provider:{backend.name}"])
         )
+        rehearsal: list[ChunkOutcome] = []
+        for index, step in enumerate(campaign.steps):
+            plan_step(engine, campaign_id, key, campaign.steps, index, account_ids, roles, limit)
+            context = DeliveryContext(
+                database_url=database_url,
+                campaign_file=str(path),
+                campaign_id=campaign_id,
+                campaign_key=key,
+                step=step.id,
+            )
+            rehearsal += _deliver_step(settings, task, context, artifact_key, warm)
 
-    # 3-4. plan, render and deliver, a chunk of contacts per task
-    backend = get_backend(settings)
-    release_expired_leases(engine, campaign_id, requeue=backend.idempotent)
-    roles = list(campaign.audience.roles) if campaign.audience.roles else None
-    task = (
-        rehearse_chunk
-        if dry_run
-        else deliver_chunk.with_options(tags=[f"abm-provider:{backend.name}"])
-    )
-    rehearsal: list[ChunkOutcome] = []
-    for index, step in enumerate(campaign.steps):
-        plan_step(engine, campaign_id, key, campaign.steps, index, account_ids, roles, limit)
-        context = DeliveryContext(
-            database_url=database_url,
-            campaign_file=str(path),
-            campaign_id=campaign_id,
-            campaign_key=key,
-            step=step.id,
+        if dry_run:
+            return _dry_run_summary(outcomes=rehearsal)
+
+        # 5. write back
+        if simulate:
+            simulate_engagement(database_url, campaign_id)
+        write_back_engagement(database_url, account_ids)
+        if settings.hubspot_access_token:
+            crm = crm_write_back(database_url, account_ids)
+            logger.info("CRM write-back: %s", {k: v for k, v in crm.items() if k != "failures"})
+
+        summary = ledger_summary(engine, campaign_id)
+        if summary["in_flight"]:
+            logger.warning(
+                "%d messages are still claimed by chunks that failed: the next run sends them "
+                "once their lease of %d s has expired (see the failed task runs)",
+                summary["in_flight"],
+                settings.lease_seconds,
+            )
+        publish_artifact(report_data(engine))
+        create_markdown_artifact(
+            key=f"{artifact_key}-summary",
+            markdown=_summary_markdown(key, summary),
+            description=f"Delivery summary of {key}",
         )
-        rehearsal += _deliver_step(settings, task, context, artifact_key)
-
-    if dry_run:
-        return _dry_run_summary(outcomes=rehearsal)
-
-    # 5. write back
-    if simulate:
-        simulate_engagement(database_url, campaign_id)
-    write_back_engagement(database_url, account_ids)
-    if settings.hubspot_access_token:
-        crm = crm_write_back(database_url, account_ids)
-        logger.info("CRM write-back: %s", {k: v for k, v in crm.items() if k != "failures"})
-
-    summary = ledger_summary(engine, campaign_id)
-    if summary["in_flight"]:
-        logger.warning(
-            "%d messages are still claimed by chunks that failed: the next run sends them "
-            "once their lease of %d s has expired (see the failed task runs)",
-            summary["in_flight"],
-            settings.lease_seconds,
-        )
-    publish_artifact(report_data(engine))
-    create_markdown_artifact(
-        key=f"{artifact_key}-summary",
-        markdown=_summary_markdown(key, summary),
-        description=f"Delivery summary of {key}",
-    )
-    return summary
+        return summary
 
 
 if __name__ == "__main__":
