@@ -455,6 +455,7 @@ _HEADER_PIECES = st.sampled_from(
         "<ann@x.example>",
     ]
 )
+_HEADERS = st.lists(_HEADER_PIECES, max_size=8).map("".join)
 
 
 @settings(max_examples=1000, deadline=None)
@@ -467,7 +468,7 @@ _HEADER_PIECES = st.sampled_from(
 @example("Ann <ann@x.example>, lee@x.example")
 @example("Ann <ann@x.example> <lee@x.example>")
 @example("ann@x.example@y.example")
-@given(st.lists(_HEADER_PIECES, max_size=8).map("".join))
+@given(_HEADERS)
 def test_the_quick_address_reading_agrees_with_the_standard_parser(value: str):
     message = Message()
     message["To"] = value
@@ -481,7 +482,7 @@ def test_the_quick_address_reading_agrees_with_the_standard_parser(value: str):
 @example("Ann (Sales) <ann@x.example>")
 @example("ann..lee@x.example")
 @example('"ann@x.example,')
-@given(st.lists(_HEADER_PIECES, max_size=8).map("".join))
+@given(_HEADERS)
 def test_the_envelope_quotes_addresses_as_smtplib_would(value: str):
     """MAIL FROM and RCPT TO quote a plain address themselves instead of smtplib parsing it
     again; whatever the header held, the command line is smtplib's."""
