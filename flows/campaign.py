@@ -142,7 +142,7 @@ def _deliver_step(
     )
     outcomes = []
     shown = 0
-    reuse = isinstance(warm, WarmProcessPool) and plan.kind == "processes"
+    reuse = warm is not None and plan.kind == "processes"
     with nullcontext(warm) if reuse else chunk_task_runner(plan) as runner:
         futures = runner.map(task, {"ids": chunks, "context": unmapped(context)})
         for future in as_completed(futures):

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ from models.store import (
     dialect_insert,
     email_domain,
     insert_new_from_select,
+    update_by_id,
     update_rows_by_id,
 )
 from models.tables import (
@@ -724,7 +727,7 @@ def _deliver_claimed(
                         _outcome_row(row, state="dead", last_error=f"render: {exc}"[:1000])
                     )
             handed = ledger.advance(
-                results + failed, [row for row, _ in messages], (to_send, start), failed
+                results + failed, [row for row, _ in messages], islice(to_send, start, None), failed
             )
             _count(outcome, results + failed)
             results = []
@@ -735,7 +738,7 @@ def _deliver_claimed(
             results = [
                 _result_row(row, result) for (row, _), result in zip(messages, sent, strict=True)
             ]
-        ledger.advance(results, [], ([], 0), [])
+        ledger.advance(results, [], (), [])
         _count(outcome, results)
     return outcome
 
@@ -772,9 +775,7 @@ class _SendLedger:
         if columns not in self.outcomes:
             table = Delivery.__table__
             self.outcomes[columns] = DriverStatement(
-                update(table)
-                .where(table.c.id == bindparam("_id"), table.c.claimed_by == self.token)
-                .values(**{name: bindparam(name) for name in columns}, lease_until=None),
+                update_by_id(table, columns, table.c.claimed_by == self.token, lease_until=None),
                 self.connection.dialect,
             )
         self.outcomes[columns].execute_many(self.connection, rows)
@@ -783,14 +784,13 @@ class _SendLedger:
         self,
         results: list[dict[str, Any]],
         batch: list[dict[str, Any]],
-        rest: tuple[list[dict[str, Any]], int],
+        rest: Iterable[dict[str, Any]],
         failed: list[dict[str, Any]],
     ) -> set[int] | None:
         """Record `results`; then, unless the campaign was paused, hand `batch` over and
         return the ids handed over (all of them, unless another process took some after
-        our lease ran out). When paused, give back the rows of `rest` (the chunk's rows to
-        send and where this batch starts in them) that did not fail to render, and return
-        None."""
+        our lease ran out). When paused, give back the rows of `rest` (this batch and the
+        ones after it, read only then) that did not fail to render, and return None."""
         with self.connection.begin():
             if results:
                 self._record(results)
@@ -809,8 +809,7 @@ class _SendLedger:
                 return set(ids)
             if self.connection.execute(self.status).scalar_one() == "paused":
                 failed_ids = {result["_id"] for result in failed}
-                rows, start = rest
-                unsent = [row for row in rows[start:] if row["delivery_id"] not in failed_ids]
+                unsent = [row for row in rest if row["delivery_id"] not in failed_ids]
                 if unsent:
                     self._record([_released(row) for row in unsent])
                 return None

@@ -162,13 +162,17 @@ def update_rows_by_id(
     same columns in every row); `conditions` narrow the WHERE, `constants` set fixed values."""
     if not rows:
         return
-    table = model.__table__
-    columns = {name: bindparam(name) for name in rows[0] if name != "_id"}
-    session.execute(
+    columns = [name for name in rows[0] if name != "_id"]
+    session.execute(update_by_id(model.__table__, columns, *conditions, **constants), rows)
+
+
+def update_by_id(table: Any, columns: Sequence[str], *conditions: Any, **constants: Any) -> Any:
+    """UPDATE `table` SET each of `columns` from the parameter of its name, and the
+    `constants`, WHERE id = the `_id` parameter and `conditions` hold."""
+    return (
         update(table)
         .where(table.c.id == bindparam("_id"), *conditions)
-        .values(**columns, **constants),
-        rows,
+        .values(**{name: bindparam(name) for name in columns}, **constants)
     )
 
 
