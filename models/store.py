@@ -352,13 +352,7 @@ class ContactBatches:
         """Upsert `records` as `upsert_contacts` would, setting each one's `account_id`; an
         email must not come back in a later call (the caller merges duplicates first, so
         each contact is counted once)."""
-        ids: dict[str, int] = {}
-        wanted = sorted({record["account_domain"] for record in records})
-        for batch in chunked(wanted, IN_CHUNK):
-            found = self.session.execute(
-                select(Account.domain, Account.id).where(Account.domain.in_(batch))
-            )
-            ids.update(dict(found.all()))
+        ids = _account_ids(self.session, {record["account_domain"] for record in records})
         for record in records:
             record["account_id"] = ids[record["account_domain"]]
         _upsert_in(self.session, Contact, "email", records, CONTACT_FIELDS, self.counts, self.now)
@@ -375,14 +369,16 @@ def contact_batches(engine: Engine) -> Iterator[ContactBatches]:
 
 
 def account_ids_by_domain(engine: Engine, domains: Iterable[str]) -> dict[str, int]:
-    wanted = sorted(set(domains))
-    found: dict[str, int] = {}
     with engine.connect() as connection:
-        for batch in chunked(wanted, IN_CHUNK):
-            rows = connection.execute(
-                select(Account.domain, Account.id).where(Account.domain.in_(batch))
-            )
-            found.update(dict(rows.all()))
+        return _account_ids(connection, domains)
+
+
+def _account_ids(executor: Any, domains: Iterable[str]) -> dict[str, int]:
+    """Account id by domain, on a connection or inside a session's transaction."""
+    found: dict[str, int] = {}
+    for batch in chunked(sorted(set(domains)), IN_CHUNK):
+        rows = executor.execute(select(Account.domain, Account.id).where(Account.domain.in_(batch)))
+        found.update(dict(rows.all()))
     return found
 
 
