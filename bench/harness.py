@@ -245,6 +245,18 @@ def complete(run: dict[str, Any]) -> bool:
     return run["summary"]["pending"] == 0 and run["summary"]["uncertain"] == 0
 
 
+def bare_bound_per_s(raw: dict[str, Any], cores: int) -> float | None:
+    """Contacts/s if every core did nothing per contact but the bare pieces: one bulk-inserted
+    row, one bare Jinja2 render and one bare file write, spread perfectly over `cores`. No
+    real run can reach it (no CSV parsing, MIME, ledger, scoring or Prefect in it): it shows
+    how far this machine's own limits are from the end-to-end figures."""
+    rates = [raw.get(key) for key in ("raw_bulk_inserts_per_s", "raw_renders_per_s")]
+    rates.append(raw.get("bare_file_writes_per_s"))
+    if not all(rates):
+        return None
+    return round(cores / sum(1 / rate for rate in rates), 1)
+
+
 def size_result(
     contacts: int,
     outbox: dict[str, Any],
@@ -269,6 +281,8 @@ def size_result(
         "full_messages_per_s": raw["full_messages_per_s"],
         "raw_bulk_inserts_per_s": raw["raw_bulk_inserts_per_s"],
         "bare_smtplib_msgs_per_s": raw.get("bare_smtplib_msgs_per_s"),
+        "bare_file_writes_per_s": raw.get("bare_file_writes_per_s"),
+        "bare_bound_contacts_per_s": bare_bound_per_s(raw, os.cpu_count() or 1),
         "task_runs": outbox["task_runs"],
         "task_runs_per_100k": round(outbox["task_runs"] * 100_000 / contacts, 1),
         "peak_rss_mb": outbox["peak_rss_mb"],
@@ -312,6 +326,9 @@ def size_result(
         smtp_vs_naive_x=_ratio(result.get("e2e_smtp_contacts_per_s"), naive_smtp),
         outbox_vs_raw_renders=_ratio(result["e2e_contacts_per_s"], raw["raw_renders_per_s"]),
         outbox_vs_full_messages=_ratio(result["e2e_contacts_per_s"], raw["full_messages_per_s"]),
+        outbox_vs_bare_bound=_ratio(
+            result["e2e_contacts_per_s"], result["bare_bound_contacts_per_s"]
+        ),
         smtp_vs_bare_smtplib=_ratio(
             result.get("e2e_smtp_contacts_per_s"), raw.get("bare_smtplib_msgs_per_s")
         ),
@@ -360,6 +377,7 @@ class Measurements:
             "raw",
             *("--renders", str(a.renders), "--inserts", str(a.inserts)),
             *("--smtp-messages", str(a.smtp_messages), *self.smtp_args),
+            *("--file-writes", str(a.file_writes)),
         )
 
     def naive(self) -> dict[str, Any]:
@@ -510,6 +528,13 @@ ROWS: tuple[tuple[str, str, float | None], ...] = (
     ("bare Jinja2 renders/s", "raw_renders_per_s", None),
     ("composer full messages/s (no DB)", "full_messages_per_s", None),
     ("outbox / raw renders (goal >= 0.5)", "outbox_vs_raw_renders", GOALS["outbox_vs_raw_renders"]),
+    ("bare file writes/s", "bare_file_writes_per_s", None),
+    (
+        "bare bound (insert + render + file, all cores), contacts/s",
+        "bare_bound_contacts_per_s",
+        None,
+    ),
+    ("outbox / bare bound", "outbox_vs_bare_bound", None),
     ("bare smtplib, one connection, msgs/s", "bare_smtplib_msgs_per_s", None),
     ("SMTP / bare smtplib (goal >= 0.8)", "smtp_vs_bare_smtplib", GOALS["smtp_vs_bare_smtplib"]),
     ("bare bulk inserts/s", "raw_bulk_inserts_per_s", None),
@@ -670,6 +695,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--smtp-messages", type=int, default=5000, metavar="N", help="bare smtplib loop"
+    )
+    parser.add_argument(
+        "--file-writes", type=int, default=10_000, metavar="N", help="bare file writes"
     )
     parser.add_argument("--work-dir", default=None, help="keep everything here (default: temp)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")

@@ -4,6 +4,8 @@
   without database or Prefect (`bench.render_messages`);
 - bare SQLAlchemy Core bulk inserts/s of contact rows into the same kind of database
   (`bench.import_contacts.raw_bulk_inserts_per_s`);
+- bare file writes/s: each message's bytes to a new file (open, write, close), the least
+  an outbox of one file per message costs;
 - a bare smtplib loop over ONE reused connection to the same loopback SMTP server, sending
   real messages of the campaign (pre-rendered): the transport's own limit.
 
@@ -30,6 +32,17 @@ def bare_smtplib_per_s(smtp_url: str, messages: list[bytes], count: int) -> floa
     with smtplib.SMTP(url.hostname or "127.0.0.1", url.port or 25) as server:
         for i in range(count):
             server.sendmail(sender, [f"person{i}@acme.example"], messages[i % len(messages)])
+    return count / (time.perf_counter() - started)
+
+
+def bare_file_writes_per_s(directory: Path, messages: list[bytes], count: int) -> float:
+    """`count` new files, one message each: no temporary name, no link, no ledger."""
+    directory.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for i in range(count):
+        descriptor = os.open(directory / f"{i}.eml", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(descriptor, messages[i % len(messages)])
+        os.close(descriptor)
     return count / (time.perf_counter() - started)
 
 
@@ -60,9 +73,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["raw_bulk_inserts_per_s"] = round(
         raw_bulk_inserts_per_s(engine, contacts_csv, args.inserts)
     )
+    crlf = compat32.clone(linesep="\r\n")
+    messages = [composer.email(sample_row(i)).as_bytes(policy=crlf) for i in range(100)]
+    result["file_writes"] = args.file_writes
+    result["bare_file_writes_per_s"] = round(
+        bare_file_writes_per_s(state / "bare-files", messages, args.file_writes)
+    )
     if args.smtp_url:
-        crlf = compat32.clone(linesep="\r\n")
-        messages = [composer.email(sample_row(i)).as_bytes(policy=crlf) for i in range(100)]
         result["smtp_messages"] = args.smtp_messages
         result["message_bytes"] = round(sum(map(len, messages)) / len(messages))
         result["bare_smtplib_msgs_per_s"] = round(
@@ -81,6 +98,7 @@ def main() -> None:
     parser.add_argument("--renders", type=int, default=5000)
     parser.add_argument("--inserts", type=int, default=100_000)
     parser.add_argument("--smtp-messages", type=int, default=5000)
+    parser.add_argument("--file-writes", type=int, default=10_000)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     write_result(Path(args.out), run(args))

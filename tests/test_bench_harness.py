@@ -26,6 +26,9 @@ REQUIRED = (
     "smtp_vs_naive_x",
     "outbox_vs_raw_renders",
     "smtp_vs_bare_smtplib",
+    "bare_file_writes_per_s",
+    "bare_bound_contacts_per_s",
+    "outbox_vs_bare_bound",
 )
 
 
@@ -41,6 +44,8 @@ def test_bench_harness_smoke(tmp_path: Path) -> None:
         "--inserts",
         "500",
         "--smtp-messages",
+        "100",
+        "--file-writes",
         "100",
         "--settle-s",
         "0",
