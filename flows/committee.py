@@ -10,8 +10,8 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 
 from flows.stakeholders import classify_title, load_title_table
-from models.db import chunked, session_scope
-from models.store import update_rows_by_id
+from models.db import session_scope
+from models.store import rows_of_accounts, update_rows_by_id
 from models.tables import Contact, utcnow
 
 
@@ -42,24 +42,28 @@ def classify_contacts(engine: Engine, account_ids: list[int], title_rules: Path 
     """Re-derive seniority, function and role where they changed; returns rows updated."""
     table = load_title_table(title_rules)
     changed = []
+    query = select(
+        Contact.account_id,
+        Contact.id,
+        Contact.title,
+        Contact.seniority,
+        Contact.function,
+        Contact.role,
+    )
     with engine.connect() as connection:
-        for batch in chunked(account_ids, 2000):
-            rows = connection.execute(
-                select(
-                    Contact.id, Contact.title, Contact.seniority, Contact.function, Contact.role
-                ).where(Contact.account_id.in_(batch))
-            )
-            for contact_id, title, seniority, function, role in rows:
-                result = classify_title(title, table)
-                if (result.seniority, result.function, result.role) != (seniority, function, role):
-                    changed.append(
-                        {
-                            "_id": contact_id,
-                            "seniority": result.seniority,
-                            "function": result.function,
-                            "role": result.role,
-                        }
-                    )
+        for _, contact_id, title, seniority, function, role in rows_of_accounts(
+            connection, query, account_ids
+        ):
+            result = classify_title(title, table)
+            if (result.seniority, result.function, result.role) != (seniority, function, role):
+                changed.append(
+                    {
+                        "_id": contact_id,
+                        "seniority": result.seniority,
+                        "function": result.function,
+                        "role": result.role,
+                    }
+                )
     if changed:
         with session_scope(engine) as session:
             update_rows_by_id(session, Contact, changed, updated_at=utcnow())
@@ -71,13 +75,8 @@ def committee_coverage(
 ) -> dict[int, Coverage]:
     """Coverage per account, counting only contacts we may still reach."""
     roles: dict[int, set[str | None]] = {account_id: set() for account_id in account_ids}
+    query = select(Contact.account_id, Contact.role).where(Contact.status == "active").distinct()
     with engine.connect() as connection:
-        for batch in chunked(account_ids, 2000):
-            rows = connection.execute(
-                select(Contact.account_id, Contact.role)
-                .where(Contact.account_id.in_(batch), Contact.status == "active")
-                .distinct()
-            )
-            for account_id, role in rows:
-                roles[account_id].add(role)
+        for account_id, role in rows_of_accounts(connection, query, account_ids):
+            roles[account_id].add(role)
     return {account_id: coverage(present, required) for account_id, present in roles.items()}

@@ -151,22 +151,27 @@ def _step_candidates(
 ) -> Select:
     """Contacts of these accounts the step is due for and who have no row for it yet."""
     step = steps[index]
-    already = select(Delivery.contact_id).where(
-        Delivery.campaign_id == campaign_id, Delivery.step == step.id
+    # correlated, so each contact is one lookup in the ledger's unique index (a NOT IN
+    # list would be rebuilt from every row of the step for every batch of accounts)
+    already = exists().where(
+        Delivery.campaign_id == campaign_id,
+        Delivery.step == step.id,
+        Delivery.contact_id == Contact.id,
     )
     query = select(Contact.id, Contact.account_id).where(
-        Contact.account_id.in_(account_ids), Contact.id.not_in(already)
+        Contact.account_id.in_(account_ids), ~already
     )
     if roles:
         query = query.where(Contact.role.in_(roles))
     if index > 0:
-        previous = select(Delivery.contact_id).where(
+        previous = exists().where(
             Delivery.campaign_id == campaign_id,
             Delivery.step == steps[index - 1].id,
+            Delivery.contact_id == Contact.id,
             Delivery.state == "sent",
             Delivery.sent_at <= now - step.delay,
         )
-        query = query.where(Contact.id.in_(previous))
+        query = query.where(previous)
     return query.order_by(Contact.id)
 
 

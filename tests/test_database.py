@@ -16,8 +16,15 @@ from models.db import (
     require_current_schema,
     session_scope,
 )
-from models.store import DriverStatement, add_suppressions, upsert_accounts, upsert_contacts
-from models.tables import Campaign, Delivery, EngagementEvent, utcnow
+from models.store import (
+    DriverStatement,
+    account_ids_by_domain,
+    add_suppressions,
+    rows_of_accounts,
+    upsert_accounts,
+    upsert_contacts,
+)
+from models.tables import Campaign, Contact, Delivery, EngagementEvent, utcnow
 
 
 def test_migrations_create_every_table_the_models_declare(engine):
@@ -145,3 +152,28 @@ def test_a_driver_statement_refuses_an_in_list(engine):
     )
     with pytest.raises(ValueError, match="IN lists"):
         DriverStatement(statement, engine.dialect)
+
+
+@pytest.mark.parametrize("wanted", [[2], [1, 2, 4], [1, 2, 3, 4, 5]])
+def test_rows_of_accounts_finds_the_same_rows_by_index_or_in_one_pass(engine, wanted):
+    """Below a fifth of all accounts the rows come by index, above it from one pass over
+    the table: only the wanted accounts' rows, whichever way."""
+    domains = [f"a{n}.example" for n in range(1, 11)]
+    upsert_accounts(engine, [{"domain": d, "attributes": {}, "technologies": []} for d in domains])
+    upsert_contacts(
+        engine,
+        [
+            {"email": f"p{i}@{d}", "account_domain": d, "attributes": {}}
+            for d in domains
+            for i in range(3)
+        ],
+    )
+    ids = account_ids_by_domain(engine, domains)
+    accounts = [ids[domains[n - 1]] for n in wanted]
+    query = select(Contact.account_id, Contact.email)
+    with engine.connect() as connection:
+        found = sorted(tuple(row) for row in rows_of_accounts(connection, query, accounts))
+    by_id = {account_id: domain for domain, account_id in ids.items()}
+    assert found == sorted(
+        (account_id, f"p{i}@{by_id[account_id]}") for account_id in accounts for i in range(3)
+    )
