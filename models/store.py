@@ -200,7 +200,9 @@ def update_rows_by_id(
     if not rows:
         return
     columns = [name for name in rows[0] if name != "_id"]
-    session.execute(update_by_id(model.__table__, columns, *conditions, **constants), rows)
+    connection = session.connection()
+    statement = update_by_id(model.__table__, columns, *conditions, **constants)
+    DriverStatement(statement, connection.dialect).execute_many(connection, rows)
 
 
 def update_by_id(table: Any, columns: Sequence[str], *conditions: Any, **constants: Any) -> Any:
@@ -215,28 +217,42 @@ def update_by_id(table: Any, columns: Sequence[str], *conditions: Any, **constan
 
 class DriverStatement:
     """A statement compiled once and run on the driver's own cursor, for statements run once
-    per message (SMTP sends one message per ledger commit): SQLAlchemy's per-execution work
-    (parameter building, result set-up) costs more than SQLite's. Values still pass through
-    the columns' own type conversions, and values bound when the statement was built (a claim
-    token, a campaign id) are kept. Runs inside the caller's transaction on `connection`."""
+    per message (SMTP sends one message per ledger commit) or once per row of a bulk write:
+    SQLAlchemy's per-execution and per-row work (parameter building, result set-up) costs
+    more than SQLite's. Values still pass through the columns' own type conversions; values
+    bound when the statement was built (a claim token, a campaign id) and the columns' fixed
+    defaults are kept. Runs inside the caller's transaction on `connection`."""
 
     def __init__(self, statement: Any, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         if compiled.literal_execute_params or compiled.post_compile_params:
             raise ValueError("a DriverStatement cannot expand IN lists; use connection.execute")
         self.sql = str(compiled)
-        self.defaults = dict(compiled.params)
+        defaults = dict(compiled.params)
+        for column in (*compiled.insert_prefetch, *compiled.update_prefetch):
+            default = column.onupdate if compiled.isupdate else column.default
+            if not default.is_scalar:
+                raise ValueError(f"{column.name}: its default is computed per row; pass it")
+            defaults[column.key] = default.arg
         self.converters = {
             name: converter
             for bind, name in compiled.bind_names.items()
             if (converter := bind.type.dialect_impl(dialect).bind_processor(dialect))
         }
+        # converted once here, not once per row
+        self.fixed = {name: self._converted(name, value) for name, value in defaults.items()}
         self.order = list(compiled.positiontup or ()) if compiled.positional else None
 
+    def _converted(self, name: str, value: Any) -> Any:
+        convert = self.converters.get(name)
+        return value if convert is None else convert(value)
+
     def _parameters(self, values: dict[str, Any]) -> Any:
-        merged = {**self.defaults, **values}
-        for name, convert in self.converters.items():
-            merged[name] = convert(merged[name])
+        merged = self.fixed.copy()
+        converters = self.converters
+        for name, value in values.items():
+            convert = converters.get(name)
+            merged[name] = value if convert is None else convert(value)
         return merged if self.order is None else tuple(merged[name] for name in self.order)
 
     def execute(self, connection: Connection, values: dict[str, Any]) -> int:
@@ -320,7 +336,11 @@ def _upsert_in(
             else:
                 counts.unchanged += 1
         if inserts:
-            session.execute(model.__table__.insert(), _with_defaults(model, inserts))
+            rows = _with_defaults(model, inserts)
+            table = model.__table__
+            insert = table.insert().values({name: bindparam(name) for name in rows[0]})
+            connection = session.connection()
+            DriverStatement(insert, connection.dialect).execute_many(connection, rows)
         update_rows_by_id(session, model, updates)
         counts.imported += len(inserts)
         counts.updated += len(updates)

@@ -154,6 +154,36 @@ def test_a_driver_statement_refuses_an_in_list(engine):
         DriverStatement(statement, engine.dialect)
 
 
+def test_a_driver_statement_insert_writes_what_sqlalchemy_writes_with_column_defaults(engine):
+    """Bulk imports insert through a DriverStatement: a column left out gets its fixed
+    default (status `active`), JSON and timestamps are stored as SQLAlchemy stores them."""
+    upsert_accounts(engine, [{"domain": "acme.example", "attributes": {}, "technologies": []}])
+    table = Contact.__table__
+    moment = datetime(2026, 11, 25, 23, 5, 7, tzinfo=UTC)
+    rows = [
+        {"email": f"{who}@acme.example", "account_id": 1, "attributes": {"n": "Ñ"}}
+        | {"created_at": moment, "updated_at": moment}
+        for who in ("ana", "bo")
+    ]
+    with engine.connect() as connection, connection.begin():
+        connection.execute(table.insert(), rows[:1])
+        insert = table.insert().values({name: bindparam(name) for name in rows[1]})
+        DriverStatement(insert, engine.dialect).execute_many(connection, rows[1:])
+    stored = select(
+        table.c.status, table.c.attributes, cast(table.c.created_at, String), table.c.seniority
+    ).order_by(table.c.email)
+    with engine.connect() as connection:
+        via_sqlalchemy, via_driver = connection.execute(stored).all()
+    assert via_driver == via_sqlalchemy
+    assert via_driver[0] == "active"
+
+
+def test_a_driver_statement_refuses_a_default_computed_per_row(engine):
+    insert = Contact.__table__.insert().values(email=bindparam("email"))
+    with pytest.raises(ValueError, match="created_at"):
+        DriverStatement(insert, engine.dialect)
+
+
 @pytest.mark.parametrize("wanted", [[2], [1, 2, 4], [1, 2, 3, 4, 5]])
 def test_rows_of_accounts_finds_the_same_rows_by_index_or_in_one_pass(engine, wanted):
     """Below a fifth of all accounts the rows come by index, above it from one pass over
