@@ -400,8 +400,16 @@ def _environments(
     them. Same loader, filters, strictness and sandbox as `env`."""
     html_env = env.overlay(autoescape=True)
     text_env = env.overlay(autoescape=False, finalize=_collapse)
+    # `| e` escapes for the HTML part only: the text derived from the HTML reads unescaped
+    text_env.filters = {**env.filters, "e": _unescaped, "escape": _unescaped}
     single_env = env.overlay(autoescape=False, finalize=_keep)
     return html_env, text_env, single_env  # type: ignore[return-value]
+
+
+def _unescaped(value: Any) -> Any:
+    """The text template's `e` and `escape`: the value itself, which is what a reader of
+    the escaped HTML sees."""
+    return value
 
 
 def _check_single_pass(single_env: SandboxedEnvironment, source: str) -> None:

@@ -338,3 +338,19 @@ def test_an_error_in_a_subject_in_the_single_pass_names_the_subject_file(tmp_pat
         render_email_parts(env, names, "t", audience, _context(PEOPLE[0], ACCOUNTS[0]))
     frames = [f.filename for f in traceback.extract_tb(error.value.__traceback__)]
     assert any(name.endswith("email/t/subject.j2") for name in frames)
+
+
+@pytest.mark.parametrize("applied", ["e", "escape"])
+def test_an_explicit_escape_filter_leaves_no_entities_in_the_text_part(tmp_path, applied):
+    """`| e` in an HTML template escapes for the HTML; the text part derived from it is not
+    HTML and reads "Tom & Jerry", as the text derived from the rendered HTML does."""
+    body = HEAD + f"<p>Hi {{{{ contact.first_name | {applied} }}}}</p></body></html>"
+    env, names = template_environment(_templates(tmp_path, body)), template_names(tmp_path)
+    audience = Audience(1, None, "approver")
+    found = email_templates(env, names, "t", audience)
+    assert found.prepared is not None
+    for first_name in ("Tom & Jerry", "O'Neil <b>", "&amp;", None):
+        context = _context({**PEOPLE[0], "first_name": first_name}, ACCOUNTS[0])
+        parts = render_email_parts(env, names, "t", audience, context, UTM)
+        _same(parts, render_originals(env, found, context, UTM))
+    assert "Hi None" in parts.text
