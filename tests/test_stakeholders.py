@@ -376,3 +376,43 @@ def test_an_override_file_that_is_not_yaml_is_rejected_naming_the_file(tmp_path)
 def test_a_missing_override_file_is_rejected_naming_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"nowhere\.yaml"):
         load_title_table(tmp_path / "nowhere.yaml")
+
+
+def test_committee_coverage_counts_reachable_contacts_in_the_campaigns_role_order(engine):
+    from sqlalchemy import update
+
+    from flows.committee import Coverage, classify_contacts, committee_coverage
+    from models.db import session_scope
+    from models.store import account_ids_by_domain, upsert_accounts, upsert_contacts
+    from models.tables import Contact
+
+    domains = ["full.example", "half.example", "none.example", "empty.example"]
+    upsert_accounts(engine, [{"domain": d, "attributes": {}, "technologies": []} for d in domains])
+    people = [
+        ("cfo@full.example", "CFO"),
+        ("cto@full.example", "CTO"),
+        ("eng@full.example", "Solutions Architect"),
+        ("cfo@half.example", "CFO"),
+        ("cto@half.example", "CTO"),
+        ("intern@none.example", "Marketing Intern"),
+    ]
+    upsert_contacts(
+        engine,
+        [
+            {"email": email, "account_domain": email.split("@")[1], "title": title}
+            | {"attributes": {}}
+            for email, title in people
+        ],
+    )
+    with session_scope(engine) as session:  # not reachable: half.example has no decision maker
+        session.execute(
+            update(Contact).where(Contact.email == "cto@half.example").values(status="unsubscribed")
+        )
+    ids = account_ids_by_domain(engine, domains)
+    classify_contacts(engine, list(ids.values()), None)
+    required = ["decision_maker", "approver", "specifier", "approver"]
+    found = committee_coverage(engine, [ids[d] for d in domains], required)
+    roles = ("decision_maker", "approver", "specifier")
+    assert found[ids["full.example"]] == Coverage(roles, ())
+    assert found[ids["half.example"]] == Coverage(("approver",), ("decision_maker", "specifier"))
+    assert found[ids["none.example"]] == found[ids["empty.example"]] == Coverage((), roles)
