@@ -204,11 +204,12 @@ def target_account_ids(
     stages: list[str] | None = None,
     filters: list[FieldTest] | None = None,
 ) -> list[int]:
-    """Ids of scored accounts in the given tiers and stages that pass every filter."""
-    columns = [getattr(Account, name) for name in SCORED_FIELDS]
-    query = select(*columns, Account.technologies, Account.attributes).where(
-        Account.tier.in_(tiers)
-    )
+    """Ids of scored accounts in the given tiers and stages that pass every filter (the
+    account fields are read only when there are filters to test)."""
+    columns = [getattr(Account, name) for name in SCORED_FIELDS] if filters else [Account.id]
+    if filters:
+        columns += [Account.technologies, Account.attributes]
+    query = select(*columns).where(Account.tier.in_(tiers))
     if stages:
         query = query.where(Account.stage.in_(stages))
     with engine.connect() as connection:

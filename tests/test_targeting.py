@@ -143,3 +143,36 @@ def test_rescoring_stores_score_reasons_and_tier(engine):
     assert fit.tier == 1
     assert "+25 industry=Software" in fit.icp_reasons
     assert fit.scored_at is not None
+
+
+def test_target_accounts_are_the_tiers_stages_and_filters_asked_for(engine):
+    from abm.campaign_file import Audience
+    from flows.targeting import target_account_ids
+
+    accounts = [
+        {"domain": "big.example", "industry": "Software", "employees": 900},
+        {"domain": "small.example", "industry": "Software", "employees": 60},
+        {"domain": "tagged.example", "employees": 900, "attributes": {"segment": "enterprise"}},
+        {"domain": "unfit.example", "employees": 10},
+    ]
+    upsert_accounts(engine, [{"technologies": [], "attributes": {}} | a for a in accounts])
+    rescore_accounts_in_db(engine, RULES)
+    with session_scope(engine) as session:
+        ids = dict(session.execute(select(Account.domain, Account.id)).all())
+    audience = Audience.model_validate(
+        {
+            "tiers": [1, 2, 3],
+            "icp": [
+                {"field": "employees", "at_least": 200},
+                {"field": "attributes.segment", "in": ["enterprise"]},
+            ],
+        }
+    )
+    assert target_account_ids(engine, [1, 2, 3]) == sorted(
+        ids[d] for d in ("big.example", "small.example", "tagged.example")
+    )
+    assert target_account_ids(engine, [1, 2, 3], None, audience.icp) == [ids["tagged.example"]]
+    assert target_account_ids(engine, [1, 2, 3], None, audience.icp[:1]) == sorted(
+        [ids["big.example"], ids["tagged.example"]]
+    )
+    assert target_account_ids(engine, [1, 2, 3], ["engaged"]) == []
