@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, select
 
@@ -38,10 +39,18 @@ def coverage(roles_present: Iterable[str | None], required: Iterable[str]) -> Co
     )
 
 
+# Changed classifications written at a time, so new title rules over a million contacts
+# never hold a million updates in memory.
+CLASSIFY_BATCH = 20_000
+
+
 def classify_contacts(engine: Engine, account_ids: list[int], title_rules: Path | None) -> int:
-    """Re-derive seniority, function and role where they changed; returns rows updated."""
+    """Re-derive seniority, function and role where they changed; returns rows updated.
+    Changes are written CLASSIFY_BATCH at a time, each batch its own transaction (a rerun
+    finishes what a failed one left)."""
     table = load_title_table(title_rules)
-    changed = []
+    changed: list[dict[str, Any]] = []
+    written = 0
     query = select(
         Contact.account_id,
         Contact.id,
@@ -64,10 +73,19 @@ def classify_contacts(engine: Engine, account_ids: list[int], title_rules: Path 
                         "role": result.role,
                     }
                 )
+            if len(changed) == CLASSIFY_BATCH:
+                written += _write_classes(engine, changed)
+    return written + _write_classes(engine, changed)
+
+
+def _write_classes(engine: Engine, changed: list[dict[str, Any]]) -> int:
+    """Write these classifications and empty the list; returns how many."""
     if changed:
         with session_scope(engine) as session:
             update_rows_by_id(session, Contact, changed, updated_at=utcnow())
-    return len(changed)
+    count = len(changed)
+    changed.clear()
+    return count
 
 
 def committee_coverage(

@@ -183,7 +183,8 @@ def rows_of_accounts(
             yield from connection.execute(query.where(column.in_(batch)))
         return
     wanted = set(account_ids)
-    for row in connection.execute(query):
+    # streamed (a server-side cursor on PostgreSQL), not the whole table in memory at once
+    for row in connection.execute(query.execution_options(yield_per=IN_CHUNK * 10)):
         if row[0] in wanted:
             yield row
 

@@ -416,3 +416,31 @@ def test_committee_coverage_counts_reachable_contacts_in_the_campaigns_role_orde
     assert found[ids["full.example"]] == Coverage(roles, ())
     assert found[ids["half.example"]] == Coverage(("approver",), ("decision_maker", "specifier"))
     assert found[ids["none.example"]] == found[ids["empty.example"]] == Coverage((), roles)
+
+
+def test_classifying_writes_changes_in_batches_and_counts_them_all(engine, monkeypatch):
+    from sqlalchemy import select
+
+    import flows.committee
+    from flows.committee import classify_contacts
+    from models.db import session_scope
+    from models.store import account_ids_by_domain, upsert_accounts, upsert_contacts
+    from models.tables import Contact
+
+    upsert_accounts(engine, [{"domain": "a.example", "attributes": {}, "technologies": []}])
+    titles = ["CFO", "CTO", "Solutions Architect", "Marketing Intern", "VP Sales"]
+    upsert_contacts(
+        engine,
+        [
+            {"email": f"p{i}@a.example", "account_domain": "a.example", "title": title}
+            | {"attributes": {}}
+            for i, title in enumerate(titles)
+        ],
+    )
+    monkeypatch.setattr(flows.committee, "CLASSIFY_BATCH", 2)
+    accounts = list(account_ids_by_domain(engine, ["a.example"]).values())
+    assert classify_contacts(engine, accounts, None) == 5
+    with session_scope(engine) as session:
+        stored = dict(session.execute(select(Contact.title, Contact.role)).all())
+    assert stored == {title: classify_title(title).role for title in titles}
+    assert classify_contacts(engine, accounts, None) == 0  # nothing left to change

@@ -176,3 +176,22 @@ def test_target_accounts_are_the_tiers_stages_and_filters_asked_for(engine):
         [ids["big.example"], ids["tagged.example"]]
     )
     assert target_account_ids(engine, [1, 2, 3], ["engaged"]) == []
+
+
+def test_rescoring_in_small_batches_scores_every_account_once(engine, monkeypatch):
+    import flows.targeting
+
+    accounts = [
+        {"domain": f"a{n}.example", "industry": "Software", "employees": 100 * n}
+        | {"technologies": [], "attributes": {}}
+        for n in range(1, 8)
+    ]
+    upsert_accounts(engine, accounts)
+    whole = rescore_accounts_in_db(engine, RULES)
+    with session_scope(engine) as session:
+        before = session.execute(select(Account.domain, Account.icp_score, Account.tier)).all()
+    monkeypatch.setattr(flows.targeting, "SCORE_BATCH", 2)  # four reads: 2, 2, 2, 1
+    assert rescore_accounts_in_db(engine, RULES) == whole
+    with session_scope(engine) as session:
+        after = session.execute(select(Account.domain, Account.icp_score, Account.tier)).all()
+    assert sorted(after) == sorted(before) and sum(whole.values()) == 7
