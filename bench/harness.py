@@ -250,8 +250,8 @@ def bare_bound_per_s(raw: dict[str, Any], cores: int) -> float | None:
     row, one bare Jinja2 render and one bare file write, spread perfectly over `cores`. No
     real run can reach it (no CSV parsing, MIME, ledger, scoring or Prefect in it): it shows
     how far this machine's own limits are from the end-to-end figures."""
-    rates = [raw.get(key) for key in ("raw_bulk_inserts_per_s", "raw_renders_per_s")]
-    rates.append(raw.get("bare_file_writes_per_s"))
+    pieces = ("raw_bulk_inserts_per_s", "raw_renders_per_s", "bare_file_writes_per_s")
+    rates = [raw.get(key) for key in pieces]
     if not all(rates):
         return None
     return round(cores / sum(1 / rate for rate in rates), 1)

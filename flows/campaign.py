@@ -226,8 +226,9 @@ class WarmProcessPool(ProcessPoolTaskRunner):
         # Prefect's executor starts a spawned process per submit while none is idle; should
         # a later Prefect name it differently, the processes simply start at the first task
         executor = getattr(self, "_executor", None)
-        for _ in range(self._max_workers if executor is not None else 0):
-            executor.submit(int)
+        if executor is not None:
+            for _ in range(self._max_workers):
+                executor.submit(int)
         return self
 
 

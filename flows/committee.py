@@ -74,18 +74,16 @@ def classify_contacts(engine: Engine, account_ids: list[int], title_rules: Path 
                     }
                 )
             if len(changed) == CLASSIFY_BATCH:
-                written += _write_classes(engine, changed)
-    return written + _write_classes(engine, changed)
+                _write_classes(engine, changed)
+                written, changed = written + len(changed), []
+    _write_classes(engine, changed)
+    return written + len(changed)
 
 
-def _write_classes(engine: Engine, changed: list[dict[str, Any]]) -> int:
-    """Write these classifications and empty the list; returns how many."""
+def _write_classes(engine: Engine, changed: list[dict[str, Any]]) -> None:
     if changed:
         with session_scope(engine) as session:
             update_rows_by_id(session, Contact, changed, updated_at=utcnow())
-    count = len(changed)
-    changed.clear()
-    return count
 
 
 def committee_coverage(

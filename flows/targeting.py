@@ -214,8 +214,9 @@ def target_account_ids(
 ) -> list[int]:
     """Ids of scored accounts in the given tiers and stages that pass every filter (the
     account fields are read only when there are filters to test)."""
-    columns = [getattr(Account, name) for name in SCORED_FIELDS] if filters else [Account.id]
+    columns = [Account.id]
     if filters:
+        columns = [getattr(Account, name) for name in SCORED_FIELDS]
         columns += [Account.technologies, Account.attributes]
     query = select(*columns).where(Account.tier.in_(tiers))
     if stages:
