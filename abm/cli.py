@@ -14,8 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from abm.errors import AbmError
-from abm.settings import get_settings
+from core.errors import AbmError
+from core.settings import get_settings
 from models.db import DatabaseError, get_engine, migrate, require_current_schema
 
 app = typer.Typer(
@@ -73,7 +73,7 @@ def init() -> None:
 
 
 def _import(kind: str, path: Path) -> None:
-    from flows.import_csv import import_file
+    from stages.importing.import_csv import import_file
 
     report = import_file(kind, path, _engine(), get_settings())
     for line in report.notes:
@@ -110,7 +110,7 @@ def import_suppressions(file: Path) -> None:
 @app.command()
 def score() -> None:
     """(Re)score ICP fit and tiers for all accounts."""
-    from flows.targeting import load_icp_rules, rescore_accounts_in_db
+    from stages.targeting.scoring import load_icp_rules, rescore_accounts_in_db
 
     per_tier = rescore_accounts_in_db(_engine(), load_icp_rules(get_settings().icp_rules))
     total = sum(per_tier.values())
@@ -151,9 +151,9 @@ def accounts_list(
 @accounts_app.command("show")
 def accounts_show(domain: str, as_json: JsonOption = False) -> None:
     """One account: score with reasons, committee with roles and gaps, engagement, stages."""
-    from flows.committee import coverage
-    from flows.targeting import load_icp_rules
     from models.queries import get_account
+    from stages.committee.coverage import coverage
+    from stages.targeting.scoring import load_icp_rules
 
     account = get_account(_engine(), domain.strip().lower())
     if account is None:
@@ -253,7 +253,7 @@ def contacts_list(
 @stakeholders_app.command("classify")
 def stakeholders_classify(as_json: JsonOption = False) -> None:
     """Read job titles from stdin, one a line; print seniority, function and role."""
-    from flows.stakeholders import classify_title, load_title_table
+    from stages.committee.titles import classify_title, load_title_table
 
     table = load_title_table(get_settings().title_rules)
     titles = [line.rstrip("\r\n") for line in sys.stdin]
@@ -280,7 +280,7 @@ def stakeholders_classify(as_json: JsonOption = False) -> None:
 @campaign_app.command("validate")
 def campaign_validate(file: Path) -> None:
     """Check a campaign file and render every template it uses with sample data."""
-    from flows.preview import validate_campaign
+    from stages.delivery.preview import validate_campaign
 
     for line in validate_campaign(file, get_settings()):
         err.print(line, highlight=False, markup=False)
@@ -297,7 +297,7 @@ def campaign_preview(
     """Render exactly what would be sent to one person, headers included."""
     from email.message import Message
 
-    from flows.preview import preview
+    from stages.delivery.preview import preview
 
     chosen, person, rendered = preview(_engine(), get_settings(), file, account, contact, step)
     variant = f", variant {person['variant']}" if person.get("variant") else ""
@@ -364,7 +364,7 @@ class _LedgerProgress:
         )
 
     def _watch(self) -> None:
-        from flows.delivery import ledger_summary
+        from stages.delivery.ledger import ledger_summary
 
         task = self.progress.add_task("preparing (target, map, plan)", total=None)
         start = ledger_summary(self.engine, self.campaign_id)
@@ -397,8 +397,8 @@ class _LedgerProgress:
 
 
 def _campaign_id(file: Path) -> int:
-    from abm.campaign_file import load_campaign
-    from flows.delivery import register_campaign
+    from core.campaign_file import load_campaign
+    from stages.delivery.ledger import register_campaign
 
     key, campaign = load_campaign(file)
     return register_campaign(_engine(), key, campaign, file)
@@ -407,7 +407,7 @@ def _campaign_id(file: Path) -> int:
 @campaign_app.command("pause")
 def campaign_pause(file: Path) -> None:
     """Stop sending at once (also mid-run, before the next batch); nobody gets a step twice."""
-    from flows.delivery import set_campaign_status
+    from stages.delivery.ledger import set_campaign_status
 
     set_campaign_status(_engine(), _campaign_id(file), "paused")
     err.print(f"{file}: paused", markup=False)
@@ -422,7 +422,7 @@ def campaign_resume(
     ] = None,
 ) -> None:
     """Carry on where the campaign stopped (or, with --account, after a reply paused it)."""
-    from flows.delivery import release_account, set_campaign_status
+    from stages.delivery.ledger import release_account, set_campaign_status
 
     if account:
         due = release_account(_engine(), _campaign_id(file), account.strip().lower())
@@ -435,8 +435,8 @@ def campaign_resume(
 @campaign_app.command("status")
 def campaign_status(file: Path, as_json: JsonOption = False) -> None:
     """The delivery ledger of a campaign: counts by state and skip reason."""
-    from abm.campaign_file import load_campaign
-    from flows.delivery import campaign_id_for, ledger_summary
+    from core.campaign_file import load_campaign
+    from stages.delivery.ledger import campaign_id_for, ledger_summary
 
     key, _ = load_campaign(file)
     engine = _engine()
@@ -458,9 +458,9 @@ def _summary(summary: dict[str, Any], as_json: bool) -> None:
 @engagement_app.command("sync")
 def engagement_sync(as_json: JsonOption = False) -> None:
     """Pull LinkedIn ad analytics by company and lead-form responses (sandbox by default)."""
-    from flows.engagement import load_engagement_rules, rollup_accounts
-    from flows.engagement_sync import sync_linkedin
     from models.queries import list_accounts
+    from stages.engagement.linkedin_sync import sync_linkedin
+    from stages.engagement.rollup import load_engagement_rules, rollup_accounts
 
     engine = _engine()
     report = sync_linkedin(engine, get_settings())
@@ -482,9 +482,9 @@ def engagement_ingest(
 ) -> None:
     """Bulk-load provider events (e.g. an export), one JSON event a line; stored once each."""
     from abm.webhooks import check_events
-    from flows.engagement import load_engagement_rules, rollup_accounts
-    from flows.engagement_ingest import BadEvents, IngestReport, ingest_sendgrid, parse_sendgrid
     from models.queries import list_accounts
+    from stages.engagement.ingest import BadEvents, IngestReport, ingest_sendgrid, parse_sendgrid
+    from stages.engagement.rollup import load_engagement_rules, rollup_accounts
 
     if provider != "sendgrid":
         raise AbmError(f"--provider {provider}: only sendgrid is supported")
@@ -554,7 +554,7 @@ def report(
     as_json: JsonOption = False,
 ) -> None:
     """Campaign and account report: funnel, engagement, committee coverage, A/B tests."""
-    from flows.report import render_html, report_data, verdict_text
+    from stages.report.report import render_html, report_data, verdict_text
 
     data = report_data(_engine())
     if html:

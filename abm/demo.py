@@ -14,14 +14,15 @@ from rich.table import Table
 from sqlalchemy import Engine, select
 
 from abm.demo_data import BAD_CONTACT_ROWS, write_demo_csvs
-from abm.errors import AbmError
 from abm.prefect_runtime import prefect_log_path, prepare_environment, run_flow_quietly
-from abm.settings import REPO_ROOT, get_settings, reset_settings
-from flows.import_csv import import_file
-from flows.report import render_html, report_data
+from core.errors import AbmError
+from core.settings import REPO_ROOT, get_settings, reset_settings
+from core.vocabulary import STAGES
 from models.db import get_engine, migrate
 from models.queries import accounts_by_tier_and_stage, list_accounts
-from models.tables import STAGES, Account
+from models.tables import Account
+from stages.importing.import_csv import import_file
+from stages.report.report import render_html, report_data
 
 DEMO_CAMPAIGN = REPO_ROOT / "campaigns" / "demo.yaml"
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from abm.errors import AbmError
-from abm.settings import get_settings
+from core.errors import AbmError
+from core.settings import get_settings
 
 
 def prefect_log_path() -> Path:

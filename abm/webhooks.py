@@ -16,10 +16,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from abm.settings import Settings, get_settings
-from abm.unsubscribe import BadToken, read_token
-from flows.engagement import store_events
-from flows.engagement_ingest import (
+from core.settings import Settings, get_settings
+from core.unsubscribe import BadToken, read_token
+from models.db import get_engine
+from stages.engagement.ingest import (
     BadEvents,
     BadSignature,
     check_events,
@@ -33,7 +33,7 @@ from flows.engagement_ingest import (
     verify_mailgun_signature,
     verify_sendgrid_signature,
 )
-from models.db import get_engine
+from stages.engagement.rollup import store_events
 
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"

@@ -17,7 +17,7 @@ import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from abm.settings import DEFAULTS_DIR, REPO_ROOT
+from core.settings import DEFAULTS_DIR, REPO_ROOT
 
 BENCH_DIR = Path(__file__).resolve().parent
 CAMPAIGN = BENCH_DIR / "campaign.yaml"

@@ -2,7 +2,7 @@
 
 `python -m bench` starts it once per size and delivery target, so its peak memory is its
 own. The path is the real one: `abm init` (migrate a fresh database), `abm import accounts`
-and `abm import contacts` (`flows.import_csv.import_file`), then the `run_campaign` Prefect
+and `abm import contacts` (`stages.importing`), then the `run_campaign` Prefect
 flow on bench/campaign.yaml against the Prefect API in `PREFECT_API_URL`: score, target, map
 committees, plan the ledger, render and deliver in chunk tasks (to the outbox as `.eml`
 files, or over SMTP), record every outcome, write engagement back. The result (timings,
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     memory = PeakMemory()
     _configure(args)
     from abm.prefect_runtime import prepare_environment
-    from abm.settings import get_settings, reset_settings
+    from core.settings import get_settings, reset_settings
 
     reset_settings()
     prepare_environment()  # Prefect's own log to the state folder, before Prefect loads

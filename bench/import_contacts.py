@@ -28,11 +28,11 @@ from sqlalchemy import Column, Engine, MetaData, Table
 from sqlmodel import Session, select
 
 from abm.demo_data import write_demo_csvs
-from abm.settings import Settings, get_settings
-from flows.import_csv import import_file
-from flows.stakeholders import classify_title
+from core.settings import Settings, get_settings
 from models.db import get_engine, migrate
 from models.tables import Account, Contact, utcnow
+from stages.committee.titles import classify_title
+from stages.importing.import_csv import import_file
 
 
 @dataclass

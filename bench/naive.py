@@ -38,9 +38,9 @@ _composers: dict[str, Any] = {}
 
 
 def _composer(campaign_key: str) -> Any:
-    from abm.campaign_file import load_campaign
-    from abm.settings import get_settings
-    from flows.compose import Composer
+    from core.campaign_file import load_campaign
+    from core.settings import get_settings
+    from stages.content.compose import Composer
 
     if campaign_key not in _composers:
         _, campaign = load_campaign(CAMPAIGN)
@@ -89,9 +89,9 @@ def _rows(database_url: str, limit: int) -> list[dict[str, Any]]:
     """The sample's people with everything rendering needs, in one query."""
     from sqlalchemy import select
 
-    from flows.delivery import PERSON_COLUMNS
     from models.db import get_engine
     from models.tables import Account, Contact
+    from stages.delivery.ledger import PERSON_COLUMNS
 
     query = (
         select(*PERSON_COLUMNS)
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     from abm.demo_data import write_demo_csvs
     from abm.prefect_runtime import prepare_environment
-    from abm.settings import get_settings, reset_settings
+    from core.settings import get_settings, reset_settings
 
     reset_settings()
     prepare_environment()
@@ -124,9 +124,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from prefect.cache_policies import NO_CACHE
 
     from bench.import_contacts import timed_import
-    from flows.delivery import register_campaign
-    from flows.targeting import load_icp_rules, rescore_accounts_in_db
     from models.db import get_engine, migrate
+    from stages.delivery.ledger import register_campaign
+    from stages.targeting.scoring import load_icp_rules, rescore_accounts_in_db
 
     memory = PeakMemory()
     settings = get_settings()
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         return sum(1 for future in futures if future.result())
 
-    from abm.campaign_file import load_campaign
+    from core.campaign_file import load_campaign
 
     _, campaign = load_campaign(CAMPAIGN)
     result: dict[str, Any] = {"sample": len(rows), "database": engine.dialect.name}

@@ -52,9 +52,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from email.policy import compat32
 
     from abm.demo_data import write_demo_csvs
-    from abm.settings import get_settings, reset_settings
     from bench.import_contacts import raw_bulk_inserts_per_s
     from bench.render_messages import best_of_rounds, first_step_composer, sample_row
+    from core.settings import get_settings, reset_settings
     from models.db import get_engine
 
     reset_settings()

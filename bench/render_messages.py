@@ -16,10 +16,10 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader
 
-from abm.campaign_file import load_campaign
-from abm.settings import REPO_ROOT, Settings, get_settings
-from flows.compose import Composer
-from flows.rendering import FILTERS
+from core.campaign_file import load_campaign
+from core.settings import REPO_ROOT, Settings, get_settings
+from stages.content.compose import Composer
+from stages.content.rendering import FILTERS
 
 CAMPAIGN = REPO_ROOT / "campaigns" / "demo.yaml"
 RAW_TEMPLATE = "email/intro/body.html.j2"

@@ -24,21 +24,9 @@ from prefect.futures import as_completed
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from sqlalchemy import func, select
 
-from abm.campaign_file import load_campaign
-from abm.settings import Settings, get_settings
 from connectors.email import get_backend
-from flows.committee import Coverage
-from flows.delivery import (
-    ChunkOutcome,
-    DeliveryContext,
-    campaign_paused,
-    due_delivery_ids,
-    ledger_summary,
-    plan_step,
-    register_campaign,
-    release_expired_leases,
-)
-from flows.report import publish_artifact, report_data
+from core.campaign_file import load_campaign
+from core.settings import Settings, get_settings
 from flows.tasks import (
     crm_write_back,
     deliver_chunk,
@@ -51,6 +39,18 @@ from flows.tasks import (
 )
 from models.db import chunked, get_engine, require_current_schema
 from models.tables import Account, Contact
+from stages.committee.coverage import Coverage
+from stages.delivery.ledger import (
+    ChunkOutcome,
+    DeliveryContext,
+    campaign_paused,
+    due_delivery_ids,
+    ledger_summary,
+    plan_step,
+    register_campaign,
+    release_expired_leases,
+)
+from stages.report.report import publish_artifact, report_data
 
 
 def _targets_table(database_url: str, coverage: dict[int, Coverage]) -> list[dict[str, Any]]:

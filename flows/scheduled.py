@@ -18,12 +18,12 @@ from typing import Any
 from prefect import flow, get_run_logger
 from sqlalchemy import select
 
-from abm.settings import get_settings
+from core.settings import get_settings
 from flows.campaign import run_campaign
-from flows.engagement_sync import sync_linkedin
 from flows.tasks import score_accounts, write_back_engagement
 from models.db import get_engine, require_current_schema
 from models.tables import Account, Campaign
+from stages.engagement.linkedin_sync import sync_linkedin
 
 
 @flow(name="advance-sequences")

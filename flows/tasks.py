@@ -12,16 +12,20 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from abm.campaign_file import Audience
-from abm.settings import get_settings
 from connectors.crm import HubSpotCrm
 from connectors.email import get_backend
-from flows.committee import Coverage, classify_contacts, committee_coverage
-from flows.delivery import ChunkOutcome, DeliveryContext, deliver, rehearse
-from flows.engagement import load_engagement_rules, rollup_accounts, simulate_campaign_engagement
-from flows.targeting import load_icp_rules, rescore_accounts_in_db, target_account_ids
+from core.campaign_file import Audience
+from core.settings import get_settings
 from models.db import get_engine
 from models.queries import account_rows
+from stages.committee.coverage import Coverage, classify_contacts, committee_coverage
+from stages.delivery.ledger import ChunkOutcome, DeliveryContext, deliver, rehearse
+from stages.engagement.rollup import (
+    load_engagement_rules,
+    rollup_accounts,
+    simulate_campaign_engagement,
+)
+from stages.targeting.scoring import load_icp_rules, rescore_accounts_in_db, target_account_ids
 
 
 def _path(value: str | None) -> Path | None:

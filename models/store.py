@@ -384,7 +384,7 @@ CONTACT_FIELDS = (
 
 
 def upsert_accounts(engine: Engine, records: list[dict[str, Any]]) -> UpsertCounts:
-    """Upsert accounts by domain (records as `flows.import_csv.parse_accounts` makes them)."""
+    """Upsert accounts by domain (records as the importing stage parses them)."""
     return _upsert(engine, Account, "domain", records, ACCOUNT_FIELDS)
 
 

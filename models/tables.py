@@ -8,19 +8,6 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-STAGES = ("target", "aware", "engaged", "mqa", "opportunity", "customer")
-CONTACT_STATUSES = ("active", "unsubscribed", "bounced", "suppressed")
-DELIVERY_STATES = (
-    "planned",
-    "rendered",
-    "sending",
-    "sent",
-    "failed",
-    "dead",
-    "skipped",
-    "uncertain",
-)
-
 
 def utcnow() -> datetime:
     """Now, as aware UTC (what every timestamp column holds)."""

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-from abm.settings import reset_settings
+from core.settings import reset_settings
 from models.db import get_engine, migrate
 
 POSTGRES_URL = os.environ.get("ABM_TEST_POSTGRES_URL")

@@ -19,11 +19,11 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
-from abm.campaign_file import load_campaign
-from abm.settings import get_settings
 from connectors.email import get_backend
-from flows.delivery import DeliveryContext, campaign_id_for, deliver, due_delivery_ids
+from core.campaign_file import load_campaign
+from core.settings import get_settings
 from models.db import chunked, get_engine
+from stages.delivery.ledger import DeliveryContext, campaign_id_for, deliver, due_delivery_ids
 
 MAX_PASSES = 50  # rows that stay due pass after pass must not spin forever
 

@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 from markupsafe import Markup
 
-from abm.campaign_file import load_campaign, parse_wait
-from abm.errors import ConfigError
-from abm.settings import get_settings
-from flows.email_html import add_utm, html_to_text
-from flows.preview import validate_campaign
-from flows.rendering import (
+from core.campaign_file import load_campaign, parse_wait
+from core.errors import ConfigError
+from core.settings import get_settings
+from stages.content.email_html import add_utm, html_to_text
+from stages.content.rendering import (
     candidates,
     choose_variant,
     company,
@@ -23,6 +22,7 @@ from flows.rendering import (
     template_environment,
     template_names,
 )
+from stages.delivery.preview import validate_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +106,7 @@ def test_a_linkedin_note_over_the_limit_is_an_error_not_cut(tmp_path):
     _write(tmp_path / "linkedin_task" / "long" / "connect.j2", "x" * 301)
     _write(tmp_path / "linkedin_task" / "ok" / "connect.j2", "Hi {{ contact.first_name }}")
     env, names = template_environment(tmp_path), template_names(tmp_path)
-    from flows.rendering import Audience
+    from stages.content.rendering import Audience
 
     audience = Audience(1, None, None)
     context = {"contact": {"first_name": "Ana"}}
@@ -156,7 +156,7 @@ def _campaign_with_template(tmp_path, body: str) -> Path:
 def test_validate_reports_a_missing_field_with_template_file_and_line(tmp_path, monkeypatch):
     path = _campaign_with_template(tmp_path, "<p>Hi</p>\n<p>{{ contact.nickname }}</p>")
     monkeypatch.setenv("ABM_TEMPLATES_DIR", str(tmp_path / "templates"))
-    from abm.settings import reset_settings
+    from core.settings import reset_settings
 
     reset_settings()
     with pytest.raises(ConfigError) as error:
@@ -168,7 +168,7 @@ def test_validate_reports_a_missing_field_with_template_file_and_line(tmp_path, 
 def test_validate_calls_out_templates_that_reach_for_python_internals(tmp_path, monkeypatch):
     path = _campaign_with_template(tmp_path, "{{ contact.__class__.__mro__ }}")
     monkeypatch.setenv("ABM_TEMPLATES_DIR", str(tmp_path / "templates"))
-    from abm.settings import reset_settings
+    from core.settings import reset_settings
 
     reset_settings()
     with pytest.raises(ConfigError, match="Python internals"):
@@ -195,7 +195,7 @@ _ANA = {
 
 
 def test_css_is_inlined_and_utm_added_in_the_real_message(tmp_path):
-    from flows.compose import Composer
+    from stages.content.compose import Composer
 
     key, campaign = load_campaign(ROOT / "campaigns" / "tier1-executive-programme.yaml")
     step = campaign.steps[0]
@@ -212,7 +212,7 @@ def test_css_is_inlined_and_utm_added_in_the_real_message(tmp_path):
 
 
 def test_one_composer_gives_each_variant_its_own_utm_content():
-    from flows.compose import Composer
+    from stages.content.compose import Composer
 
     key, campaign = load_campaign(ROOT / "campaigns" / "tier1-executive-programme.yaml")
     composer = Composer(get_settings(), key, 1, campaign, campaign.steps[0])

@@ -28,21 +28,21 @@ import pytest
 from smtp_server import RecordingHandler, smtp_server
 from sqlalchemy import Engine, func, select
 
-from abm.campaign_file import load_campaign
 from abm.demo_data import write_demo_csvs
-from abm.settings import get_settings, reset_settings
-from flows.compose import Composer
-from flows.delivery import (
+from core.campaign_file import load_campaign
+from core.settings import get_settings, reset_settings
+from models.db import get_engine
+from models.tables import Delivery, utcnow
+from stages.content.compose import Composer
+from stages.delivery.ledger import (
     due_delivery_ids,
     ledger_summary,
     plan_step,
     register_campaign,
     release_expired_leases,
 )
-from flows.import_csv import import_file
-from flows.targeting import load_icp_rules, rescore_accounts_in_db, target_account_ids
-from models.db import get_engine
-from models.tables import Delivery, utcnow
+from stages.importing.import_csv import import_file
+from stages.targeting.scoring import load_icp_rules, rescore_accounts_in_db, target_account_ids
 
 CAMPAIGN = Path(__file__).resolve().parents[1] / "campaigns" / "demo.yaml"
 WORKER = Path(__file__).resolve().parent / "crash_worker.py"

@@ -5,11 +5,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from abm.campaign_file import load_campaign
 from abm.demo_data import write_demo_csvs
-from abm.settings import get_settings
 from connectors.email.outbox import OutboxBackend
-from flows.delivery import (
+from core.campaign_file import load_campaign
+from core.settings import get_settings
+from models.tables import Contact, Delivery
+from stages.content.rendering import choose_variant
+from stages.delivery.ledger import (
     DeliveryContext,
     deliver,
     due_delivery_ids,
@@ -17,10 +19,8 @@ from flows.delivery import (
     register_campaign,
     set_campaign_status,
 )
-from flows.import_csv import import_file
-from flows.rendering import choose_variant
-from flows.targeting import load_icp_rules, rescore_accounts_in_db, target_account_ids
-from models.tables import Contact, Delivery
+from stages.importing.import_csv import import_file
+from stages.targeting.scoring import load_icp_rules, rescore_accounts_in_db, target_account_ids
 
 CAMPAIGN = Path(__file__).resolve().parents[1] / "campaigns" / "demo.yaml"
 
@@ -119,9 +119,9 @@ def test_a_failing_chunk_gives_back_what_it_never_handed_over(engine, tmp_path):
 def _two_people_one_replied(engine):
     from datetime import timedelta
 
-    from flows.engagement import store_events
     from models.store import upsert_accounts, upsert_contacts
     from models.tables import utcnow
+    from stages.engagement.rollup import store_events
 
     upsert_accounts(engine, [{"domain": "acme.example", "attributes": {}, "technologies": []}])
     upsert_contacts(
@@ -153,9 +153,9 @@ def _two_people_one_replied(engine):
 def test_a_reply_delays_everyone_else_at_the_account(engine):
     from datetime import timedelta
 
-    from abm.campaign_file import AccountRules
-    from flows.delivery import account_holds
+    from core.campaign_file import AccountRules
     from models.tables import utcnow
+    from stages.delivery.ledger import account_holds
 
     rows, replied_at = _two_people_one_replied(engine)
     skip, defer = account_holds(engine, AccountRules(on_reply="delay", delay="14d"), rows, utcnow())
@@ -165,9 +165,9 @@ def test_a_reply_delays_everyone_else_at_the_account(engine):
 
 
 def test_a_reply_can_stop_everyone_else_and_a_stage_stops_the_whole_account(engine):
-    from abm.campaign_file import AccountRules
-    from flows.delivery import account_holds
+    from core.campaign_file import AccountRules
     from models.tables import utcnow
+    from stages.delivery.ledger import account_holds
 
     rows, _ = _two_people_one_replied(engine)
     skip, defer = account_holds(engine, AccountRules(on_reply="stop"), rows, utcnow())
@@ -180,11 +180,11 @@ def test_a_reply_can_stop_everyone_else_and_a_stage_stops_the_whole_account(engi
 def test_a_reply_pauses_the_others_until_a_person_releases_the_account(engine):
     from datetime import timedelta
 
-    from abm.campaign_file import AccountRules
-    from flows.delivery import account_holds, release_account
-    from flows.engagement import store_events
+    from core.campaign_file import AccountRules
     from models.db import session_scope
     from models.tables import Campaign, utcnow
+    from stages.delivery.ledger import account_holds, release_account
+    from stages.engagement.rollup import store_events
 
     rows, _ = _two_people_one_replied(engine)
     with session_scope(engine) as session:

@@ -2,14 +2,14 @@ from datetime import timedelta
 
 import pytest
 
-from flows.engagement import (
+from models.tables import utcnow
+from stages.engagement.rollup import (
     AccountEngagement,
     account_engagement,
     load_engagement_rules,
     next_stage,
     simulated_events,
 )
-from models.tables import utcnow
 
 RULES = load_engagement_rules()
 NOW = utcnow()
@@ -107,9 +107,9 @@ def test_stored_events_read_back_as_given_once_per_provider_id(engine):
 
     from sqlalchemy import select, text
 
-    from flows.engagement import store_events
     from models.store import upsert_accounts, upsert_contacts
     from models.tables import Contact, EngagementEvent
+    from stages.engagement.rollup import store_events
 
     upsert_accounts(engine, [{"domain": "acme.example", "attributes": {}, "technologies": []}])
     upsert_contacts(
@@ -188,7 +188,7 @@ def _body(**overrides) -> bytes:
 def test_parse_sendgrid_refuses_what_could_not_be_stored_naming_the_event_and_field(
     body: bytes, reason: str
 ) -> None:
-    from flows.engagement_ingest import BadEvents, parse_sendgrid
+    from stages.engagement.ingest import BadEvents, parse_sendgrid
 
     with pytest.raises(BadEvents) as refused:
         parse_sendgrid(body)
@@ -196,7 +196,7 @@ def test_parse_sendgrid_refuses_what_could_not_be_stored_naming_the_event_and_fi
 
 
 def test_parse_sendgrid_accepts_escaped_text_that_can_be_stored() -> None:
-    from flows.engagement_ingest import parse_sendgrid
+    from stages.engagement.ingest import parse_sendgrid
 
     body = _body(email="zo\u00eb@acme.example", url="https://acme.example/\u00e9")
     assert b"\\u00eb" in body
@@ -208,9 +208,9 @@ def test_parse_sendgrid_accepts_escaped_text_that_can_be_stored() -> None:
 def test_ingested_events_keep_provider_data_and_store_an_empty_object_otherwise(engine):
     from sqlalchemy import select
 
-    from flows.engagement_ingest import ingest_sendgrid, parse_sendgrid
     from models.store import upsert_accounts, upsert_contacts
     from models.tables import EngagementEvent
+    from stages.engagement.ingest import ingest_sendgrid, parse_sendgrid
 
     upsert_accounts(engine, [{"domain": "acme.example", "attributes": {}, "technologies": []}])
     upsert_contacts(

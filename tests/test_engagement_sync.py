@@ -5,11 +5,11 @@ from datetime import date
 from sqlalchemy import func, select
 
 from abm.demo_data import write_demo_csvs
-from abm.settings import get_settings
-from flows.engagement import load_engagement_rules, rollup_accounts
-from flows.engagement_sync import ANALYTICS, LEADS, read_cursor, sync_linkedin
-from flows.import_csv import import_file
+from core.settings import get_settings
 from models.tables import Account, Contact, EngagementEvent
+from stages.engagement.linkedin_sync import ANALYTICS, LEADS, read_cursor, sync_linkedin
+from stages.engagement.rollup import load_engagement_rules, rollup_accounts
+from stages.importing.import_csv import import_file
 
 TODAY = date(2026, 11, 25)
 

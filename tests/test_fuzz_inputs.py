@@ -42,23 +42,15 @@ from markupsafe import escape
 from sqlalchemy import create_engine, func, select
 from starlette.testclient import TestClient
 
-from abm.campaign_file import CampaignFile, Step, load_campaign
-from abm.errors import ConfigError
-from abm.settings import Settings, get_settings, reset_settings
 from abm.webhooks import SIGNATURE, TIMESTAMP, create_app
-from flows.compose import Composer
-from flows.import_csv import (
-    ImportFileError,
-    import_file,
-    parse_accounts,
-    parse_contacts,
-    parse_suppressions,
-    read_csv,
-    rejects_path,
-    write_rejects,
-)
-from flows.preview import validate_campaign
-from flows.rendering import (
+from core.campaign_file import CampaignFile, Step, load_campaign
+from core.errors import ConfigError
+from core.settings import Settings, get_settings, reset_settings
+from models.db import get_engine, migrate
+from models.store import upsert_accounts, upsert_contacts
+from models.tables import Account, Contact, EngagementEvent, Suppression
+from stages.content.compose import Composer
+from stages.content.rendering import (
     Audience,
     Sender,
     build_message,
@@ -68,9 +60,17 @@ from flows.rendering import (
     template_environment,
     template_names,
 )
-from models.db import get_engine, migrate
-from models.store import upsert_accounts, upsert_contacts
-from models.tables import Account, Contact, EngagementEvent, Suppression
+from stages.delivery.preview import validate_campaign
+from stages.importing.import_csv import (
+    ImportFileError,
+    import_file,
+    parse_accounts,
+    parse_contacts,
+    parse_suppressions,
+    read_csv,
+    rejects_path,
+    write_rejects,
+)
 
 
 def _examples(n: int) -> int:

@@ -15,9 +15,9 @@ import httpx
 import pytest
 import respx
 
-from abm.errors import ConfigError
 from connectors.crm import HubSpotAuthError, HubSpotCrm, normalise_domain
 from connectors.crm import hubspot as hubspot_module
+from core.errors import ConfigError
 
 BASE = "https://api.hubapi.com"
 TOKEN = "pat-eu1-5ecret-t0ken-0000"

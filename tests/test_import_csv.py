@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows.import_csv import (
+from stages.importing.import_csv import (
     ImportFileError,
     Reject,
     normalise_consent,

@@ -13,9 +13,9 @@ import httpx
 import pytest
 import respx
 
-from abm.errors import ConfigError
 from connectors.linkedin import LinkedInAuthError, LinkedInConnector, hash_email
 from connectors.linkedin import client as linkedin_client
+from core.errors import ConfigError
 
 BASE = "https://api.linkedin.com"
 TOKEN = "tok-3xAmPle-S3cret"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from abm.errors import ConfigError
 from connectors.linkedin import LinkedInConnector, hash_email, simulated_organizations
+from core.errors import ConfigError
 
 TOKEN = "tok-sandbox-S3cret"
 EMAILS = ["Jane.Doe@Acme.com", " omar@globex.io ", "Li.Wei@Initech.example"]

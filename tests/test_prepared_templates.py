@@ -13,7 +13,7 @@ from markupsafe import Markup
 from test_rendering import SENDER, _message
 from tests_support import write_file
 
-from flows.prepared_templates import (
+from stages.content.prepared_templates import (
     UTM_KEY,
     CannotPrepare,
     LinkTags,
@@ -22,7 +22,7 @@ from flows.prepared_templates import (
     prepare_sources,
     render_quick,
 )
-from flows.rendering import (
+from stages.content.rendering import (
     Audience,
     EmailParts,
     EmailTemplates,

@@ -9,10 +9,11 @@ import pytest
 from jinja2 import UndefinedError
 from jinja2.sandbox import SecurityError
 
-from abm.errors import ConfigError
-from abm.unsubscribe import BadToken, make_token, read_token
 from connectors.email.outbox import OutboxBackend
-from flows.rendering import (
+from core.errors import ConfigError
+from core.unsubscribe import BadToken, make_token, read_token
+from core.vocabulary import FUNCTIONS, SENIORITIES
+from stages.content.rendering import (
     Audience,
     EmailParts,
     Sender,
@@ -24,7 +25,6 @@ from flows.rendering import (
     template_environment,
     template_names,
 )
-from flows.stakeholders import FUNCTIONS, SENIORITIES
 
 SENDER = Sender.parse("Demo Co <marketing@demo.example>")
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"

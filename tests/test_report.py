@@ -16,9 +16,11 @@ import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from abm.settings import reset_settings
-from flows.delivery import ledger_summary
-from flows.report import (
+from core.settings import reset_settings
+from models.db import session_scope
+from models.tables import Account, Campaign, Contact, Delivery, EngagementEvent, StageChange
+from stages.delivery.ledger import ledger_summary
+from stages.report.report import (
     MIN_SENT_PER_VARIANT,
     publish_artifact,
     render_html,
@@ -26,8 +28,6 @@ from flows.report import (
     report_markdown,
     two_proportion_p_value,
 )
-from models.db import session_scope
-from models.tables import Account, Campaign, Contact, Delivery, EngagementEvent, StageChange
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday: ISO week 2026-W10
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)

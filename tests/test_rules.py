@@ -3,8 +3,8 @@
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from abm.campaign_file import Cap, SendingWindow
-from flows.rules import cap_frees_at, local_zone, next_window_opening
+from core.campaign_file import Cap, SendingWindow
+from stages.delivery.pacing import cap_frees_at, local_zone, next_window_opening
 
 WEEKDAYS_9_TO_5 = SendingWindow(
     days=["mon", "tue", "wed", "thu", "fri"], start=time(9), end=time(17), timezone="UTC"

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests_support import SHARED
 
-from abm.errors import ConfigError
 from connectors.email.sendgrid import SendGridBackend
-from flows.rendering import EmailParts, Sender, build_message
+from core.errors import ConfigError
+from stages.content.rendering import EmailParts, Sender, build_message
 
 SPECS = SHARED / "specs"
 if not SPECS.is_dir():

@@ -26,7 +26,6 @@ from smtp_server import (
     smtp_server,
 )
 
-from abm.errors import ConfigError
 from connectors.email.smtp import (
     SmtpBackend,
     SmtpUrl,
@@ -35,7 +34,8 @@ from connectors.email.smtp import (
     _quoted,
     queue_id,
 )
-from flows.rendering import EmailParts, Sender, build_message
+from core.errors import ConfigError
+from stages.content.rendering import EmailParts, Sender, build_message
 
 SENDER = Sender(name="Demo Co", email="marketing@demo.example", company="Demo Co")
 PASSWORD = "s3cr@t:p/ss%w?rd#"

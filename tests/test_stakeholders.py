@@ -2,15 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from abm.errors import ConfigError
-from flows.stakeholders import (
-    FUNCTIONS,
-    ROLES,
-    SENIORITIES,
-    TitleClass,
-    classify_title,
-    load_title_table,
-)
+from core.errors import ConfigError
+from core.vocabulary import FUNCTIONS, ROLES, SENIORITIES
+from stages.committee.titles import TitleClass, classify_title, load_title_table
 
 
 def seniority(title: str | None) -> str:
@@ -381,10 +375,10 @@ def test_a_missing_override_file_is_rejected_naming_the_file(tmp_path):
 def test_committee_coverage_counts_reachable_contacts_in_the_campaigns_role_order(engine):
     from sqlalchemy import update
 
-    from flows.committee import Coverage, classify_contacts, committee_coverage
     from models.db import session_scope
     from models.store import account_ids_by_domain, upsert_accounts, upsert_contacts
     from models.tables import Contact
+    from stages.committee.coverage import Coverage, classify_contacts, committee_coverage
 
     domains = ["full.example", "half.example", "none.example", "empty.example"]
     upsert_accounts(engine, [{"domain": d, "attributes": {}, "technologies": []} for d in domains])
@@ -421,11 +415,11 @@ def test_committee_coverage_counts_reachable_contacts_in_the_campaigns_role_orde
 def test_classifying_writes_changes_in_batches_and_counts_them_all(engine, monkeypatch):
     from sqlalchemy import select
 
-    import flows.committee
-    from flows.committee import classify_contacts
+    import stages.committee.coverage
     from models.db import session_scope
     from models.store import account_ids_by_domain, upsert_accounts, upsert_contacts
     from models.tables import Contact
+    from stages.committee.coverage import classify_contacts
 
     upsert_accounts(engine, [{"domain": "a.example", "attributes": {}, "technologies": []}])
     titles = ["CFO", "CTO", "Solutions Architect", "Marketing Intern", "VP Sales"]
@@ -437,7 +431,7 @@ def test_classifying_writes_changes_in_batches_and_counts_them_all(engine, monke
             for i, title in enumerate(titles)
         ],
     )
-    monkeypatch.setattr(flows.committee, "CLASSIFY_BATCH", 2)
+    monkeypatch.setattr(stages.committee.coverage, "CLASSIFY_BATCH", 2)
     accounts = list(account_ids_by_domain(engine, ["a.example"]).values())
     assert classify_contacts(engine, accounts, None) == 5
     with session_scope(engine) as session:

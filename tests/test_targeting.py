@@ -3,11 +3,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from abm.errors import ConfigError
-from flows.targeting import IcpRules, load_icp_rules, rescore_accounts_in_db, score_account
+from core.errors import ConfigError
 from models.db import session_scope
 from models.store import upsert_accounts
 from models.tables import Account
+from stages.targeting.scoring import IcpRules, load_icp_rules, rescore_accounts_in_db, score_account
 
 RULES = IcpRules.model_validate(
     {
@@ -64,7 +64,7 @@ def test_unknown_fields_are_reported_not_guessed():
     ("score", "tier"), [(60, 1), (59, 2), (40, 2), (39, 3), (20, 3), (19, None)]
 )
 def test_tiers_follow_the_thresholds(score, tier):
-    from flows.targeting import tier_for
+    from stages.targeting.scoring import tier_for
 
     assert tier_for(score, RULES) == tier
 
@@ -146,8 +146,8 @@ def test_rescoring_stores_score_reasons_and_tier(engine):
 
 
 def test_target_accounts_are_the_tiers_stages_and_filters_asked_for(engine):
-    from abm.campaign_file import Audience
-    from flows.targeting import target_account_ids
+    from core.campaign_file import Audience
+    from stages.targeting.scoring import target_account_ids
 
     accounts = [
         {"domain": "big.example", "industry": "Software", "employees": 900},
@@ -179,7 +179,7 @@ def test_target_accounts_are_the_tiers_stages_and_filters_asked_for(engine):
 
 
 def test_rescoring_in_small_batches_scores_every_account_once(engine, monkeypatch):
-    import flows.targeting
+    import stages.targeting.scoring
 
     accounts = [
         {"domain": f"a{n}.example", "industry": "Software", "employees": 100 * n}
@@ -190,7 +190,7 @@ def test_rescoring_in_small_batches_scores_every_account_once(engine, monkeypatc
     whole = rescore_accounts_in_db(engine, RULES)
     with session_scope(engine) as session:
         before = session.execute(select(Account.domain, Account.icp_score, Account.tier)).all()
-    monkeypatch.setattr(flows.targeting, "SCORE_BATCH", 2)  # four reads: 2, 2, 2, 1
+    monkeypatch.setattr(stages.targeting.scoring, "SCORE_BATCH", 2)  # four reads: 2, 2, 2, 1
     assert rescore_accounts_in_db(engine, RULES) == whole
     with session_scope(engine) as session:
         after = session.execute(select(Account.domain, Account.icp_score, Account.tier)).all()

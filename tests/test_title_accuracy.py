@@ -4,7 +4,7 @@ independently of the classifier by `docs/committee-conventions.md`."""
 import csv
 from pathlib import Path
 
-from flows.stakeholders import classify_title
+from stages.committee.titles import classify_title
 
 LABELLED = Path(__file__).parent / "data" / "titles_labelled.csv"
 MINIMUM = {"seniority": 0.90, "function": 0.90, "role": 0.85}

@@ -10,12 +10,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from abm.settings import get_settings, reset_settings
-from abm.unsubscribe import make_token
 from abm.webhooks import SIGNATURE, TIMESTAMP, create_app
-from flows.delivery import skip_reason, suppressed_contact_ids
+from core.settings import get_settings, reset_settings
+from core.unsubscribe import make_token
 from models.store import upsert_accounts, upsert_contacts
 from models.tables import Contact, EngagementEvent, utcnow
+from stages.delivery.ledger import skip_reason, suppressed_contact_ids
 
 PRIVATE_KEY = ec.generate_private_key(ec.SECP256R1())
 PUBLIC_KEY = base64.b64encode(
@@ -367,7 +367,7 @@ def test_a_malformed_mailgun_event_gets_400_naming_the_field(
     ],
 )
 def test_mailgun_as_sendgrid_raises_bad_events_never_attribute_error(event, reason):
-    from flows.engagement_ingest import BadEvents, mailgun_as_sendgrid
+    from stages.engagement.ingest import BadEvents, mailgun_as_sendgrid
 
     with pytest.raises(BadEvents, match=reason):
         mailgun_as_sendgrid(event)
@@ -377,7 +377,7 @@ def test_mailgun_as_sendgrid_raises_bad_events_never_attribute_error(event, reas
 
 @pytest.mark.parametrize("given", ["é" * 64, "\ud800", "0" * 64, ""])
 def test_a_mailgun_signature_is_compared_as_bytes_so_any_text_is_a_clean_refusal(given):
-    from flows.engagement_ingest import BadSignature, verify_mailgun_signature
+    from stages.engagement.ingest import BadSignature, verify_mailgun_signature
 
     now = time.time()
     block = {"timestamp": str(int(now)), "token": "t\ud800é", "signature": given}
@@ -389,7 +389,7 @@ def test_a_mailgun_signature_over_any_token_text_is_accepted_when_it_matches():
     import hashlib
     import hmac
 
-    from flows.engagement_ingest import verify_mailgun_signature
+    from stages.engagement.ingest import verify_mailgun_signature
 
     now = time.time()
     stamp, token = str(int(now)), "tökén\ud800"

@@ -22,8 +22,9 @@ from typing import Any
 
 import httpx
 
-from abm.errors import ConfigError
 from connectors.http import ApiClient, ApiError, Closing, RetryPolicy
+from core.errors import ConfigError
+from core.vocabulary import STAGES, TIERS
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,7 @@ SEARCH_MAX_PAGES = 50  # 10,000 results: the most one search query returns
 REQUESTS_PER_SECOND = 4.0
 # A 429 without Retry-After means the 10-second burst window is full: back off in seconds.
 RETRY = RetryPolicy(max_attempts=6, base_delay=2.0, max_delay=30.0, max_total_wait=120.0)
-STAGES = ("target", "aware", "engaged", "mqa", "opportunity", "customer")
 STAGE_LABELS = {"mqa": "MQA"}
-TIERS = (1, 2, 3)
 TOKEN_SETTING = "ABM_HUBSPOT_ACCESS_TOKEN"
 SCOPES = (
     "crm.objects.companies.read",

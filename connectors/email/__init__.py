@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from abm.errors import ConfigError
-from abm.settings import Settings
 from connectors.email.base import EmailBackend, SendResult
 from connectors.email.console import ConsoleBackend
 from connectors.email.outbox import OutboxBackend
 from connectors.email.sendgrid import SendGridBackend
 from connectors.email.smtp import SmtpBackend
+from core.errors import ConfigError
+from core.settings import Settings
 
 __all__ = ["EmailBackend", "SendResult", "get_backend"]
 

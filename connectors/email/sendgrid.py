@@ -26,9 +26,9 @@ from typing import Any
 
 import httpx
 
-from abm.errors import ConfigError
 from connectors.email.base import EmailBackend, SendResult
 from connectors.http import ApiClient, ApiError
+from core.errors import ConfigError
 
 MAIL_SEND = "/v3/mail/send"
 MAX_PERSONALIZATIONS = 1000  # spec: personalizations.maxItems; docs: 1,000 recipients/request

@@ -20,8 +20,8 @@ from email.utils import getaddresses
 from functools import cache, lru_cache, partial
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from abm.errors import ConfigError
 from connectors.email.base import EmailBackend, Outcome, SendResult
+from core.errors import ConfigError
 
 _CRLF = compat32.clone(linesep="\r\n")
 _URL_FORMS = (

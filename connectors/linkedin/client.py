@@ -27,8 +27,8 @@ from urllib.parse import quote
 
 import httpx
 
-from abm.errors import ConfigError
 from connectors.http import REDACTED, ApiClient, ApiError, Closing, RetryPolicy, redact
+from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -14,15 +14,14 @@ from jinja2 import TemplateError
 from jinja2.sandbox import SecurityError
 from sqlalchemy import Engine, select
 
-from abm.campaign_file import CampaignFile, Step, load_campaign
-from abm.errors import AbmError, ConfigError
-from abm.settings import Settings
-from flows.compose import Composer
-from flows.delivery import PERSON_COLUMNS
-from flows.rendering import choose_variant, template_names
-from flows.stakeholders import FUNCTIONS, SENIORITIES
-from flows.targeting import ROLES
+from core.campaign_file import CampaignFile, Step, load_campaign
+from core.errors import AbmError, ConfigError
+from core.settings import Settings
+from core.vocabulary import FUNCTIONS, ROLES, SENIORITIES
 from models.tables import Account, Campaign, Contact, Delivery
+from stages.content.compose import Composer
+from stages.content.rendering import choose_variant, template_names
+from stages.delivery.ledger import PERSON_COLUMNS
 
 
 def _industries(names: frozenset[str], channel: str, templates: list[str]) -> list[str | None]:

@@ -11,39 +11,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Engine, select
 
-from abm.settings import DEFAULTS_DIR
-from abm.yamlfile import load_model
+from core.field_test import FieldTest
+from core.settings import DEFAULTS_DIR
+from core.vocabulary import ROLES, Role
+from core.yamlfile import load_model
 from models.db import session_scope
 from models.store import update_rows_by_id
 from models.tables import Account, utcnow
-
-TESTS = ("in", "not_in", "between", "at_least", "below", "any_of", "none_of", "present")
-ROLES = ("decision_maker", "approver", "specifier", "reviewer", "influencer", "user")
-
-
-class FieldTest(BaseModel):
-    """One test of one account field; ICP rules weigh them, campaign audiences filter by them."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    field: str
-    in_: list[str] | None = Field(None, alias="in")
-    not_in: list[str] | None = None
-    between: tuple[float, float] | None = None
-    at_least: float | None = None
-    below: float | None = None
-    any_of: list[str] | None = None
-    none_of: list[str] | None = None
-    present: Literal[True] | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one_test(self) -> FieldTest:
-        used = [name for name in TESTS if getattr(self, "in_" if name == "in" else name)]
-        if len(used) != 1:
-            raise ValueError(f"a rule needs exactly one test of {', '.join(TESTS)}; has {used}")
-        if self.between and self.between[0] > self.between[1]:
-            raise ValueError("between: the low end is above the high end")
-        return self
 
 
 class IcpRule(FieldTest):
@@ -55,7 +29,7 @@ class IcpRule(FieldTest):
 
 class Committee(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    required_roles: list[Literal[ROLES]] = list(ROLES[:5])  # type: ignore[valid-type]
+    required_roles: list[Role] = list(ROLES[:5])
 
 
 class IcpRules(BaseModel):
@@ -77,7 +51,7 @@ class IcpRules(BaseModel):
 
 
 def load_icp_rules(path: Path | None = None) -> IcpRules:
-    """The user's ICP file, or the documented default that ships in `abm/defaults/`."""
+    """The user's ICP file, or the documented default that ships in `core/defaults/`."""
     return load_model(path or DEFAULTS_DIR / "icp.yaml", IcpRules)
 
 

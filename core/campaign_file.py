@@ -1,6 +1,6 @@
 """Campaign files (`campaigns/*.yaml`): a campaign is code, reviewed, validated, then run.
 
-The schema rejects unknown keys and wrong types; `abm.yamlfile` turns every problem into
+The schema rejects unknown keys and wrong types; `core.yamlfile` turns every problem into
 `file:line: field: message`."""
 
 from __future__ import annotations
@@ -13,13 +13,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
-from abm.settings import check_sender
-from abm.yamlfile import load_model
-from flows.targeting import ROLES, FieldTest
-from models.tables import STAGES
+from core.field_test import FieldTest
+from core.settings import check_sender
+from core.vocabulary import STAGES, Role, Stage
+from core.yamlfile import load_model
 
-Role = Literal[ROLES]  # type: ignore[valid-type]
-Stage = Literal[STAGES]  # type: ignore[valid-type]
 Tier = Literal[1, 2, 3]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,119}$")

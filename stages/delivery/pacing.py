@@ -1,5 +1,5 @@
 """When a message may leave: sending windows in the person's own time zone and frequency
-caps over rolling windows. Pure functions; `flows.delivery` applies them to each chunk just
+caps over rolling windows. Pure functions; `stages.delivery.ledger` applies them to each chunk just
 before sending, together with the suppression and consent checks."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from abm.campaign_file import Cap, SendingWindow
+from core.campaign_file import Cap, SendingWindow
 
 # Where a person's time zone is unknown: the main business zone of the account's country.
 COUNTRY_ZONES = {

@@ -30,13 +30,11 @@ from sqlalchemy import (
     update,
 )
 
-from abm.campaign_file import AccountRules, CampaignFile, Step, load_campaign, parse_wait
-from abm.settings import Settings
 from connectors.email import EmailBackend, SendResult
 from connectors.linkedin import LinkedInConnector, export_rep_tasks
-from flows.compose import Composer
-from flows.rendering import choose_variant
-from flows.rules import cap_frees_at, local_zone, next_window_opening
+from core.campaign_file import AccountRules, CampaignFile, Step, load_campaign, parse_wait
+from core.settings import Settings
+from core.vocabulary import STAGES
 from models.db import chunked, session_scope
 from models.store import (
     DriverStatement,
@@ -47,7 +45,6 @@ from models.store import (
     update_rows_by_id,
 )
 from models.tables import (
-    STAGES,
     Account,
     AccountRelease,
     Campaign,
@@ -57,6 +54,9 @@ from models.tables import (
     Suppression,
     utcnow,
 )
+from stages.content.compose import Composer
+from stages.content.rendering import choose_variant
+from stages.delivery.pacing import cap_frees_at, local_zone, next_window_opening
 
 RETRY_BACKOFF = timedelta(minutes=15)
 MAX_ATTEMPTS = 5
@@ -545,7 +545,7 @@ def account_releases(
 
 def release_account(engine: Engine, campaign_id: int, domain: str) -> int:
     """Lift a campaign's reply-pause for one account now; its held messages become due."""
-    from abm.errors import AbmError
+    from core.errors import AbmError
 
     with session_scope(engine) as session:
         account_id = session.execute(select(Account.id).where(Account.domain == domain)).scalar()
@@ -1059,7 +1059,7 @@ def ledger_summary(engine: Engine, campaign_id: int) -> dict[str, Any]:
 
 def campaign_id_for(engine: Engine, key: str) -> int:
     """The id of a campaign that has run at least once."""
-    from abm.errors import AbmError
+    from core.errors import AbmError
 
     with engine.connect() as connection:
         found = connection.execute(select(Campaign.id).where(Campaign.key == key)).scalar()

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TextIO, TypeVar
 
 from sqlalchemy import Engine
 
-from abm.errors import ConfigError
-from abm.settings import Settings
-from flows.import_values import (
+from core.errors import ConfigError
+from core.settings import Settings
+from stages.importing.values import (
     HOST,
     PERSONAL_MAILBOX_DOMAINS,
     SEPARATOR_JUNK,
@@ -1202,8 +1202,8 @@ def _import_contacts(
     were read at once. Returns the table (header only), the rejects, the number of rows
     merged into others and the upsert counts.
     """
-    from flows.stakeholders import classify_title, load_title_table
     from models import store
+    from stages.committee.titles import classify_title, load_title_table
 
     source = _inspect(path)
     bits = 1 << min(26, max(16, source.file.size().bit_length()))

@@ -1,6 +1,7 @@
 """What is done to an HTML email body: CSS inlined, links tagged with UTM parameters, a
 plain-text version derived. Pure functions over strings, used on template sources once
-(`flows.prepared_templates`) and, for templates that cannot be prepared, on each message."""
+(`stages.content.prepared_templates`) and, for templates that cannot be prepared, on each
+message."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ that can be worked out on the template source instead of on every rendered messa
 Each step checks its own result (every Jinja tag survives once and in order; no tag ends up
 inside CSS or an attribute that selectors read) and gives up when it cannot be sure; a
 template it gives up on is rendered the per-message way, with identical output. Errors
-never come from a prepared template: `flows.rendering` renders the originals again so the
+never come from a prepared template: `stages.content.rendering` renders the originals again so the
 message names the template file and line a person wrote."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from jinja2.runtime import Context, new_context
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import escape
 
-from flows.email_html import add_utm_cached, html_to_text, inline_css
+from stages.content.email_html import add_utm_cached, html_to_text, inline_css
 
 _JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _INCLUDE = re.compile(r"""\{%-?\s*include\s+(["'])([^"'{}]+)\1\s*-?%\}""")

@@ -10,10 +10,10 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from flows.stakeholders import classify_title, load_title_table
 from models.db import session_scope
 from models.store import rows_of_accounts, update_rows_by_id
 from models.tables import Contact, utcnow
+from stages.committee.titles import classify_title, load_title_table
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,14 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from abm.settings import Settings
 from connectors.linkedin import LinkedInConnector, simulated_organizations
-from flows.delivery import linkedin_connector
-from flows.engagement import store_events
-from flows.stakeholders import classify_title, load_title_table
+from core.settings import Settings
 from models.db import session_scope
 from models.store import contacts_by_email, dialect_insert, upsert_contacts
 from models.tables import Account, EngagementEvent, SyncCursor, utcnow
+from stages.committee.titles import classify_title, load_title_table
+from stages.delivery.ledger import linkedin_connector
+from stages.engagement.rollup import store_events
 
 ANALYTICS = "linkedin:ad_analytics"
 LEADS = "linkedin:lead_forms"

@@ -19,10 +19,8 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Engine, func, select
 
-from flows.committee import committee_coverage
-from flows.engagement import EVENT_TYPES
+from core.vocabulary import EVENT_TYPES, STAGES
 from models.tables import (
-    STAGES,
     Account,
     Campaign,
     Delivery,
@@ -30,6 +28,7 @@ from models.tables import (
     StageChange,
     utcnow,
 )
+from stages.committee.coverage import committee_coverage
 
 TIER_LABELS: dict[int | None, str] = {
     1: "Tier 1 · one-to-one",
@@ -111,8 +110,8 @@ def report_data(
     """Every number the report shows, as JSON-ready values, read once so that every output
     agrees. `required_roles` defaults to the ICP file's committee roles."""
     if required_roles is None:
-        from abm.settings import get_settings
-        from flows.targeting import load_icp_rules
+        from core.settings import get_settings
+        from stages.targeting.scoring import load_icp_rules
 
         required_roles = load_icp_rules(get_settings().icp_rules).committee.required_roles
     with engine.connect() as connection:

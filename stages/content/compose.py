@@ -6,10 +6,10 @@ from __future__ import annotations
 from email.message import Message
 from typing import Any
 
-from abm.campaign_file import CampaignFile, Step
-from abm.settings import Settings
-from abm.unsubscribe import make_token
-from flows.rendering import (
+from core.campaign_file import CampaignFile, Step
+from core.settings import Settings
+from core.unsubscribe import make_token
+from stages.content.rendering import (
     Audience,
     Sender,
     build_message,

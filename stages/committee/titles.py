@@ -1,6 +1,6 @@
 """Job title -> seniority, function and buying-committee role.
 
-The knowledge lives in `abm/defaults/titles.yaml`, whose header explains how a title is read,
+The knowledge lives in `core/defaults/titles.yaml`, whose header explains how a title is read,
 so that a marketer can correct or extend it with a file of their own instead of code. This
 module only normalises titles and applies the table. It is pure: no Prefect, no database.
 """
@@ -13,36 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, cached_property, lru_cache
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from abm.settings import DEFAULTS_DIR
-from abm.yamlfile import load_model
-
-Seniority = Literal["c_level", "vp", "director", "manager", "individual_contributor"]
-Function = Literal[
-    "executive",
-    "engineering",
-    "it",
-    "security",
-    "data",
-    "product",
-    "finance",
-    "procurement",
-    "legal",
-    "operations",
-    "marketing",
-    "sales",
-    "hr",
-    "customer_success",
-    "other",
-]
-Role = Literal["decision_maker", "approver", "specifier", "reviewer", "influencer", "user"]
-
-SENIORITIES: tuple[str, ...] = get_args(Seniority)
-FUNCTIONS: tuple[str, ...] = get_args(Function)
-ROLES: tuple[str, ...] = get_args(Role)
+from core.settings import DEFAULTS_DIR
+from core.vocabulary import SENIORITIES, Function, Role, Seniority
+from core.yamlfile import load_model
 
 DEFAULT_TITLE_TABLE = DEFAULTS_DIR / "titles.yaml"
 TITLE_CACHE_SIZE = 1 << 16  # distinct titles remembered per table; real contact lists repeat
@@ -140,7 +117,7 @@ class RoleRule(_Strict):
 
 
 class TitleTable(_Strict):
-    """The parsed title table; the format is documented in abm/defaults/titles.yaml."""
+    """The parsed title table; the format is documented in core/defaults/titles.yaml."""
 
     expansions: dict[Word, str] = {}
     compound_suffixes: list[Word] = []

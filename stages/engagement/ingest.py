@@ -25,10 +25,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from sqlalchemy import Engine, select, update
 
-from flows.engagement import store_events
 from models.db import chunked, session_scope
 from models.store import contacts_by_email
 from models.tables import Account, Contact, Delivery, utcnow
+from stages.engagement.rollup import store_events
 
 # SendGrid event -> our event type; None: recorded by the provider, not engagement.
 SENDGRID_TYPES: dict[str, str | None] = {

@@ -22,10 +22,11 @@ from typing import Any, NamedTuple
 from jinja2 import FileSystemLoader, StrictUndefined, Template, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
-from abm.errors import ConfigError
 from connectors.email.message import OutgoingEmail, encoded_words
-from flows.email_html import html_to_text, inline_css, tag_html_links, tag_text_links
-from flows.prepared_templates import (
+from core.errors import ConfigError
+from models.tables import utcnow
+from stages.content.email_html import html_to_text, inline_css, tag_html_links, tag_text_links
+from stages.content.prepared_templates import (
     UTM_KEY,
     LinkTags,
     PreparedEmail,
@@ -33,7 +34,6 @@ from flows.prepared_templates import (
     render_quick,
     tracked,
 )
-from models.tables import utcnow
 
 FUNCTION_LABELS = {
     "engineering": "engineering",

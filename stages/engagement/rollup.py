@@ -14,12 +14,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, select, update
 
-from abm.settings import DEFAULTS_DIR
-from abm.yamlfile import load_model
+from core.settings import DEFAULTS_DIR
+from core.vocabulary import ENGAGED, STAGES
+from core.yamlfile import load_model
 from models.db import chunked, session_scope
 from models.store import insert_new_events, insert_new_rows, update_rows_by_id
 from models.tables import (
-    STAGES,
     Account,
     Contact,
     Delivery,
@@ -28,23 +28,6 @@ from models.tables import (
     Suppression,
     utcnow,
 )
-
-EVENT_TYPES = (
-    "sent",
-    "delivered",
-    "open",
-    "click",
-    "reply",
-    "bounce",
-    "unsubscribe",
-    "spam_report",
-    "ad_impression",
-    "ad_click",
-    "lead_form",
-    "meeting",
-)
-# Events that show a person (not a mail client's privacy proxy) engaged: breadth counts these.
-ENGAGED = {"click", "reply", "meeting", "lead_form", "ad_click"}
 
 
 class StageRule(BaseModel):

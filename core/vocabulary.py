@@ -1,0 +1,64 @@
+"""The product's words, defined once: committee roles, seniorities, functions, journey stages,
+contact statuses, delivery states and event types. Every layer reads them from here, so a
+new stage or role is added in one place."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Seniority = Literal["c_level", "vp", "director", "manager", "individual_contributor"]
+Function = Literal[
+    "executive",
+    "engineering",
+    "it",
+    "security",
+    "data",
+    "product",
+    "finance",
+    "procurement",
+    "legal",
+    "operations",
+    "marketing",
+    "sales",
+    "hr",
+    "customer_success",
+    "other",
+]
+Role = Literal["decision_maker", "approver", "specifier", "reviewer", "influencer", "user"]
+Stage = Literal["target", "aware", "engaged", "mqa", "opportunity", "customer"]
+
+SENIORITIES: tuple[str, ...] = get_args(Seniority)
+FUNCTIONS: tuple[str, ...] = get_args(Function)
+ROLES: tuple[str, ...] = get_args(Role)
+# Journey stages in order: an account only moves forward through them.
+STAGES: tuple[str, ...] = get_args(Stage)
+TIERS = (1, 2, 3)
+
+CONTACT_STATUSES = ("active", "unsubscribed", "bounced", "suppressed")
+DELIVERY_STATES = (
+    "planned",
+    "rendered",
+    "sending",
+    "sent",
+    "failed",
+    "dead",
+    "skipped",
+    "uncertain",
+)
+
+EVENT_TYPES = (
+    "sent",
+    "delivered",
+    "open",
+    "click",
+    "reply",
+    "bounce",
+    "unsubscribe",
+    "spam_report",
+    "ad_impression",
+    "ad_click",
+    "lead_form",
+    "meeting",
+)
+# Events that show a person (not a mail client's privacy proxy) engaged: breadth counts these.
+ENGAGED = frozenset({"click", "reply", "meeting", "lead_form", "ad_click"})
