@@ -12,7 +12,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from connectors.crm import HubSpotCrm
+from connectors.crm import get_crm
 from connectors.email import get_backend
 from core.campaign_file import Audience
 from core.settings import get_settings
@@ -94,15 +94,11 @@ def write_back_engagement(database_url: str, account_ids: list[int]) -> int:
 @task(name="crm-write-back", cache_policy=NO_CACHE, persist_result=False)
 def crm_write_back(database_url: str, account_ids: list[int]) -> dict[str, Any]:
     """Engagement score, stage, tier and ICP score to HubSpot companies (when configured)."""
-    settings = get_settings()
-    if not settings.hubspot_access_token:
+    crm = get_crm(get_settings())
+    if crm is None:
         return {"skipped": "ABM_HUBSPOT_ACCESS_TOKEN is not set"}
     rows = account_rows(get_engine(database_url), account_ids)
-    with HubSpotCrm(
-        settings.hubspot_access_token,
-        settings.hubspot_base_url,
-        property_prefix=settings.hubspot_property_prefix,
-    ) as crm:
+    with crm:
         crm.ensure_properties()
         result = crm.write_back(rows)
     return {

@@ -15,8 +15,9 @@ import httpx
 import pytest
 import respx
 
-from connectors.crm import HubSpotAuthError, HubSpotCrm, normalise_domain
+from connectors.crm import HubSpotAuthError, HubSpotCrm
 from connectors.crm import hubspot as hubspot_module
+from core.domains import normalise_domain
 from core.errors import ConfigError
 
 BASE = "https://api.hubapi.com"

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from connectors.http import ApiClient, ApiError, Closing, RetryPolicy
+from core.domains import domain_or_none
 from core.errors import ConfigError
 from core.vocabulary import STAGES, TIERS
 
@@ -50,8 +51,6 @@ SCOPES = (
 )
 
 _PREFIX = re.compile(r"[a-z][a-z0-9_]*")
-_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
-_DOMAIN = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)+")
 
 
 class HubSpotAuthError(ConfigError):
@@ -79,15 +78,6 @@ class WriteBackResult:
     def failed(self) -> int:
         """How many accounts were not written."""
         return len(self.failures)
-
-
-def normalise_domain(raw: str) -> str:
-    """The account key used everywhere: lowercase, no scheme, path, port or `www.`."""
-    s = _SCHEME.sub("", str(raw).strip().lower())
-    for sep in "/?#:":
-        s = s.split(sep, 1)[0]
-    s = s.rstrip(".")
-    return s[4:] if s.startswith("www.") and s.count(".") >= 2 else s
 
 
 def _number(value: float) -> str:
@@ -320,9 +310,9 @@ class HubSpotCrm(Closing):
         rows: dict[str, dict[str, str]] = {}
         repeated = 0
         for index, account in enumerate(accounts):
-            domain = normalise_domain(account.get("domain") or "")
-            if not _DOMAIN.fullmatch(domain):
-                key = domain or f"<row {index}>"
+            domain = domain_or_none(account.get("domain") or "")
+            if domain is None:
+                key = str(account.get("domain") or "").strip() or f"<row {index}>"
                 result.failures[key] = f"not a web domain: {account.get('domain')!r}"
                 continue
             try:
@@ -401,7 +391,7 @@ class HubSpotCrm(Closing):
                 matched = str(props.get(self.match_property) or "")
                 if matched in wanted:
                     by_match.setdefault(matched, company_id)
-                domain = normalise_domain(props.get("domain") or "")
+                domain = domain_or_none(props.get("domain") or "")
                 if domain in wanted:
                     if domain in by_domain and by_domain[domain] != company_id:
                         duplicates += 1
@@ -510,7 +500,7 @@ class HubSpotCrm(Closing):
         props = item.get("properties") or {}
         for key in (self.match_property, "domain"):
             if props.get(key):
-                return normalise_domain(props[key])
+                return domain_or_none(props[key]) or str(props[key])
         return ""
 
     def _error_reason(self, error: Mapping[str, Any]) -> str:

@@ -28,6 +28,7 @@ from urllib.parse import quote
 import httpx
 
 from connectors.http import REDACTED, ApiClient, ApiError, Closing, RetryPolicy, redact
+from core.domains import domain_or_none
 from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,6 @@ REQUESTS_PER_SECOND = 4.0
 EMAIL_FIELDS = ("WORK_EMAIL", "EMAIL")
 SIMULATED_DAYS_LIMIT = 400
 
-_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9]+")
 
 
@@ -81,14 +81,6 @@ def _digest(*parts: object) -> bytes:
 def _encode(value: str) -> str:
     """Rest.li 2.0 wants URNs inside query values percent-encoded (`:` as `%3A`)."""
     return quote(value, safe="")
-
-
-def _clean_domain(raw: str) -> str:
-    s = _SCHEME.sub("", raw.strip().lower())
-    for sep in "/?#":
-        s = s.split(sep, 1)[0]
-    s = s.rstrip(".")
-    return s[4:] if s.startswith("www.") and s.count(".") >= 2 else s
 
 
 def _restli_date(day: date) -> str:
@@ -211,7 +203,7 @@ class LinkedInConnector(Closing):
         Returns the DMP segment id. Re-running with the same name adds to the same segment:
         LinkedIn answers 201 for an id that is already there, so a replayed batch is harmless.
         """
-        cleaned = list(dict.fromkeys(d for d in map(_clean_domain, domains) if d))
+        cleaned = list(dict.fromkeys(d for d in map(domain_or_none, domains) if d))
         elements = [{"action": "ADD", "companyWebsiteDomain": d} for d in cleaned]
         return self._upload_segment("COMPANY", "companies", name, elements)
 
@@ -556,7 +548,7 @@ def _lead_row(element: Mapping[str, Any]) -> dict | None:
         if predefined and text:
             values.setdefault(predefined, text)
     email = next((values[f].lower() for f in EMAIL_FIELDS if values.get(f)), None)
-    domain = _clean_domain(email.rpartition("@")[2]) if email and "@" in email else None
+    domain = domain_or_none(email.rpartition("@")[2]) if email and "@" in email else None
     submitted = datetime.fromtimestamp(int(element["submittedAt"]) / 1000, tz=UTC)
     return {
         "provider_event_id": f"linkedin:lead:{element['id']}",

@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 
 from connectors.email import EmailBackend, SendResult
-from connectors.linkedin import LinkedInConnector, export_rep_tasks
+from connectors.linkedin import export_rep_tasks, get_connector
 from core.campaign_file import AccountRules, CampaignFile, Step, load_campaign, parse_wait
 from core.settings import Settings
 from core.vocabulary import STAGES
@@ -952,17 +952,6 @@ def _count(outcome: ChunkOutcome, results: list[dict[str, Any]]) -> None:
             outcome.dead += 1
 
 
-def linkedin_connector(settings: Settings) -> LinkedInConnector:
-    """The LinkedIn connector as configured (sandbox by default: files, no network)."""
-    return LinkedInConnector(
-        settings.linkedin_mode,  # type: ignore[arg-type]
-        sandbox_dir=settings.state_dir / "linkedin" / "sandbox",
-        access_token=settings.linkedin_access_token,
-        ad_account=settings.linkedin_ad_account,
-        base_url=settings.linkedin_base_url,
-    )
-
-
 def _deliver_linkedin(
     settings: Settings,
     context: DeliveryContext,
@@ -1004,7 +993,7 @@ def _deliver_linkedin(
         return results
     name = f"{context.campaign_key}-{step.id}"
     try:
-        connector = linkedin_connector(settings)
+        connector = get_connector(settings)
         if step.matched_audience == "companies":
             audience = connector.upload_company_audience(name, sorted({r["domain"] for r in rows}))
         else:

@@ -12,13 +12,12 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from connectors.linkedin import LinkedInConnector, simulated_organizations
+from connectors.linkedin import LinkedInConnector, get_connector, simulated_organizations
 from core.settings import Settings
 from models.db import session_scope
 from models.store import contacts_by_email, dialect_insert, upsert_contacts
 from models.tables import Account, EngagementEvent, SyncCursor, utcnow
 from stages.committee.titles import classify_title, load_title_table
-from stages.delivery.ledger import linkedin_connector
 from stages.engagement.rollup import store_events
 
 ANALYTICS = "linkedin:ad_analytics"
@@ -123,7 +122,7 @@ def _account_ids(engine: Engine) -> dict[str, int]:
 
 def sync_linkedin(engine: Engine, settings: Settings, today: date | None = None) -> SyncReport:
     """Pull analytics and leads since the stored cursors; store events; move the cursors."""
-    connector = linkedin_connector(settings)
+    connector = get_connector(settings)
     report = SyncReport()
     accounts = _account_ids(engine)
     _sync_analytics(engine, connector, settings, accounts, today or utcnow().date(), report)
