@@ -481,9 +481,10 @@ def engagement_ingest(
     as_json: JsonOption = False,
 ) -> None:
     """Bulk-load provider events (e.g. an export), one JSON event a line; stored once each."""
-    from abm.webhooks import check_events
+    from connectors.email.sendgrid_events import check_events, parse_sendgrid
+    from connectors.email.webhook_events import BadEvents
     from models.queries import list_accounts
-    from stages.engagement.ingest import BadEvents, IngestReport, ingest_sendgrid, parse_sendgrid
+    from stages.engagement.ingest import IngestReport, ingest_sendgrid
     from stages.engagement.rollup import load_engagement_rules, rollup_accounts
 
     if provider != "sendgrid":

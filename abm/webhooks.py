@@ -16,22 +16,22 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from connectors.email.mailgun_events import mailgun_as_sendgrid, verify_mailgun_signature
+from connectors.email.sendgrid_events import (
+    check_events,
+    parse_sendgrid,
+    storable,
+    verify_sendgrid_signature,
+)
+from connectors.email.webhook_events import BadEvents, BadSignature
 from core.settings import Settings, get_settings
 from core.unsubscribe import BadToken, read_token
 from models.db import get_engine
 from stages.engagement.ingest import (
-    BadEvents,
-    BadSignature,
-    check_events,
     contact_display,
     ingest_sendgrid,
-    mailgun_as_sendgrid,
-    parse_sendgrid,
     reply_event,
-    storable,
     unsubscribe,
-    verify_mailgun_signature,
-    verify_sendgrid_signature,
 )
 from stages.engagement.rollup import store_events
 

@@ -24,10 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from abm.demo_data import write_demo_csvs
+from connectors.email.sendgrid_events import parse_sendgrid
 from core.settings import get_settings
 from models.db import get_engine, migrate
 from models.tables import EngagementEvent
-from stages.engagement.ingest import ingest_sendgrid, parse_sendgrid
+from stages.engagement.ingest import ingest_sendgrid
 from stages.importing.import_csv import import_file
 
 KINDS = ("delivered", "open", "open", "click")

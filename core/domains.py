@@ -18,8 +18,6 @@ def show(value: str, limit: int = 60) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
-
-
 HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})")
 _LABEL_CHARS = re.compile(r"[^a-z0-9-]")
 _IPV4 = re.compile(r"[0-9]+(?:\.[0-9]+){3}")

@@ -188,7 +188,8 @@ def _body(**overrides) -> bytes:
 def test_parse_sendgrid_refuses_what_could_not_be_stored_naming_the_event_and_field(
     body: bytes, reason: str
 ) -> None:
-    from stages.engagement.ingest import BadEvents, parse_sendgrid
+    from connectors.email.sendgrid_events import parse_sendgrid
+    from connectors.email.webhook_events import BadEvents
 
     with pytest.raises(BadEvents) as refused:
         parse_sendgrid(body)
@@ -196,7 +197,7 @@ def test_parse_sendgrid_refuses_what_could_not_be_stored_naming_the_event_and_fi
 
 
 def test_parse_sendgrid_accepts_escaped_text_that_can_be_stored() -> None:
-    from stages.engagement.ingest import parse_sendgrid
+    from connectors.email.sendgrid_events import parse_sendgrid
 
     body = _body(email="zo\u00eb@acme.example", url="https://acme.example/\u00e9")
     assert b"\\u00eb" in body
@@ -208,9 +209,10 @@ def test_parse_sendgrid_accepts_escaped_text_that_can_be_stored() -> None:
 def test_ingested_events_keep_provider_data_and_store_an_empty_object_otherwise(engine):
     from sqlalchemy import select
 
+    from connectors.email.sendgrid_events import parse_sendgrid
     from models.store import upsert_accounts, upsert_contacts
     from models.tables import EngagementEvent
-    from stages.engagement.ingest import ingest_sendgrid, parse_sendgrid
+    from stages.engagement.ingest import ingest_sendgrid
 
     upsert_accounts(engine, [{"domain": "acme.example", "attributes": {}, "technologies": []}])
     upsert_contacts(

@@ -367,7 +367,8 @@ def test_a_malformed_mailgun_event_gets_400_naming_the_field(
     ],
 )
 def test_mailgun_as_sendgrid_raises_bad_events_never_attribute_error(event, reason):
-    from stages.engagement.ingest import BadEvents, mailgun_as_sendgrid
+    from connectors.email.mailgun_events import mailgun_as_sendgrid
+    from connectors.email.webhook_events import BadEvents
 
     with pytest.raises(BadEvents, match=reason):
         mailgun_as_sendgrid(event)
@@ -377,7 +378,8 @@ def test_mailgun_as_sendgrid_raises_bad_events_never_attribute_error(event, reas
 
 @pytest.mark.parametrize("given", ["é" * 64, "\ud800", "0" * 64, ""])
 def test_a_mailgun_signature_is_compared_as_bytes_so_any_text_is_a_clean_refusal(given):
-    from stages.engagement.ingest import BadSignature, verify_mailgun_signature
+    from connectors.email.mailgun_events import verify_mailgun_signature
+    from connectors.email.webhook_events import BadSignature
 
     now = time.time()
     block = {"timestamp": str(int(now)), "token": "t\ud800é", "signature": given}
@@ -389,7 +391,7 @@ def test_a_mailgun_signature_over_any_token_text_is_accepted_when_it_matches():
     import hashlib
     import hmac
 
-    from stages.engagement.ingest import verify_mailgun_signature
+    from connectors.email.mailgun_events import verify_mailgun_signature
 
     now = time.time()
     stamp, token = str(int(now)), "tökén\ud800"
