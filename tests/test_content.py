@@ -106,9 +106,9 @@ def test_a_linkedin_note_over_the_limit_is_an_error_not_cut(tmp_path):
     _write(tmp_path / "linkedin_task" / "long" / "connect.j2", "x" * 301)
     _write(tmp_path / "linkedin_task" / "ok" / "connect.j2", "Hi {{ contact.first_name }}")
     env, names = template_environment(tmp_path), template_names(tmp_path)
-    from stages.content.rendering import Audience
+    from stages.content.rendering import TemplateKey
 
-    audience = Audience(1, None, None)
+    audience = TemplateKey(1, None, None)
     context = {"contact": {"first_name": "Ana"}}
     assert render_linkedin_text(env, names, "ok", "connect", audience, context) == "Hi Ana"
     with pytest.raises(ValueError, match="301 characters; LinkedIn allows 300"):

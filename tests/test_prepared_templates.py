@@ -23,9 +23,9 @@ from stages.content.prepared_templates import (
     render_quick,
 )
 from stages.content.rendering import (
-    Audience,
     EmailParts,
     EmailTemplates,
+    TemplateKey,
     email_templates,
     render_context,
     render_email_parts,
@@ -78,7 +78,7 @@ def test_every_shipped_template_is_prepared_and_renders_like_the_original(templa
     env, names = template_environment(TEMPLATES), template_names(TEMPLATES)
     for person in PEOPLE:
         for account in ACCOUNTS:
-            audience = Audience(account["tier"], account["industry"], person["role"])
+            audience = TemplateKey(account["tier"], account["industry"], person["role"])
             found = email_templates(env, names, template, audience)
             assert found.prepared is not None, found.html_name
             context = _context(person, account)
@@ -90,7 +90,7 @@ def test_every_shipped_template_is_prepared_and_renders_like_the_original(templa
 def test_prepared_html_escapes_contact_data_and_never_runs_it():
     env, names = template_environment(TEMPLATES), template_names(TEMPLATES)
     context = _context(PEOPLE[1], ACCOUNTS[1])
-    parts = render_email_parts(env, names, "intro", Audience(3, None, None), context, UTM)
+    parts = render_email_parts(env, names, "intro", TemplateKey(3, None, None), context, UTM)
     assert "<b>" not in parts.html and "&lt;b&gt;" in parts.html
     assert "{{ 7*7 }}" in parts.html and "49" not in parts.text
     assert "O'Neil Jr <b>" in parts.text  # the text part is not HTML: data as it is
@@ -121,7 +121,7 @@ def test_templates_that_cannot_be_prepared_keep_the_per_message_path(tmp_path, b
     env, names = template_environment(root), template_names(root)
     with pytest.raises(CannotPrepare, match=reason):
         prepare_sources(env, "email/t/body.html.j2")
-    audience = Audience(None, None, "user")
+    audience = TemplateKey(None, None, "user")
     context = _context(PEOPLE[0], ACCOUNTS[0])
     assert email_templates(env, names, "t", audience).prepared is None
     parts = render_email_parts(env, names, "t", audience, context, UTM)
@@ -138,7 +138,7 @@ def test_includes_blocks_and_links_are_carried_into_the_prepared_template(tmp_pa
     root = _templates(tmp_path, body)
     write_file(root / "email" / "_p.html.j2", '<p class="x">{{ contact.first_name }}</p>')
     env, names = template_environment(root), template_names(root)
-    audience = Audience(1, None, None)
+    audience = TemplateKey(1, None, None)
     found = email_templates(env, names, "t", audience)
     assert found.prepared is not None
     context = _context(PEOPLE[0], ACCOUNTS[0])
@@ -152,7 +152,7 @@ def test_includes_blocks_and_links_are_carried_into_the_prepared_template(tmp_pa
 def test_an_error_in_a_prepared_template_names_the_file_and_line_people_wrote(tmp_path):
     root = _templates(tmp_path, HEAD + "<p>Hi</p>\n<p>{{ contact.nickname }}</p>")
     env, names = template_environment(root), template_names(root)
-    audience = Audience(None, None, None)
+    audience = TemplateKey(None, None, None)
     assert email_templates(env, names, "t", audience).prepared is not None
     with pytest.raises(Exception, match="nickname") as error:
         render_email_parts(env, names, "t", audience, _context(PEOPLE[0], ACCOUNTS[0]))
@@ -238,7 +238,7 @@ def test_the_single_pass_writes_what_the_separate_renders_wrote(template):
     for person, account in _hostile_people():
         for tier, role in ((1, "approver"), (3, None)):
             industry = account["industry"] if isinstance(account["industry"], str) else None
-            found = email_templates(env, names, template, Audience(tier, industry, role))
+            found = email_templates(env, names, template, TemplateKey(tier, industry, role))
             prepared = found.prepared
             assert prepared is not None and prepared.single is not None, found.html_name
             values = _values(person, account)
@@ -258,7 +258,7 @@ def _single_pass_for(tmp_path: Path, body: str, subject: str = "Hi {{ contact.fi
     root = _templates(tmp_path, body)
     write_file(root / "email" / "t" / "subject.j2", subject)
     env, names = template_environment(root), template_names(root)
-    found = email_templates(env, names, "t", Audience(1, None, "approver"))
+    found = email_templates(env, names, "t", TemplateKey(1, None, "approver"))
     assert found.prepared is not None
     return env, names, found
 
@@ -306,7 +306,7 @@ def test_what_one_pass_could_write_differently_keeps_two_renders(tmp_path, body)
     assert found.prepared.single is None
     for person, account in [*_hostile_people()[:4], (PEOPLE[1], ACCOUNTS[1])]:
         context = _context(person, account)
-        parts = render_email_parts(env, names, "t", Audience(1, None, "approver"), context, UTM)
+        parts = render_email_parts(env, names, "t", TemplateKey(1, None, "approver"), context, UTM)
         values = {**context, UTM_KEY: TAGS}
         assert (parts.html, parts.text) == _two_renders(found.prepared, found, values)[1:]
 
@@ -324,7 +324,7 @@ def test_a_subject_joins_the_single_pass_only_when_plain(tmp_path, subject, come
     env, names, found = _single_pass_for(tmp_path, HEAD + "<p>x</p></body></html>", subject)
     assert (found.prepared.single.subject is not None) == comes_along
     context = _context(PEOPLE[1], ACCOUNTS[1])
-    audience = Audience(1, None, "approver")
+    audience = TemplateKey(1, None, "approver")
     parts = render_email_parts(env, names, "t", audience, context, UTM)
     assert parts.subject == render_originals(env, found, context, UTM).subject
 
@@ -333,7 +333,7 @@ def test_an_error_in_a_subject_in_the_single_pass_names_the_subject_file(tmp_pat
     _, _, found = _single_pass_for(tmp_path, HEAD + "<p>x</p>", "Hi {{ contact.nickname }}")
     assert found.prepared.single.subject is not None
     env, names = template_environment(tmp_path), template_names(tmp_path)
-    audience = Audience(1, None, "approver")
+    audience = TemplateKey(1, None, "approver")
     with pytest.raises(Exception, match="nickname") as error:
         render_email_parts(env, names, "t", audience, _context(PEOPLE[0], ACCOUNTS[0]))
     frames = [f.filename for f in traceback.extract_tb(error.value.__traceback__)]
@@ -346,7 +346,7 @@ def test_an_explicit_escape_filter_leaves_no_entities_in_the_text_part(tmp_path,
     HTML and reads "Tom & Jerry", as the text derived from the rendered HTML does."""
     body = HEAD + f"<p>Hi {{{{ contact.first_name | {applied} }}}}</p></body></html>"
     env, names = template_environment(_templates(tmp_path, body)), template_names(tmp_path)
-    audience = Audience(1, None, "approver")
+    audience = TemplateKey(1, None, "approver")
     found = email_templates(env, names, "t", audience)
     assert found.prepared is not None
     for first_name in ("Tom & Jerry", "O'Neil <b>", "&amp;", None):

@@ -14,9 +14,9 @@ from core.errors import ConfigError
 from core.unsubscribe import BadToken, make_token, read_token
 from core.vocabulary import FUNCTIONS, SENIORITIES
 from stages.content.rendering import (
-    Audience,
     EmailParts,
     Sender,
+    TemplateKey,
     build_message,
     header_text,
     message_id,
@@ -53,7 +53,7 @@ def _context(**contact):
     return render_context(person, account, SENDER, {"guide": "https://g.example/"}, footer)
 
 
-TIER_2_MANUFACTURING = Audience(2, "Manufacturing", None)
+TIER_2_MANUFACTURING = TemplateKey(2, "Manufacturing", None)
 
 
 def render_parts(env, channel, template, context, audience=TIER_2_MANUFACTURING):

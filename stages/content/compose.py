@@ -10,8 +10,8 @@ from core.campaign_file import CampaignFile, Step
 from core.settings import Settings
 from core.unsubscribe import make_token
 from stages.content.rendering import (
-    Audience,
     Sender,
+    TemplateKey,
     build_message,
     message_id,
     render_context,
@@ -102,8 +102,8 @@ class Composer:
         return render_context(contact, account, self.sender, self.links, footer, extra)
 
     @staticmethod
-    def audience(row: dict[str, Any]) -> Audience:
-        return Audience(tier=row["tier"], industry=row["industry"], role=row["role"])
+    def template_key(row: dict[str, Any]) -> TemplateKey:
+        return TemplateKey(tier=row["tier"], industry=row["industry"], role=row["role"])
 
     def email(self, row: dict[str, Any]) -> Message:
         """The message for one ledger row (`delivery_id`, contact and account fields)."""
@@ -113,7 +113,7 @@ class Composer:
             self.env,
             self.names,
             template_for(self.step, variant),
-            self.audience(row),
+            self.template_key(row),
             self._context(row, unsubscribe_url),
             self._utm(variant),
             self.utm_domains,
@@ -137,6 +137,6 @@ class Composer:
             self.names,
             template_for(self.step, row.get("variant")),
             self.step.action,
-            self.audience(row),
+            self.template_key(row),
             self._context(row, self.unsubscribe_url(row["contact_id"])),
         )

@@ -234,9 +234,10 @@ class EmailParts:
     html: str
 
 
-class Audience(NamedTuple):
-    """What template resolution looks at. (A named tuple: one is made per message and
-    looked up in a cache, and tuples hash and compare cheaper than a dataclass.)"""
+class TemplateKey(NamedTuple):
+    """What template resolution keys on: an account tier, an industry and a committee role.
+    (A named tuple: one is made per message and looked up in a cache, and tuples hash and
+    compare cheaper than a dataclass.)"""
 
     tier: int | None
     industry: str | None
@@ -255,7 +256,7 @@ class EmailTemplates:
 
 @lru_cache(maxsize=4096)
 def email_templates(
-    env: SandboxedEnvironment, names: frozenset[str], template: str, audience: Audience
+    env: SandboxedEnvironment, names: frozenset[str], template: str, audience: TemplateKey
 ) -> EmailTemplates:
     """Resolved and loaded once per audience, not once per message."""
     where = {"tier": audience.tier, "industry": audience.industry, "role": audience.role}
@@ -274,7 +275,7 @@ def render_email_parts(
     env: SandboxedEnvironment,
     names: frozenset[str],
     template: str,
-    audience: Audience,
+    audience: TemplateKey,
     context: dict[str, Any],
     utm: dict[str, str] | None = None,
     utm_domains: tuple[str, ...] = (),
@@ -344,7 +345,7 @@ def render_linkedin_text(
     names: frozenset[str],
     template: str,
     action: str,
-    audience: Audience,
+    audience: TemplateKey,
     context: dict[str, Any],
 ) -> str:
     """The note or message a rep sends; too long for LinkedIn is an error, never cut."""
