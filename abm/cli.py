@@ -422,7 +422,8 @@ def campaign_resume(
     ] = None,
 ) -> None:
     """Carry on where the campaign stopped (or, with --account, after a reply paused it)."""
-    from stages.delivery.ledger import release_account, set_campaign_status
+    from stages.delivery.ledger import set_campaign_status
+    from stages.delivery.send_rules import release_account
 
     if account:
         due = release_account(_engine(), _campaign_id(file), account.strip().lower())

@@ -91,7 +91,7 @@ def _rows(database_url: str, limit: int) -> list[dict[str, Any]]:
 
     from models.db import get_engine
     from models.tables import Account, Contact
-    from stages.delivery.ledger import PERSON_COLUMNS
+    from stages.delivery.send import PERSON_COLUMNS
 
     query = (
         select(*PERSON_COLUMNS)

@@ -19,7 +19,8 @@ from core.settings import get_settings
 from models.db import get_engine
 from models.queries import account_rows
 from stages.committee.coverage import Coverage, classify_contacts, committee_coverage
-from stages.delivery.ledger import ChunkOutcome, DeliveryContext, deliver, rehearse
+from stages.delivery.ledger import ChunkOutcome, DeliveryContext
+from stages.delivery.send import deliver, rehearse
 from stages.engagement.rollup import (
     load_engagement_rules,
     rollup_accounts,

@@ -23,7 +23,8 @@ from connectors.email import get_backend
 from core.campaign_file import load_campaign
 from core.settings import get_settings
 from models.db import chunked, get_engine
-from stages.delivery.ledger import DeliveryContext, campaign_id_for, deliver, due_delivery_ids
+from stages.delivery.ledger import DeliveryContext, campaign_id_for, due_delivery_ids
+from stages.delivery.send import deliver
 
 MAX_PASSES = 50  # rows that stay due pass after pass must not spin forever
 

@@ -13,12 +13,12 @@ from models.tables import Contact, Delivery
 from stages.content.rendering import choose_variant
 from stages.delivery.ledger import (
     DeliveryContext,
-    deliver,
     due_delivery_ids,
     plan_step,
     register_campaign,
     set_campaign_status,
 )
+from stages.delivery.send import deliver
 from stages.importing.import_csv import import_file
 from stages.targeting.scoring import load_icp_rules, rescore_accounts_in_db, target_account_ids
 
@@ -155,7 +155,7 @@ def test_a_reply_delays_everyone_else_at_the_account(engine):
 
     from core.campaign_file import AccountRules
     from models.tables import utcnow
-    from stages.delivery.ledger import account_holds
+    from stages.delivery.send_rules import account_holds
 
     rows, replied_at = _two_people_one_replied(engine)
     skip, defer = account_holds(engine, AccountRules(on_reply="delay", delay="14d"), rows, utcnow())
@@ -167,7 +167,7 @@ def test_a_reply_delays_everyone_else_at_the_account(engine):
 def test_a_reply_can_stop_everyone_else_and_a_stage_stops_the_whole_account(engine):
     from core.campaign_file import AccountRules
     from models.tables import utcnow
-    from stages.delivery.ledger import account_holds
+    from stages.delivery.send_rules import account_holds
 
     rows, _ = _two_people_one_replied(engine)
     skip, defer = account_holds(engine, AccountRules(on_reply="stop"), rows, utcnow())
@@ -183,7 +183,7 @@ def test_a_reply_pauses_the_others_until_a_person_releases_the_account(engine):
     from core.campaign_file import AccountRules
     from models.db import session_scope
     from models.tables import Campaign, utcnow
-    from stages.delivery.ledger import account_holds, release_account
+    from stages.delivery.send_rules import account_holds, release_account
     from stages.engagement.rollup import store_events
 
     rows, _ = _two_people_one_replied(engine)

@@ -51,8 +51,8 @@ from models.store import upsert_accounts, upsert_contacts
 from models.tables import Account, Contact, EngagementEvent, Suppression
 from stages.content.compose import Composer
 from stages.content.rendering import (
-    Audience,
     Sender,
+    TemplateKey,
     build_message,
     header_text,
     render_context,
@@ -554,7 +554,7 @@ def test_any_template_renders_or_fails_with_a_template_error(
     )
     env, names = template_environment(folder), template_names(folder)
     try:
-        parts = render_email_parts(env, names, "t", Audience(1, None, None), SAMPLE_CONTEXT)
+        parts = render_email_parts(env, names, "t", TemplateKey(1, None, None), SAMPLE_CONTEXT)
     except (TemplateError, ConfigError):
         return
     except Exception as exc:

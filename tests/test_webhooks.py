@@ -15,7 +15,7 @@ from core.settings import get_settings, reset_settings
 from core.unsubscribe import make_token
 from models.store import upsert_accounts, upsert_contacts
 from models.tables import Contact, EngagementEvent, utcnow
-from stages.delivery.ledger import skip_reason, suppressed_contact_ids
+from stages.delivery.send_rules import skip_reason, suppressed_contact_ids
 
 PRIVATE_KEY = ec.generate_private_key(ec.SECP256R1())
 PUBLIC_KEY = base64.b64encode(

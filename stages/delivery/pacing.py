@@ -1,6 +1,6 @@
 """When a message may leave: sending windows in the person's own time zone and frequency
-caps over rolling windows. Pure functions; `stages.delivery.ledger` applies them to each chunk just
-before sending, together with the suppression and consent checks."""
+caps over rolling windows. Pure functions; `stages.delivery.send_rules` applies them to each
+chunk just before sending, together with the suppression and consent checks."""
 
 from __future__ import annotations
 

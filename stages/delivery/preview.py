@@ -21,7 +21,7 @@ from core.vocabulary import FUNCTIONS, ROLES, SENIORITIES
 from models.tables import Account, Campaign, Contact, Delivery
 from stages.content.compose import Composer
 from stages.content.rendering import choose_variant, template_names
-from stages.delivery.ledger import PERSON_COLUMNS
+from stages.delivery.send import PERSON_COLUMNS
 
 
 def _industries(names: frozenset[str], channel: str, templates: list[str]) -> list[str | None]:

@@ -1,0 +1,403 @@
+"""Step 4 of the pipeline, deliver: a chunk of claimed rows is loaded, checked against the
+rules that protect people at the moment of sending, sent through one backend connection,
+and its outcome written back in bulk."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import suppress
+from datetime import timedelta
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    exists,
+    select,
+    update,
+)
+
+from connectors.email import EmailBackend, SendResult
+from connectors.linkedin import export_rep_tasks, get_connector
+from core.campaign_file import CampaignFile, Step, load_campaign
+from core.settings import Settings
+from models.db import session_scope
+from models.store import (
+    DriverStatement,
+    update_by_id,
+)
+from models.tables import (
+    Account,
+    Campaign,
+    Contact,
+    Delivery,
+    utcnow,
+)
+from stages.content.compose import Composer
+from stages.delivery.ledger import (
+    MAX_ATTEMPTS,
+    RETRY_BACKOFF,
+    ChunkOutcome,
+    DeliveryContext,
+    campaign_paused,
+    claim,
+    outcome_row,
+    record_outcomes,
+)
+from stages.delivery.send_rules import check_chunk, defer
+
+PERSON_COLUMNS = (
+    Contact.id.label("contact_id"),
+    Contact.email,
+    Contact.first_name,
+    Contact.last_name,
+    Contact.title,
+    Contact.seniority,
+    Contact.function,
+    Contact.role,
+    Contact.status,
+    Contact.consent,
+    Contact.linkedin_url,
+    Contact.timezone,
+    Contact.country.label("contact_country"),
+    Account.id.label("account_id"),
+    Account.domain,
+    Account.name.label("account_name"),
+    Account.industry,
+    Account.tier,
+    Account.country,
+    Account.employees,
+    Account.stage,
+)
+
+
+def _load_rows(engine: Engine, ids: list[int]) -> list[dict[str, Any]]:
+    """Ledger rows with everything rendering and the send-time rules need, in one query."""
+    query = (
+        select(
+            Delivery.id.label("delivery_id"),
+            Delivery.step,
+            Delivery.attempts,
+            Delivery.variant,
+            *PERSON_COLUMNS,
+        )
+        .join(Contact, Contact.id == Delivery.contact_id)
+        .join(Account, Account.id == Delivery.account_id)
+        .where(Delivery.id.in_(ids))
+        .order_by(Delivery.id)
+    )
+    with engine.connect() as connection:
+        return [dict(row) for row in connection.execute(query).mappings()]
+
+
+def _result_row(row: dict[str, Any], result: SendResult) -> dict[str, Any]:
+    if result.accepted:
+        return outcome_row(row, provider_id=result.provider_id, sent_at=utcnow())
+    retry = result.outcome == "retryable" and row["attempts"] < MAX_ATTEMPTS
+    return outcome_row(
+        row,
+        state="failed" if retry else "dead",
+        last_error=(result.error or result.outcome)[:1000],
+        due_at=utcnow() + RETRY_BACKOFF * row["attempts"],
+    )
+
+
+def _step_composer(
+    settings: Settings, context: DeliveryContext
+) -> tuple[CampaignFile, Step, Composer]:
+    """The campaign file, the chunk's step and its composer, read once per chunk."""
+    _, campaign = load_campaign(Path(context.campaign_file))
+    step = next(step for step in campaign.steps if step.id == context.step)
+    return (
+        campaign,
+        step,
+        Composer(settings, context.campaign_key, context.campaign_id, campaign, step),
+    )
+
+
+def rehearse(
+    engine: Engine, settings: Settings, context: DeliveryContext, ids: list[int]
+) -> ChunkOutcome:
+    """A dry run of one chunk: the same checks and rendering, nothing sent, no row changed.
+    `sent` counts what would be sent; render failures count as `dead`."""
+    campaign, step, composer = _step_composer(settings, context)
+    to_send, skipped, deferred, reasons = check_chunk(
+        engine, context, campaign, step, composer, _load_rows(engine, ids)
+    )
+    outcome = ChunkOutcome(
+        skipped=len(skipped), deferred=len(deferred), skipped_by_reason=dict(reasons)
+    )
+    for row in to_send:
+        try:
+            composer.email(row) if step.channel == "email" else composer.linkedin_text(row)
+            outcome.sent += 1
+        except Exception:  # counted, like a real send would record it
+            outcome.dead += 1
+    return outcome
+
+
+def deliver(
+    engine: Engine,
+    settings: Settings,
+    context: DeliveryContext,
+    ids: list[int],
+    backend: EmailBackend,
+) -> ChunkOutcome:
+    """Claim, check, render, send and record one chunk of ledger rows."""
+    outcome = ChunkOutcome()
+    campaign, step, composer = _step_composer(settings, context)
+    if campaign_paused(engine, context.campaign_id):
+        return outcome
+    token, claimed = claim(engine, ids, timedelta(seconds=settings.lease_seconds))
+    if not claimed:
+        return outcome
+    try:
+        return _deliver_claimed(
+            engine, settings, context, backend, token, claimed, (campaign, step, composer)
+        )
+    except BaseException:
+        _give_back_unsent(engine, token, claimed)
+        raise
+
+
+def _give_back_unsent(engine: Engine, token: str, claimed: list[int]) -> None:
+    """After a chunk failed, rows it claimed but never handed to a provider go back to
+    `planned` at once, so the task's retry (or the next run) sends them without waiting for
+    the lease to expire. Rows already `sending` stay: their fate is for the lease to settle."""
+    with suppress(Exception), session_scope(engine) as session:  # the database may be the fault
+        session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id.in_(claimed),
+                Delivery.claimed_by == token,
+                Delivery.state == "rendered",
+            )
+            .values(
+                state="planned",
+                claimed_by=None,
+                lease_until=None,
+                attempts=Delivery.attempts - 1,
+                updated_at=utcnow(),
+            )
+        )
+
+
+def _deliver_claimed(
+    engine: Engine,
+    settings: Settings,
+    context: DeliveryContext,
+    backend: EmailBackend,
+    token: str,
+    claimed: list[int],
+    prepared: tuple[CampaignFile, Step, Composer],
+) -> ChunkOutcome:
+    outcome = ChunkOutcome()
+    campaign, step, composer = prepared
+    to_send, skipped, deferred, reasons = check_chunk(
+        engine, context, campaign, step, composer, _load_rows(engine, claimed)
+    )
+    record_outcomes(engine, token, skipped)
+    defer(engine, token, deferred)
+    outcome.skipped, outcome.deferred = len(skipped), len(deferred)
+    outcome.skipped_by_reason = dict(reasons)
+
+    if step.channel != "email":
+        _hand_over(engine, token, to_send)
+        results = _deliver_linkedin(settings, context, step, composer, to_send)
+        record_outcomes(engine, token, results)
+        _count(outcome, results)
+        return outcome
+
+    with backend, engine.connect() as connection:
+        ledger = _SendLedger(connection, token, context.campaign_id)
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(to_send), backend.batch_size):
+            messages, failed = [], []
+            for row in to_send[start : start + backend.batch_size]:
+                try:
+                    messages.append((row, composer.email(row)))
+                except Exception as exc:  # a template error for one person must not stop all
+                    failed.append(
+                        outcome_row(row, state="dead", last_error=f"render: {exc}"[:1000])
+                    )
+            handed = ledger.advance(
+                results + failed, [row for row, _ in messages], islice(to_send, start, None), failed
+            )
+            _count(outcome, results + failed)
+            results = []
+            if handed is None:
+                break
+            messages = [(row, message) for row, message in messages if row["delivery_id"] in handed]
+            sent = backend.send_messages([message for _, message in messages])
+            results = [
+                _result_row(row, result) for (row, _), result in zip(messages, sent, strict=True)
+            ]
+        ledger.advance(results, [], (), [])
+        _count(outcome, results)
+    return outcome
+
+
+class _SendLedger:
+    """The ledger writes around a chunk's sends, on one connection with statements built
+    once. Before each batch, one transaction records the previous batch's outcomes and
+    marks the batch `sending` unless the campaign was paused. So the window between a
+    provider's answer and its commit stays one batch (one message with SMTP), at the cost
+    of one commit per batch rather than three."""
+
+    def __init__(self, connection: Connection, token: str, campaign_id: int) -> None:
+        table = Delivery.__table__
+        self.connection = connection
+        self.token = token
+        self.status = select(Campaign.status).where(Campaign.id == campaign_id)
+        not_paused = ~exists().where(Campaign.id == campaign_id, Campaign.status == "paused")
+        hand_over = (
+            update(table)
+            .where(table.c.claimed_by == token, not_paused)
+            .values(state="sending", updated_at=bindparam("now"))
+        )
+        self.sending = hand_over.where(table.c.id.in_(bindparam("ids", expanding=True)))
+        # SMTP hands over one message per transaction: these run on the driver's cursor
+        dialect = connection.dialect
+        self.sending_one = DriverStatement(
+            hand_over.where(table.c.id == bindparam("one_id")), dialect
+        )
+        self.outcomes: dict[tuple[str, ...], DriverStatement] = {}
+
+    def record_outcomes(self, rows: list[dict[str, Any]]) -> None:
+        """Outcomes for rows this claim still holds (a stolen lease is left alone)."""
+        columns = tuple(name for name in rows[0] if name != "_id")
+        if columns not in self.outcomes:
+            table = Delivery.__table__
+            self.outcomes[columns] = DriverStatement(
+                update_by_id(table, columns, table.c.claimed_by == self.token, lease_until=None),
+                self.connection.dialect,
+            )
+        self.outcomes[columns].execute_many(self.connection, rows)
+
+    def advance(
+        self,
+        results: list[dict[str, Any]],
+        batch: list[dict[str, Any]],
+        rest: Iterable[dict[str, Any]],
+        failed: list[dict[str, Any]],
+    ) -> set[int] | None:
+        """Record `results`; then, unless the campaign was paused, hand `batch` over and
+        return the ids handed over (all of them, unless another process took some after
+        our lease ran out). When paused, give back the rows of `rest` (this batch and the
+        ones after it, read only then) that did not fail to render, and return None."""
+        with self.connection.begin():
+            if results:
+                self.record_outcomes(results)
+            ids = [row["delivery_id"] for row in batch]
+            if not ids:
+                return set()
+            if len(ids) == 1:
+                handed = self.sending_one.execute(
+                    self.connection, {"one_id": ids[0], "now": utcnow()}
+                )
+            else:
+                handed = self.connection.execute(
+                    self.sending, {"ids": ids, "now": utcnow()}
+                ).rowcount
+            if handed == len(ids):
+                return set(ids)
+            if self.connection.execute(self.status).scalar_one() == "paused":
+                failed_ids = {result["_id"] for result in failed}
+                unsent = [row for row in rest if row["delivery_id"] not in failed_ids]
+                if unsent:
+                    self.record_outcomes([_released(row) for row in unsent])
+                return None
+            ours = select(Delivery.id).where(
+                Delivery.id.in_(ids), Delivery.claimed_by == self.token, Delivery.state == "sending"
+            )
+            return set(self.connection.execute(ours).scalars())
+
+
+def _hand_over(engine: Engine, token: str, rows: list[dict[str, Any]]) -> None:
+    """Mark a batch `sending` and commit, right before the provider call: from here until
+    its outcome is recorded, a crash leaves these rows uncertain, and only these."""
+    if rows:
+        with session_scope(engine) as session:
+            session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id.in_([row["delivery_id"] for row in rows]),
+                    Delivery.claimed_by == token,
+                )
+                .values(state="sending", updated_at=utcnow())
+            )
+
+
+def _released(row: dict[str, Any]) -> dict[str, Any]:
+    """A claimed row given back untouched (paused mid-chunk): planned again, attempt returned."""
+    return {"_id": row["delivery_id"], "state": "planned", "attempts": row["attempts"] - 1}
+
+
+def _count(outcome: ChunkOutcome, results: list[dict[str, Any]]) -> None:
+    for result in results:
+        if result["state"] == "sent":
+            outcome.sent += 1
+        elif result["state"] == "failed":
+            outcome.failed += 1
+        else:
+            outcome.dead += 1
+
+
+def _deliver_linkedin(
+    settings: Settings,
+    context: DeliveryContext,
+    step: Step,
+    composer: Composer,
+    rows: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """LinkedIn touches: rep tasks appended to a CSV (LinkedIn's API cannot message people),
+    or a matched audience of hashed emails / company domains uploaded for ads."""
+    if not rows:
+        return []
+    results: list[dict[str, Any]] = []
+    if step.channel == "linkedin_task":
+        tasks, done = [], []
+        for row in rows:
+            try:
+                text = composer.linkedin_text(row)
+            except Exception as exc:  # one person's bad render must not stop the others
+                results.append(outcome_row(row, state="dead", last_error=f"render: {exc}"[:1000]))
+                continue
+            name = " ".join(p for p in (row["first_name"], row["last_name"]) if p)
+            tasks.append(
+                {
+                    "campaign": context.campaign_key,
+                    "step": step.id,
+                    "contact": row["email"],
+                    "action": step.action,
+                    "text": text,
+                    "account_domain": row["domain"],
+                    "contact_name": name,
+                    "title": row["title"] or "",
+                    "linkedin_url": row.get("linkedin_url") or "",
+                }
+            )
+            done.append(row)
+        path = rep_tasks_path(settings)
+        export_rep_tasks(path, tasks)
+        results += [outcome_row(row, provider_id=path.name, sent_at=utcnow()) for row in done]
+        return results
+    name = f"{context.campaign_key}-{step.id}"
+    try:
+        connector = get_connector(settings)
+        if step.matched_audience == "companies":
+            audience = connector.upload_company_audience(name, sorted({r["domain"] for r in rows}))
+        else:
+            audience = connector.upload_contact_audience(name, [r["email"] for r in rows])
+    except Exception as exc:
+        error = f"linkedin: {type(exc).__name__}: {exc}"[:1000]
+        return [_result_row(row, SendResult("", "retryable", error=error)) for row in rows]
+    return [outcome_row(row, provider_id=str(audience), sent_at=utcnow()) for row in rows]
+
+
+def rep_tasks_path(settings: Settings) -> Path:
+    """Where reps find their LinkedIn tasks: one CSV, appended to, never duplicated."""
+    return settings.state_dir / "linkedin" / "rep-tasks.csv"
