@@ -256,7 +256,7 @@ def claim(
 ) -> tuple[str, list[int]]:
     """Take rows for this process under a lease (state `rendered`) and commit.
 
-    A row only becomes `sending` right before its batch goes to the provider (`_hand_over`),
+    A row only becomes `sending` right before its batch goes to the provider (the send loop),
     so a crash leaves at most one batch in doubt. A lease outlives any healthy chunk; rows
     still held after it expired belong to a process that died (`release_expired_leases`)."""
     token = uuid.uuid4().hex

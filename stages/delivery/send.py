@@ -4,7 +4,7 @@ and its outcome written back in bulk."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from datetime import timedelta
 from itertools import islice
@@ -20,8 +20,8 @@ from sqlalchemy import (
     update,
 )
 
+from connectors.channels import channel_backend
 from connectors.email import EmailBackend, SendResult
-from connectors.linkedin import export_rep_tasks, get_connector
 from core.campaign_file import CampaignFile, Step, load_campaign
 from core.settings import Settings
 from models.db import session_scope
@@ -130,9 +130,10 @@ def rehearse(
     outcome = ChunkOutcome(
         skipped=len(skipped), deferred=len(deferred), skipped_by_reason=dict(reasons)
     )
+    compose = _composer_for(context, step, composer)
     for row in to_send:
         try:
-            composer.email(row) if step.channel == "email" else composer.linkedin_text(row)
+            compose(row)
             outcome.sent += 1
         except Exception:  # counted, like a real send would record it
             outcome.dead += 1
@@ -161,6 +162,36 @@ def deliver(
     except BaseException:
         _give_back_unsent(engine, token, claimed)
         raise
+
+
+def _composer_for(
+    context: DeliveryContext, step: Step, composer: Composer
+) -> Callable[[dict[str, Any]], Any]:
+    """What one ledger row becomes on the step's channel: an email, a rep task, or the
+    email or domain a matched audience is made of."""
+    if step.channel == "email":
+        return composer.email
+    if step.channel == "linkedin_audience":
+        return (
+            (lambda row: row["domain"])
+            if step.matched_audience == "companies"
+            else (lambda row: row["email"])
+        )
+
+    def rep_task(row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "campaign": context.campaign_key,
+            "step": step.id,
+            "contact": row["email"],
+            "action": step.action,
+            "text": composer.linkedin_text(row),
+            "account_domain": row["domain"],
+            "contact_name": " ".join(p for p in (row["first_name"], row["last_name"]) if p),
+            "title": row["title"] or "",
+            "linkedin_url": row.get("linkedin_url") or "",
+        }
+
+    return rep_task
 
 
 def _give_back_unsent(engine: Engine, token: str, claimed: list[int]) -> None:
@@ -204,13 +235,10 @@ def _deliver_claimed(
     outcome.skipped, outcome.deferred = len(skipped), len(deferred)
     outcome.skipped_by_reason = dict(reasons)
 
-    if step.channel != "email":
-        _hand_over(engine, token, to_send)
-        results = _deliver_linkedin(settings, context, step, composer, to_send)
-        record_outcomes(engine, token, results)
-        _count(outcome, results)
-        return outcome
-
+    compose = _composer_for(context, step, composer)
+    backend = channel_backend(
+        settings, step.channel, backend, f"{context.campaign_key}-{step.id}", step.matched_audience
+    )
     with backend, engine.connect() as connection:
         ledger = _SendLedger(connection, token, context.campaign_id)
         results: list[dict[str, Any]] = []
@@ -218,7 +246,7 @@ def _deliver_claimed(
             messages, failed = [], []
             for row in to_send[start : start + backend.batch_size]:
                 try:
-                    messages.append((row, composer.email(row)))
+                    messages.append((row, compose(row)))
                 except Exception as exc:  # a template error for one person must not stop all
                     failed.append(
                         outcome_row(row, state="dead", last_error=f"render: {exc}"[:1000])
@@ -316,21 +344,6 @@ class _SendLedger:
             return set(self.connection.execute(ours).scalars())
 
 
-def _hand_over(engine: Engine, token: str, rows: list[dict[str, Any]]) -> None:
-    """Mark a batch `sending` and commit, right before the provider call: from here until
-    its outcome is recorded, a crash leaves these rows uncertain, and only these."""
-    if rows:
-        with session_scope(engine) as session:
-            session.execute(
-                update(Delivery)
-                .where(
-                    Delivery.id.in_([row["delivery_id"] for row in rows]),
-                    Delivery.claimed_by == token,
-                )
-                .values(state="sending", updated_at=utcnow())
-            )
-
-
 def _released(row: dict[str, Any]) -> dict[str, Any]:
     """A claimed row given back untouched (paused mid-chunk): planned again, attempt returned."""
     return {"_id": row["delivery_id"], "state": "planned", "attempts": row["attempts"] - 1}
@@ -344,60 +357,3 @@ def _count(outcome: ChunkOutcome, results: list[dict[str, Any]]) -> None:
             outcome.failed += 1
         else:
             outcome.dead += 1
-
-
-def _deliver_linkedin(
-    settings: Settings,
-    context: DeliveryContext,
-    step: Step,
-    composer: Composer,
-    rows: list[dict[str, Any]],
-) -> list[dict[str, Any]]:
-    """LinkedIn touches: rep tasks appended to a CSV (LinkedIn's API cannot message people),
-    or a matched audience of hashed emails / company domains uploaded for ads."""
-    if not rows:
-        return []
-    results: list[dict[str, Any]] = []
-    if step.channel == "linkedin_task":
-        tasks, done = [], []
-        for row in rows:
-            try:
-                text = composer.linkedin_text(row)
-            except Exception as exc:  # one person's bad render must not stop the others
-                results.append(outcome_row(row, state="dead", last_error=f"render: {exc}"[:1000]))
-                continue
-            name = " ".join(p for p in (row["first_name"], row["last_name"]) if p)
-            tasks.append(
-                {
-                    "campaign": context.campaign_key,
-                    "step": step.id,
-                    "contact": row["email"],
-                    "action": step.action,
-                    "text": text,
-                    "account_domain": row["domain"],
-                    "contact_name": name,
-                    "title": row["title"] or "",
-                    "linkedin_url": row.get("linkedin_url") or "",
-                }
-            )
-            done.append(row)
-        path = rep_tasks_path(settings)
-        export_rep_tasks(path, tasks)
-        results += [outcome_row(row, provider_id=path.name, sent_at=utcnow()) for row in done]
-        return results
-    name = f"{context.campaign_key}-{step.id}"
-    try:
-        connector = get_connector(settings)
-        if step.matched_audience == "companies":
-            audience = connector.upload_company_audience(name, sorted({r["domain"] for r in rows}))
-        else:
-            audience = connector.upload_contact_audience(name, [r["email"] for r in rows])
-    except Exception as exc:
-        error = f"linkedin: {type(exc).__name__}: {exc}"[:1000]
-        return [_result_row(row, SendResult("", "retryable", error=error)) for row in rows]
-    return [outcome_row(row, provider_id=str(audience), sent_at=utcnow()) for row in rows]
-
-
-def rep_tasks_path(settings: Settings) -> Path:
-    """Where reps find their LinkedIn tasks: one CSV, appended to, never duplicated."""
-    return settings.state_dir / "linkedin" / "rep-tasks.csv"
