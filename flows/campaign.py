@@ -300,7 +300,7 @@ def run_campaign(
             plan_step(engine, campaign_id, key, campaign.steps, index, account_ids, roles, limit)
             context = DeliveryContext(
                 database_url=database_url,
-                campaign_file=str(path),
+                campaign=campaign,
                 campaign_id=campaign_id,
                 campaign_key=key,
                 step=step.id,

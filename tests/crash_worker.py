@@ -33,9 +33,9 @@ def deliver_everything_due(campaign_file: str, step: str) -> int:
     """One worker run: what a crashed run's replacement does. Returns the exit code."""
     settings = get_settings()
     engine = get_engine(settings.database_url)
-    key, _ = load_campaign(Path(campaign_file))
+    key, campaign = load_campaign(Path(campaign_file))
     context = DeliveryContext(
-        settings.database_url, campaign_file, campaign_id_for(engine, key), key, step
+        settings.database_url, campaign, campaign_id_for(engine, key), key, step
     )
     totals = {"sent": 0, "skipped": 0, "failed": 0, "dead": 0, "deferred": 0}
     for _ in range(MAX_PASSES):

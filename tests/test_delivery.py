@@ -51,7 +51,7 @@ def _planned_intro(engine, tmp_path: Path) -> tuple[int, list[int], DeliveryCont
     plan_step(engine, campaign_id, key, campaign.steps, 0, target_account_ids(engine, [1, 2, 3]))
     ids = due_delivery_ids(engine, campaign_id, "intro")
     context = DeliveryContext(
-        engine.url.render_as_string(False), str(CAMPAIGN), campaign_id, key, "intro"
+        engine.url.render_as_string(False), campaign, campaign_id, key, "intro"
     )
     return campaign_id, ids, context
 

@@ -289,10 +289,11 @@ class ChunkOutcome:
 
 @dataclass(frozen=True)
 class DeliveryContext:
-    """Everything a chunk task needs, small and picklable (no engine, no secrets)."""
+    """Everything a chunk task needs, picklable (no engine, no secrets). The campaign is
+    parsed once by the flow and travels as data, so every chunk sends what the run read."""
 
     database_url: str
-    campaign_file: str
+    campaign: CampaignFile
     campaign_id: int
     campaign_key: str
     step: str

@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterable
 from contextlib import suppress
 from datetime import timedelta
 from itertools import islice
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -22,7 +21,7 @@ from sqlalchemy import (
 
 from connectors.channels import channel_backend
 from connectors.email import EmailBackend, SendResult
-from core.campaign_file import CampaignFile, Step, load_campaign
+from core.campaign_file import CampaignFile, Step
 from core.settings import Settings
 from models.db import session_scope
 from models.store import (
@@ -108,8 +107,8 @@ def _result_row(row: dict[str, Any], result: SendResult) -> dict[str, Any]:
 def _step_composer(
     settings: Settings, context: DeliveryContext
 ) -> tuple[CampaignFile, Step, Composer]:
-    """The campaign file, the chunk's step and its composer, read once per chunk."""
-    _, campaign = load_campaign(Path(context.campaign_file))
+    """The run's campaign, the chunk's step and its composer."""
+    campaign = context.campaign
     step = next(step for step in campaign.steps if step.id == context.step)
     return (
         campaign,
