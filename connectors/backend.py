@@ -7,8 +7,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Generic, Literal, Self, TypeVar
+
+from connectors.http import Closing
 
 Outcome = Literal["accepted", "retryable", "permanent"]
 Item = TypeVar("Item")
@@ -28,7 +29,7 @@ class SendResult:
         return self.outcome == "accepted"
 
 
-class Backend(ABC, Generic[Item]):
+class Backend(Closing, ABC, Generic[Item]):
     """Base class. Subclasses implement `send_messages`; `open`/`close` are optional.
 
     `idempotent` is True when sending the same item twice cannot reach a person twice (the
@@ -54,11 +55,3 @@ class Backend(ABC, Generic[Item]):
     def __enter__(self) -> Self:
         self.open()
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
