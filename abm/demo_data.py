@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import bisect
 import csv
+import functools
 import itertools
 import math
 import random
 import re
 import unicodedata
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 __all__ = [
     "ACCOUNT_COLUMNS",
@@ -55,13 +59,6 @@ BAD_CONTACT_ROWS = 3
 TLD = ".example"
 
 
-def _bar(text: str) -> tuple[str, ...]:
-    """Split a ``|``-separated word list (kept as one string so it stays compact)."""
-    return tuple(
-        unicodedata.normalize("NFC", word.strip()) for word in text.split("|") if word.strip()
-    )
-
-
 class _Weighted:
     """A weighted choice with precomputed cumulative weights (fast for 100k+ draws)."""
 
@@ -82,372 +79,100 @@ def _one(rng: random.Random, items: Sequence[Any]) -> Any:
 
 
 # --------------------------------------------------------------------------------------
+# Tables: the word lists, weights and titles live in ``abm/demo_tables/*.yaml``.
+# --------------------------------------------------------------------------------------
+
+
+def _nfc(value: Any) -> Any:
+    """NFC-normalise every string, so names compare equal however the file was saved."""
+    if isinstance(value, str):
+        return unicodedata.normalize("NFC", value)
+    if isinstance(value, list):
+        return [_nfc(item) for item in value]
+    if isinstance(value, dict):
+        return {_nfc(key): _nfc(item) for key, item in value.items()}
+    return value
+
+
+@functools.cache
+def _table(name: str) -> dict[str, Any]:
+    """One ``demo_tables/<name>.yaml`` file (read once; YAML mappings keep their order)."""
+    text = (resources.files("abm") / "demo_tables" / f"{name}.yaml").read_text(encoding="utf-8")
+    return _nfc(yaml.safe_load(text))
+
+
+def _weights(mapping: dict[str, float]) -> _Weighted:
+    return _Weighted(list(mapping.items()))
+
+
+_COMPANY = _table("companies")
+_PEOPLE = _table("people")
+_TITLE_TABLES = _table("titles")
+
+# --------------------------------------------------------------------------------------
 # Firmographics
 # --------------------------------------------------------------------------------------
 
 # industry -> (weight, revenue per employee in USD, name nouns)
 _INDUSTRIES: dict[str, tuple[float, int, tuple[str, ...]]] = {
-    "Software": (
-        18,
-        230_000,
-        _bar("Software | Labs | Systems | Cloud | Analytics | Digital | Technologies | AI"),
-    ),
-    "Manufacturing": (
-        14,
-        300_000,
-        _bar(
-            "Manufacturing | Robotics | Industries | Components | Precision | Automation"
-            " | Materials | Tooling"
-        ),
-    ),
-    "Financial Services": (
-        11,
-        450_000,
-        _bar("Capital | Financial | Bank | Insurance | Payments | Credit | Wealth | Lending"),
-    ),
-    "Healthcare": (
-        10,
-        160_000,
-        _bar("Health | Medical | Care | Diagnostics | Therapeutics | Clinics | Biotech"),
-    ),
-    "Retail": (
-        8,
-        250_000,
-        _bar("Retail | Outfitters | Goods | Market | Stores | Home | Apparel | Grocers"),
-    ),
-    "Logistics": (
-        6,
-        220_000,
-        _bar("Logistics | Freight | Shipping | Transport | Cargo | Distribution | Express"),
-    ),
-    "Telecommunications": (
-        4,
-        500_000,
-        _bar("Telecom | Networks | Communications | Mobile | Fiber | Broadband | Wireless"),
-    ),
-    "Energy": (
-        5,
-        900_000,
-        _bar("Energy | Power | Solar | Renewables | Utilities | Wind | Grid | Hydro"),
-    ),
-    "Education": (
-        5,
-        90_000,
-        _bar("Learning | Academy | Education | University | College | Institute | Schools"),
-    ),
-    "Professional Services": (
-        8,
-        170_000,
-        _bar("Consulting | Advisory | Partners | Associates | Group | Solutions"),
-    ),
-    "Media": (
-        4,
-        280_000,
-        _bar("Media | Studios | Publishing | Entertainment | Broadcasting | Press | Creative"),
-    ),
-    "Construction": (
-        3,
-        260_000,
-        _bar("Construction | Builders | Contractors | Infrastructure | Engineering"),
-    ),
-    "Automotive": (2, 400_000, _bar("Motors | Automotive | Mobility | Drivetrain")),
-    "Hospitality": (2, 80_000, _bar("Hotels | Hospitality | Resorts | Dining")),
+    name: (spec["weight"], spec["revenue_per_employee"], tuple(spec["nouns"]))
+    for name, spec in _COMPANY["industries"].items()
 }
 _INDUSTRY_PICK = _Weighted([(name, spec[0]) for name, spec in _INDUSTRIES.items()])
-_NO_LEGAL_SUFFIX = frozenset({"Education"})
+_NO_LEGAL_SUFFIX = frozenset(_COMPANY["no_legal_suffix"])
 
 # Company-name prefixes: invented compounds ("North" + "wind") plus single words.
-_PREFIX_HEADS = _bar(
-    """North | Bright | Blue | Silver | Iron | Red | Clear | High | Stone | Oak | Pine | Swift
-    | True | Green | Gold | Cedar | Maple | River | Summit | Harbor | West | East | Deep | Star
-    | Sun | Moon | Frost | Copper | Amber | Granite"""
-)
-_PREFIX_TAILS = _bar(
-    """wind | line | stone | field | bridge | gate | path | point | crest | wave | ridge | light
-    | works | vale | brook | haven | forge | peak | spring | wood | mark | ford | side | view
-    | star"""
-)
-_PREFIX_WORDS = _bar(
-    """Kestrel | Falcon | Osprey | Heron | Lynx | Otter | Orion | Atlas | Vega | Nimbus | Cobalt
-    | Juniper | Tamarack | Aspen | Larkspur | Meridian | Quantum | Polaris | Helix | Vertex
-    | Zephyr | Sable | Tundra | Halcyon | Corvid | Alder | Beacon | Pinnacle | Keystone | Lumen
-    | Solstice | Tidewater | Ember | Saffron | Indigo | Marlin | Wren | Bramble | Thistle
-    | Foxglove"""
-)
+_PREFIX_HEADS: tuple[str, ...] = tuple(_COMPANY["prefix_heads"])
+_PREFIX_TAILS: tuple[str, ...] = tuple(_COMPANY["prefix_tails"])
+_PREFIX_WORDS: tuple[str, ...] = tuple(_COMPANY["prefix_words"])
 _PREFIXES = (
     tuple(h + t for h in _PREFIX_HEADS for t in _PREFIX_TAILS if h[-1] != t[0] and h != t.title())
     + _PREFIX_WORDS
 )
 # A local flavour for some countries (folded to ASCII in the domain).
 _LOCAL_PREFIXES: dict[str, tuple[str, ...]] = {
-    "DE": _bar("Löwenstein | Grünfeld | Nordlicht | Elbwerk | Weißdorn | Südhang"),
-    "FR": _bar("Bélair | Clairvent | Mistral | Beaurivage | Hélios | Mont-Clair"),
-    "ES": _bar("Peñalta | Sierra Azul | Alborada | Brisamar | Solano"),
-    "SE": _bar("Åkerlund | Norrsken | Solvik | Björkdal | Fjällvind"),
-    "DK": _bar("Søndervang | Fjordlys | Nørreskov"),
-    "NL": _bar("Duinwijk | Polderlicht | Zeewind"),
-    "JP": _bar("Hikari | Sakura | Fujimi | Kaze | Midori"),
-    "IN": _bar("Navya | Akshar | Suryoday | Tarang"),
-    "BR": _bar("Ipê | Horizonte | Maré Alta | Jacarandá"),
-    "PL": _bar("Wiślany | Złoty Las | Bursztyn"),
-    "IT": _bar("Aurelia | Colle Verde | Maestrale"),
+    code: tuple(words) for code, words in _COMPANY["local_prefixes"].items()
 }
-_PARTNER_SURNAMES = _bar(
-    """Harper | Lowe | Whitfield | Ashby | Calloway | Drummond | Everett | Fairchild | Greaves
-    | Holloway | Kingsley | Lockhart | Merriweather | Pemberton | Radcliffe | Sinclair
-    | Thornton | Waverly | Beaumont | Castellan"""
-)
-_NAME_DESCRIPTORS = _bar("Group | Holdings | International | Partners | Global | Worldwide")
-
-
-def _zones(text: str) -> tuple[tuple[str, float], ...]:
-    """Parse "Zone/A 45 | Zone/B 25" into weighted time zones."""
-    pairs = []
-    for item in _bar(text):
-        zone, _, weight = item.partition(" ")
-        pairs.append((zone, float(weight or 1)))
-    return tuple(pairs)
-
+_PARTNER_SURNAMES: tuple[str, ...] = tuple(_COMPANY["partner_surnames"])
+_NAME_DESCRIPTORS: tuple[str, ...] = tuple(_COMPANY["name_descriptors"])
 
 # country -> (weight, legal suffixes, weighted IANA zones, name pool, title language)
 _COUNTRIES: dict[str, tuple[float, tuple[str, ...], tuple[tuple[str, float], ...], str, str]] = {
-    "US": (
-        34,
-        _bar("Inc. | LLC | Corp."),
-        _zones(
-            "America/New_York 45 | America/Chicago 25 | America/Denver 8"
-            " | America/Los_Angeles 20 | America/Phoenix 2"
-        ),
-        "en",
-        "en",
-    ),
-    "GB": (10, _bar("Ltd | plc"), _zones("Europe/London"), "en", "en"),
-    "DE": (9, _bar("GmbH | AG | GmbH & Co. KG"), _zones("Europe/Berlin"), "de", "de"),
-    "FR": (6, _bar("SAS | SA"), _zones("Europe/Paris"), "fr", "fr"),
-    "NL": (4, _bar("B.V. | N.V."), _zones("Europe/Amsterdam"), "nl", "en"),
-    "ES": (4, _bar("S.L. | S.A."), _zones("Europe/Madrid 95 | Atlantic/Canary 5"), "es", "es"),
-    "SE": (3, _bar("AB"), _zones("Europe/Stockholm"), "nordic", "en"),
-    "CA": (
-        5,
-        _bar("Inc. | Ltd."),
-        _zones(
-            "America/Toronto 50 | America/Vancouver 25 | America/Edmonton 10"
-            " | America/Winnipeg 8 | America/Halifax 7"
-        ),
-        "en",
-        "en",
-    ),
-    "AU": (
-        4,
-        _bar("Pty Ltd"),
-        _zones(
-            "Australia/Sydney 40 | Australia/Melbourne 35 | Australia/Brisbane 15"
-            " | Australia/Perth 10"
-        ),
-        "en",
-        "en",
-    ),
-    "JP": (4, _bar("K.K. | Co., Ltd."), _zones("Asia/Tokyo"), "jp", "en"),
-    "IN": (5, _bar("Pvt. Ltd. | Ltd."), _zones("Asia/Kolkata"), "in", "en"),
-    "BR": (
-        3,
-        _bar("Ltda. | S.A."),
-        _zones("America/Sao_Paulo 90 | America/Manaus 5 | America/Recife 5"),
-        "br",
-        "en",
-    ),
-    "IE": (2, _bar("Ltd | DAC"), _zones("Europe/Dublin"), "en", "en"),
-    "IT": (2, _bar("S.p.A. | S.r.l."), _zones("Europe/Rome"), "it", "en"),
-    "PL": (2, _bar("Sp. z o.o. | S.A."), _zones("Europe/Warsaw"), "pl", "en"),
-    "DK": (1, _bar("A/S | ApS"), _zones("Europe/Copenhagen"), "nordic", "en"),
-    "SG": (1, _bar("Pte. Ltd."), _zones("Asia/Singapore"), "sg", "en"),
-    "MX": (
-        1,
-        _bar("S.A. de C.V."),
-        _zones("America/Mexico_City 70 | America/Monterrey 20 | America/Tijuana 10"),
-        "es",
-        "es",
-    ),
+    code: (
+        spec["weight"],
+        tuple(spec["legal_suffixes"]),
+        tuple((zone, float(weight)) for zone, weight in spec["time_zones"].items()),
+        spec["name_pool"],
+        spec["title_language"],
+    )
+    for code, spec in _COMPANY["countries"].items()
 }
 _COUNTRY_PICK = _Weighted([(code, spec[0]) for code, spec in _COUNTRIES.items()])
 _TZ_PICK = {code: _Weighted(spec[2]) for code, spec in _COUNTRIES.items()}
-_GDPR_COUNTRIES = frozenset({"GB", "DE", "FR", "NL", "ES", "SE", "IE", "IT", "PL", "DK"})
+_GDPR_COUNTRIES = frozenset(_COMPANY["gdpr_countries"])
 
 # technology -> (probability for a tiny company, probability for a very large one)
-_TECHNOLOGIES: tuple[tuple[str, float, float], ...] = (
-    ("Salesforce", 0.25, 0.75),
-    ("HubSpot", 0.35, 0.10),
-    ("Marketo", 0.03, 0.30),
-    ("Snowflake", 0.05, 0.40),
-    ("Databricks", 0.02, 0.25),
-    ("SAP", 0.01, 0.60),
-    ("Oracle NetSuite", 0.12, 0.03),
-    ("Workday", 0.02, 0.45),
-    ("Okta", 0.10, 0.45),
-    ("ServiceNow", 0.02, 0.50),
-    ("Slack", 0.45, 0.40),
-    ("Zendesk", 0.20, 0.20),
-    ("Jira", 0.35, 0.55),
-    ("Tableau", 0.05, 0.35),
-    ("Twilio", 0.05, 0.15),
+_TECHNOLOGIES: tuple[tuple[str, float, float], ...] = tuple(
+    (tech, small, large) for tech, (small, large) in _COMPANY["technologies"].items()
 )
-_CLOUDS = _Weighted([("AWS", 50), ("Azure", 30), ("GCP", 20)])
-_OFFICE_SUITES = _Weighted([("Microsoft 365", 60), ("Google Workspace", 40)])
+_CLOUDS = _weights(_COMPANY["clouds"])
+_OFFICE_SUITES = _weights(_COMPANY["office_suites"])
 
 # --------------------------------------------------------------------------------------
 # People
 # --------------------------------------------------------------------------------------
 
 _FIRST_NAMES: dict[str, tuple[str, ...]] = {
-    "en": _bar(
-        """James | Olivia | José | Zoë | Priya | Wei | Aaliyah | Mohammed | Chloé | Siobhán
-        | Liam | Noah | Emma | Ava | Mateo | Sofia | Hannah | Ethan | Grace | Jamal | Aisha
-        | Kenji | Mei | Raj | Ana | Connor | Niamh | Oluwaseun | Chidi | Fatima | Renée
-        | Daniel | Sarah | Michael | Emily | David | Jessica | Christopher | Ashley | Matthew
-        | Megan | Ryan | Lauren | Tyler | Rachel | Brandon | Nicole | Kevin | Amanda | Jin-woo
-        | Minh | Thảo | Imani | DeShawn | Lucía | Andrés | Tomás | Eilidh | Rhys | Seán
-        | Bethany | Harriet | Oliver | Isla | Callum | Amelia | Arjun | Yasmin | Chen | Mia
-        | Jack"""
-    ),
-    "de": _bar(
-        """Lukas | Jürgen | Anna | Lena | Maximilian | Jörg | Björn | Katharina | Uwe | Sabine
-        | Günter | Mia | Felix | Jonas | Leonie | Özlem | Mehmet | Stefanie | Thomas | Andreas
-        | Julia | Christian | Annika | Matthias | Käthe | Tobias | Sören | Heike | Florian
-        | Lea"""
-    ),
-    "fr": _bar(
-        """Amélie | Chloé | Léa | Camille | Hélène | François | Jérôme | Thibault | Inès | Manon
-        | Benoît | Élodie | Noël | Zoë | Mathieu | Julien | Céline | Aurélien | Margaux | Théo
-        | Gaëlle | Loïc | Sébastien | Anaïs | Nicolas | Clémence | Yannick | Maëlle"""
-    ),
-    "es": _bar(
-        """José | María | Lucía | Javier | Alejandro | Álvaro | Sofía | Inés | Íñigo | Begoña
-        | Raúl | Nuria | Jesús | Pilar | Carmen | Sergio | Marta | Pablo | Andrea | Adrián
-        | Elena | Rocío | Ramón | Ximena | Valentina | Joaquín"""
-    ),
-    "nl": _bar(
-        """Daan | Sem | Lotte | Sanne | Bram | Thijs | Femke | Joëlle | Maarten | Anouk | Ruud
-        | Floor | Jeroen | Eline | Sven | Noor | Wouter | Iris | Pieter | Fleur"""
-    ),
-    "nordic": _bar(
-        """Søren | Åsa | Björn | Linnéa | Erik | Karin | Lars | Ingrid | Märta | Oskar | Maja
-        | Elin | Jörgen | Sven | Freja | Mads | Astrid | Nils | Sofie | Jens | Ebba | Henrik
-        | Malin | Rasmus"""
-    ),
-    "pl": _bar(
-        """Łukasz | Małgorzata | Paweł | Agnieszka | Grzegorz | Katarzyna | Michał | Zofia
-        | Krzysztof | Joanna | Tomasz | Ewa | Wojciech | Magdalena | Jakub | Anna"""
-    ),
-    "it": _bar(
-        """Giulia | Francesco | Niccolò | Lorenzo | Chiara | Alessandro | Federica | Matteo
-        | Sara | Davide | Martina | Andrea | Elisa | Giovanni | Beatrice | Riccardo"""
-    ),
-    "in": _bar(
-        """Priya | Rahul | Ananya | Arjun | Deepika | Vikram | Sneha | Rohan | Kavya | Aditya
-        | Lakshmi | Sanjay | Meera | Karthik | Pooja | Nikhil | Divya | Amit | Shreya
-        | Varun"""
-    ),
-    "br": _bar(
-        """João | Ana | Luís | Gabriela | Thiago | Camila | Rafael | Letícia | Márcio | Beatriz
-        | Caio | Júlia | Conceição | Lucas | Fernanda | André | Larissa | Vinícius | Mariana
-        | Sebastião"""
-    ),
-    "sg": _bar(
-        """Wei Ling | Jun Jie | Siti | Muhammad | Priya | Darren | Hui Min | Marcus | Nurul
-        | Kai Xin | Ravi | Shu Fen | Aloysius | Xin Yi"""
-    ),
+    pool: tuple(names) for pool, names in _PEOPLE["first_names"].items()
 }
 _LAST_NAMES: dict[str, tuple[str, ...]] = {
-    "en": _bar(
-        """Smith | Johnson | Williams | Brown | Garcia | Nguyễn | Martínez | Patel | Kim
-        | O'Brien | Müller | Chen | Singh | Okafor | Rodríguez | Thompson | Walker | MacDonald
-        | Taylor | Davies | Evans | Wilson | Hughes | Kowalski | Lefèvre | Jones | Miller
-        | Davis | Anderson | Jackson | White | Harris | Clark | Lewis | Robinson | Young | Allen
-        | Wright | Scott | Green | Baker | Adams | Nelson | Hill | Campbell | Mitchell
-        | Roberts | Carter | Phillips | Turner | Trần | Lê | Park | Choi | Wang | Li | Zhang
-        | Hernández | López | González | Adeyemi | Mensah | Murphy | Ó Súilleabháin
-        | Fitzgerald | Sørensen | Abernathy-Cole | Al-Sayed | Khan | Cohen"""
-    ),
-    "de": _bar(
-        """Müller | Schmidt | Schneider | Fischer | Weber | Meyer | Wagner | Becker | Schäfer
-        | Köhler | Groß | Hoffmann | Krüger | Yılmaz | Weiß | Schröder | Neumann | Schwarz
-        | Zimmermann | Braun | Hofmann | Hartmann | Lange | Jäger | Vogel | Günther | Öztürk
-        | Bäcker"""
-    ),
-    "fr": _bar(
-        """Martin | Bernard | Dubois | Thomas | Robert | Petit | Durand | Lefèvre | Moreau
-        | Girard | Rousseau | Fontaine | Chevalier | Lemaître | Bélanger | Lambert | Bonnet
-        | François | Mercier | Guérin | Faure | André | Gauthier | Benoît | Boyer | Lefebvre"""
-    ),
-    "es": _bar(
-        """García | Fernández | González | Rodríguez | López | Martínez | Sánchez | Pérez
-        | Gómez | Jiménez | Muñoz | Álvarez | Ibáñez | Peña | Núñez | Romero | Navarro | Torres
-        | Domínguez | Vázquez | Ramos | Gil | Serrano | Ortiz | Castillo"""
-    ),
-    "nl": _bar(
-        """de Jong | Jansen | de Vries | van den Berg | van Dijk | Bakker | Visser | Smit
-        | Meijer | de Boer | Mulder | van der Meer | Bos | Vos | Peters | Hendriks
-        | van Leeuwen | Dekker"""
-    ),
-    "nordic": _bar(
-        """Andersson | Johansson | Karlsson | Nilsson | Eriksson | Larsson | Olsson | Persson
-        | Svensson | Gustafsson | Lindström | Åberg | Sjöberg | Öberg | Bergström | Jørgensen
-        | Nørgaard | Sørensen | Hansen | Kjær | Mortensen"""
-    ),
-    "pl": _bar(
-        """Kowalski | Nowak | Wiśniewska | Wójcik | Kowalczyk | Kamiński | Lewandowska
-        | Zieliński | Szymańska | Woźniak | Dąbrowski | Kozłowska | Jankowski | Mazur
-        | Krawczyk | Grabowski"""
-    ),
-    "it": _bar(
-        """Rossi | Russo | Ferrari | Esposito | Bianchi | Romano | Colombo | Ricci | D'Angelo
-        | Galli | Mancini | Conti | De Luca | Lombardi | Moretti | Barbieri"""
-    ),
-    "in": _bar(
-        """Sharma | Patel | Iyer | Reddy | Nair | Gupta | Singh | Kumar | Mehta | Chatterjee
-        | Rao | Desai | Banerjee | Menon | Joshi | Pillai | Kapoor | Bose"""
-    ),
-    "br": _bar(
-        """Silva | Santos | Oliveira | Souza | Pereira | Costa | Rodrigues | Almeida | Gonçalves
-        | Araújo | Ribeiro | Carvalho | Lima | Fernandes | Magalhães | Conceição | Batista
-        | Simões"""
-    ),
-    "sg": _bar(
-        """Tan | Lim | Lee | Ng | Wong | Goh | Chua | Rahman | Kumar | Teo | Koh | Ismail | Ong
-        | Sim"""
-    ),
+    pool: tuple(names) for pool, names in _PEOPLE["last_names"].items()
 }
 # Japanese names as "written=romanisation" (the romanisation makes the email address).
-_JP_FIRST = _bar(
-    """翔太=Shota | 陽菜=Hina | 大輔=Daisuke | 美咲=Misaki | 健一=Kenichi | 由美=Yumi
-    | 拓也=Takuya | 彩=Aya | 直樹=Naoki | 恵=Megumi | 蓮=Ren | 結衣=Yui | 悠斗=Yuto
-    | さくら=Sakura | 誠=Makoto | 花子=Hanako"""
-)
-_JP_LAST = _bar(
-    """佐藤=Sato | 鈴木=Suzuki | 高橋=Takahashi | 田中=Tanaka | 伊藤=Ito | 渡辺=Watanabe
-    | 山本=Yamamoto | 中村=Nakamura | 小林=Kobayashi | 加藤=Kato | 吉田=Yoshida
-    | 山田=Yamada | 松本=Matsumoto | 井上=Inoue"""
-)
+_JP_FIRST = tuple(f"{written}={romaji}" for written, romaji in _PEOPLE["jp_first_names"].items())
+_JP_LAST = tuple(f"{written}={romaji}" for written, romaji in _PEOPLE["jp_last_names"].items())
 
-_FOLD = str.maketrans(
-    {
-        "ø": "o",
-        "Ø": "O",
-        "ł": "l",
-        "Ł": "L",
-        "ß": "ss",
-        "æ": "ae",
-        "Æ": "AE",
-        "œ": "oe",
-        "Œ": "OE",
-        "đ": "d",
-        "Đ": "D",
-        "ı": "i",
-        "þ": "th",
-        "Þ": "Th",
-        "ð": "d",
-    }
-)
+_FOLD = str.maketrans(_PEOPLE["ascii_fold"])
 _NOT_EMAIL_CHARS = re.compile(r"[^a-z0-9-]+")
 _NOT_SLUG_CHARS = re.compile(r"[^a-z0-9]+")
 
@@ -490,396 +215,18 @@ _JP_ROMAJI = (
 # vp, dir (director / head of), mgr (manager / lead), ic (individual contributor).
 # --------------------------------------------------------------------------------------
 
-_LEVELS = ("c", "vp", "dir", "mgr", "ic")
+_LEVELS: tuple[str, ...] = tuple(_TITLE_TABLES["levels"])
 _TITLES: dict[str, dict[str, tuple[str, ...]]] = {
-    "executive": {
-        "c": _bar(
-            """CEO | Chief Executive Officer | Founder & CEO | Co-Founder & CEO | President
-            | President & CEO | Managing Director | Owner | Founder | Co-Founder
-            | Managing Partner | CEO & Co-Founder"""
-        ),
-        "vp": _bar(
-            """General Manager | General Manager, EMEA | General Manager, North America
-            | EVP & General Manager"""
-        ),
-        "ic": _bar("Chief of Staff | Chief of Staff to the CEO"),
-    },
-    "finance": {
-        "c": _bar("CFO | Chief Financial Officer | CFO & COO | CFO & Treasurer"),
-        "vp": _bar(
-            """VP Finance | Vice President, Finance | SVP Finance & Administration
-            | VP, Financial Planning & Analysis | Deputy CFO | VP, Corporate Controller"""
-        ),
-        "dir": _bar(
-            """Finance Director | Director of Finance | Head of Finance | Head of FP&A
-            | Director, Tax | Sr. Director, Finance Operations | Head of Treasury"""
-        ),
-        "mgr": _bar(
-            """Finance Manager | FP&A Manager | Senior Finance Manager | Accounting Manager
-            | Treasury Manager | Accounts Payable Supervisor"""
-        ),
-        "ic": _bar(
-            """Financial Analyst | Senior Financial Analyst | FP&A Analyst | Accountant
-            | Senior Accountant | Staff Accountant | Tax Specialist | Internal Auditor
-            | Financial Controller | Controller"""
-        ),
-    },
-    "engineering": {
-        "c": _bar("CTO | Chief Technology Officer | Co-Founder & CTO"),
-        "vp": _bar(
-            """VP Engineering | VP Eng | SVP Engineering | VP, Platform Engineering
-            | VP of Software Development | VP R&D"""
-        ),
-        "dir": _bar(
-            """Director of Engineering | Engineering Director | Head of Engineering
-            | Head of Platform | Sr. Director, Engineering | Director, DevOps | Head of R&D
-            | Director of Quality Engineering"""
-        ),
-        "mgr": _bar(
-            """Engineering Manager | Software Engineering Manager | Sr. Engineering Manager
-            | Tech Lead | Team Lead, Backend | DevOps Manager | QA Manager | SRE Lead"""
-        ),
-        "ic": _bar(
-            """Software Engineer | Senior Software Engineer | Staff Engineer | Principal Engineer
-            | Backend Developer | Frontend Developer | Full Stack Developer | DevOps Engineer
-            | Site Reliability Engineer | QA Engineer | Software Architect | Solutions Architect
-            | Platform Engineer | Embedded Software Engineer | Sr. SWE"""
-        ),
-    },
-    "it": {
-        "c": _bar("CIO | Chief Information Officer"),
-        "vp": _bar(
-            """VP IT | VP, Information Technology | SVP, IT & Digital
-            | VP Infrastructure & Operations | VP Enterprise Applications"""
-        ),
-        "dir": _bar(
-            """IT Director | Director of IT | Head of IT | Sr. Dir, IT Infrastructure
-            | Director, Enterprise Applications | Head of IT Operations
-            | Director, End User Computing | Head of Infrastructure"""
-        ),
-        "mgr": _bar(
-            """IT Manager | Infrastructure Manager | Service Desk Manager | Network Manager
-            | IT Operations Manager | Enterprise Applications Manager | CRM Systems Lead"""
-        ),
-        "ic": _bar(
-            """Systems Administrator | Network Engineer | IT Specialist | Cloud Engineer
-            | Systems Engineer | IT Support Analyst | Salesforce Administrator
-            | Enterprise Architect | SAP Basis Consultant | Service Desk Analyst"""
-        ),
-    },
-    "security": {
-        "c": _bar("CISO | Chief Information Security Officer | Chief Security Officer"),
-        "vp": _bar("VP Security | VP, Information Security | Deputy CISO"),
-        "dir": _bar(
-            """Director of Security | Head of Information Security | Director, Cyber Security
-            | Head of GRC | Director, Security Operations"""
-        ),
-        "mgr": _bar(
-            """Security Manager | SOC Manager | IT Security Manager | GRC Manager
-            | Security Engineering Lead"""
-        ),
-        "ic": _bar(
-            """Security Engineer | Security Analyst | Cybersecurity Analyst | Security Architect
-            | Penetration Tester | GRC Analyst | Information Security Specialist
-            | Cloud Security Engineer"""
-        ),
-    },
-    "data": {
-        "c": _bar("Chief Data Officer | CDO | Chief Data & Analytics Officer"),
-        "vp": _bar("VP Data | VP, Data & Analytics | VP of Data Science | VP, AI"),
-        "dir": _bar(
-            """Head of Data | Director of Analytics | Director, Data Engineering
-            | Head of Business Intelligence | Head of Data Science
-            | Director, Machine Learning"""
-        ),
-        "mgr": _bar(
-            """Analytics Manager | Data Engineering Manager | BI Manager | Data Science Manager
-            | Lead Data Scientist"""
-        ),
-        "ic": _bar(
-            """Data Engineer | Data Scientist | Senior Data Analyst | Data Analyst | BI Developer
-            | Analytics Engineer | Machine Learning Engineer | Data Architect"""
-        ),
-    },
-    "product": {
-        "c": _bar("Chief Product Officer | CPO"),
-        "vp": _bar("VP Product | VP of Product Management | SVP, Product & Design"),
-        "dir": _bar("Director of Product | Head of Product | Head of Design | Director, UX"),
-        "mgr": _bar(
-            "Product Manager | Senior Product Manager | Group Product Manager | Design Manager"
-        ),
-        "ic": _bar(
-            """Product Owner | Product Designer | UX Designer | UX Researcher
-            | Technical Product Owner | Product Analyst"""
-        ),
-    },
-    "operations": {
-        "c": _bar("COO | Chief Operating Officer | Chief Supply Chain Officer"),
-        "vp": _bar("VP Operations | VP, Supply Chain | SVP Operations | VP Manufacturing"),
-        "dir": _bar(
-            """Director of Operations | Head of Operations | Plant Director
-            | Director, Supply Chain | Head of Logistics | Director of Facilities
-            | Head of Business Operations"""
-        ),
-        "mgr": _bar(
-            """Operations Manager | Plant Manager | Supply Chain Manager | Logistics Manager
-            | Warehouse Manager | Facilities Manager | Production Supervisor | Fleet Manager"""
-        ),
-        "ic": _bar(
-            """Operations Analyst | Supply Chain Analyst | Logistics Coordinator
-            | Operations Specialist | Executive Assistant | Executive Assistant to the CEO
-            | Demand Planner"""
-        ),
-    },
-    "marketing": {
-        "c": _bar("CMO | Chief Marketing Officer"),
-        "vp": _bar(
-            """VP Marketing | VP of Demand Generation | SVP, Marketing & Communications
-            | VP Brand | VP Growth"""
-        ),
-        "dir": _bar(
-            """Marketing Director | Director of Marketing | Head of Marketing
-            | Head of Demand Gen | Director, Product Marketing | Head of Brand
-            | Director, Corporate Communications | Head of Digital Marketing
-            | Head of Marketing (DACH)"""
-        ),
-        "mgr": _bar(
-            """Marketing Manager | Demand Generation Manager | Product Marketing Manager
-            | Content Marketing Manager | Marketing Operations Manager | Field Marketing Manager
-            | ABM Manager | Digital Marketing Manager | PR Manager | Events Manager"""
-        ),
-        "ic": _bar(
-            """Marketing Specialist | Marketing Coordinator | Content Strategist
-            | SEO Specialist | Growth Marketer | Marketing Analyst | Copywriter
-            | Communications Specialist"""
-        ),
-    },
-    "sales": {
-        "c": _bar("CRO | Chief Revenue Officer | Chief Sales Officer"),
-        "vp": _bar(
-            """VP Sales | VP of Sales, North America | SVP Global Sales
-            | VP Business Development | VP, Partnerships | VP Revenue Operations"""
-        ),
-        "dir": _bar(
-            """Sales Director | Director of Sales | Head of Sales | Regional Sales Director
-            | Head of Business Development | Director, Channel Sales
-            | Head of Revenue Operations | Head of Sales (APAC)"""
-        ),
-        "mgr": _bar(
-            """Sales Manager | Regional Sales Manager | Sales Operations Manager
-            | Inside Sales Manager | Business Development Manager | Key Account Manager
-            | SDR Team Lead"""
-        ),
-        "ic": _bar(
-            """Account Executive | Senior Account Executive | Enterprise Account Executive
-            | Sales Development Representative | BDR | SDR | Sales Engineer
-            | Revenue Operations Analyst | Inside Sales Representative"""
-        ),
-    },
-    "hr": {
-        "c": _bar("CHRO | Chief People Officer | Chief Human Resources Officer"),
-        "vp": _bar("VP People | VP Human Resources | SVP, Talent"),
-        "dir": _bar(
-            """HR Director | Head of People | Director of Talent Acquisition
-            | Head of Learning & Development | Director, Total Rewards"""
-        ),
-        "mgr": _bar(
-            """HR Manager | Talent Acquisition Manager | People Operations Manager | L&D Manager
-            | Recruiting Lead"""
-        ),
-        "ic": _bar(
-            """HR Business Partner | Recruiter | Technical Recruiter | HR Generalist
-            | People Partner | Talent Sourcer | HRIS Analyst"""
-        ),
-    },
-    "customer_success": {
-        "c": _bar("Chief Customer Officer"),
-        "vp": _bar("VP Customer Success | VP Customer Experience | SVP, Customer Support"),
-        "dir": _bar(
-            """Director of Customer Success | Head of Customer Success | Head of Support
-            | Director, Customer Experience | Head of Implementation"""
-        ),
-        "mgr": _bar(
-            """Customer Success Manager | Support Manager | Customer Service Manager
-            | Implementation Manager | Onboarding Lead | CX Manager"""
-        ),
-        "ic": _bar(
-            """Customer Success Specialist | Technical Support Specialist
-            | Customer Support Representative | Implementation Consultant
-            | Onboarding Specialist"""
-        ),
-    },
-    "procurement": {
-        "c": _bar("Chief Procurement Officer"),
-        "vp": _bar("VP Procurement | VP, Strategic Sourcing | VP Global Purchasing"),
-        "dir": _bar(
-            """Head of Procurement | Head of Procurement (EMEA) | Director of Procurement
-            | Director, Strategic Sourcing | Head of Vendor Management | Purchasing Director"""
-        ),
-        "mgr": _bar(
-            """Procurement Manager | IT Procurement Manager | Category Manager, IT
-            | Sourcing Manager | Purchasing Manager | Vendor Manager
-            | Category Manager, Indirect Spend"""
-        ),
-        "ic": _bar(
-            """Buyer | Senior Buyer | Procurement Specialist | Strategic Sourcing Analyst
-            | Purchasing Agent | Procurement Analyst"""
-        ),
-    },
-    "legal": {
-        "c": _bar("General Counsel | Chief Legal Officer | Chief Compliance Officer"),
-        "vp": _bar("VP Legal | Deputy General Counsel | VP, Legal & Compliance"),
-        "dir": _bar(
-            "Head of Legal | Director of Legal Affairs | Head of Compliance | Director, Privacy"
-        ),
-        "mgr": _bar(
-            """Legal Manager | Contracts Manager | Compliance Manager | Privacy Manager
-            | Legal Operations Lead"""
-        ),
-        "ic": _bar(
-            """Legal Counsel | Senior Legal Counsel | Corporate Counsel | Commercial Counsel
-            | Paralegal | Contract Specialist | Compliance Analyst | Data Protection Officer"""
-        ),
-    },
-    "other": {
-        "mgr": _bar("Project Manager | Program Manager | Strategy Manager | Office Manager"),
-        "ic": _bar(
-            """Consultant | Senior Consultant | Business Analyst | Project Coordinator | Intern
-            | Teacher | Research Associate"""
-        ),
-    },
+    function: {level: tuple(titles) for level, titles in by_level.items()}
+    for function, by_level in _TITLE_TABLES["titles"].items()
 }
 # Titles in the local language, used for some contacts in DE, FR, ES and MX.
 _LOCAL_TITLES: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
-    "de": {
-        "executive": {
-            "c": _bar("Geschäftsführer | Geschäftsführerin | Vorstandsvorsitzender | Inhaber")
-        },
-        "finance": {
-            "c": _bar("Finanzvorstand"),
-            "dir": _bar("Leiter Finanzen | Leiterin Controlling | Kaufmännischer Leiter"),
-            "mgr": _bar("Teamleiter Buchhaltung"),
-            "ic": _bar("Buchhalterin | Bilanzbuchhalter | Controllerin"),
-        },
-        "it": {
-            "dir": _bar("Leiter IT | IT-Leiter | Leiterin IT-Infrastruktur"),
-            "mgr": _bar("Teamleiter IT-Betrieb"),
-            "ic": _bar("Systemadministrator | IT-Administratorin"),
-        },
-        "engineering": {
-            "dir": _bar("Leiter Softwareentwicklung"),
-            "ic": _bar("Softwareentwickler | Softwareentwicklerin"),
-        },
-        "security": {
-            "dir": _bar("Leiter IT-Sicherheit"),
-            "ic": _bar("Informationssicherheitsbeauftragter"),
-        },
-        "data": {"dir": _bar("Leiterin Data & Analytics")},
-        "procurement": {
-            "dir": _bar("Leiter Einkauf | Einkaufsleiter"),
-            "ic": _bar("Einkäufer | Strategischer Einkäufer"),
-        },
-        "marketing": {"dir": _bar("Leiterin Marketing | Marketingleiter")},
-        "sales": {
-            "vp": _bar("Vizepräsident Vertrieb"),
-            "dir": _bar("Vertriebsleiter | Leiter Vertrieb DACH"),
-        },
-        "operations": {"dir": _bar("Werksleiter | Leiter Logistik | Leiterin Produktion")},
-        "hr": {"dir": _bar("Personalleiterin | Leiter Personal")},
-        "legal": {"ic": _bar("Justiziar | Syndikusrechtsanwältin | Datenschutzbeauftragter")},
-    },
-    "fr": {
-        "executive": {
-            "c": _bar("Directeur Général | Directrice Générale | Président-Directeur Général")
-        },
-        "finance": {
-            "dir": _bar("Directeur Administratif et Financier | Directrice Financière"),
-            "mgr": _bar("Responsable Comptabilité"),
-            "ic": _bar("Contrôleur de Gestion | Comptable"),
-        },
-        "it": {
-            "dir": _bar("Directeur des Systèmes d'Information | DSI"),
-            "mgr": _bar("Responsable Infrastructure"),
-            "ic": _bar("Administrateur Systèmes et Réseaux"),
-        },
-        "engineering": {
-            "dir": _bar("Directeur Technique"),
-            "mgr": _bar("Responsable R&D"),
-            "ic": _bar("Développeur Full Stack | Ingénieure Logiciel"),
-        },
-        "security": {"mgr": _bar("Responsable Sécurité des Systèmes d'Information | RSSI")},
-        "data": {"mgr": _bar("Responsable Data")},
-        "procurement": {
-            "dir": _bar("Directeur des Achats"),
-            "mgr": _bar("Responsable Achats"),
-            "ic": _bar("Acheteuse IT"),
-        },
-        "marketing": {
-            "dir": _bar("Directrice Marketing"),
-            "mgr": _bar("Responsable Marketing Digital"),
-            "ic": _bar("Chargée de Communication"),
-        },
-        "sales": {
-            "dir": _bar("Directeur Commercial"),
-            "mgr": _bar("Responsable Grands Comptes"),
-            "ic": _bar("Ingénieur Commercial"),
-        },
-        "operations": {
-            "dir": _bar("Directeur des Opérations | Directeur d'Usine"),
-            "mgr": _bar("Responsable Logistique"),
-        },
-        "hr": {
-            "dir": _bar("Directrice des Ressources Humaines | DRH"),
-            "mgr": _bar("Responsable Recrutement"),
-        },
-        "legal": {
-            "dir": _bar("Directeur Juridique"),
-            "ic": _bar("Juriste d'Entreprise | Délégué à la Protection des Données"),
-        },
-    },
-    "es": {
-        "executive": {"c": _bar("Director General | Directora General | Consejero Delegado")},
-        "finance": {
-            "dir": _bar("Director Financiero | Directora Financiera | Jefe de Contabilidad"),
-            "ic": _bar("Controller Financiero | Contable"),
-        },
-        "it": {
-            "dir": _bar("Director de Sistemas | Jefe de Informática"),
-            "mgr": _bar("Responsable de Infraestructura IT"),
-            "ic": _bar("Administrador de Sistemas"),
-        },
-        "engineering": {
-            "dir": _bar("Director de Ingeniería"),
-            "ic": _bar("Desarrollador de Software | Ingeniera de Software"),
-        },
-        "security": {"mgr": _bar("Responsable de Ciberseguridad")},
-        "data": {"dir": _bar("Director de Datos y Analítica")},
-        "procurement": {
-            "dir": _bar("Jefe de Compras | Directora de Compras"),
-            "ic": _bar("Comprador"),
-        },
-        "marketing": {
-            "dir": _bar("Directora de Marketing"),
-            "mgr": _bar("Gerente de Marketing"),
-        },
-        "sales": {
-            "dir": _bar("Director Comercial"),
-            "mgr": _bar("Gerente de Ventas"),
-            "ic": _bar("Ejecutivo de Cuentas"),
-        },
-        "operations": {
-            "dir": _bar("Director de Operaciones | Jefe de Logística"),
-            "mgr": _bar("Gerente de Planta"),
-        },
-        "hr": {
-            "dir": _bar("Directora de Recursos Humanos"),
-            "mgr": _bar("Responsable de Selección"),
-        },
-        "legal": {
-            "dir": _bar("Director Jurídico"),
-            "ic": _bar("Abogada Interna | Delegado de Protección de Datos"),
-        },
-    },
+    lang: {
+        function: {level: tuple(titles) for level, titles in by_level.items()}
+        for function, by_level in by_function.items()
+    }
+    for lang, by_function in _TITLE_TABLES["local_titles"].items()
 }
 _LOCAL_TITLE_SHARE = 0.4
 _LOCAL_BY_KEY: dict[tuple[str, str, str], tuple[str, ...]] = {
@@ -889,79 +236,14 @@ _LOCAL_BY_KEY: dict[tuple[str, str, str], tuple[str, ...]] = {
     for level, titles in by_level.items()
 }
 
-_TECH_FUNCTIONS = frozenset({"engineering", "it", "data", "product"})
-_BUSINESS_FUNCTIONS = frozenset({"marketing", "sales", "operations", "hr", "customer_success"})
+_TECH_FUNCTIONS = frozenset(_TITLE_TABLES["tech_functions"])
+_BUSINESS_FUNCTIONS = frozenset(_TITLE_TABLES["business_functions"])
 _DECIDING_FUNCTIONS = _TECH_FUNCTIONS | _BUSINESS_FUNCTIONS | {"security"}
 
 # Committee slot -> (function distribution, level distribution)
 _SLOTS: dict[str, tuple[_Weighted, _Weighted]] = {
-    "executive": (_Weighted([("executive", 1)]), _Weighted([("c", 1)])),
-    "decision": (
-        _Weighted(
-            [
-                ("engineering", 12),
-                ("it", 15),
-                ("data", 8),
-                ("security", 5),
-                ("product", 5),
-                ("primary", 55),
-            ]
-        ),
-        _Weighted([("c", 35), ("vp", 65)]),
-    ),
-    "specifier": (
-        _Weighted([("engineering", 35), ("it", 35), ("data", 20), ("product", 10)]),
-        _Weighted([("dir", 50), ("mgr", 50)]),
-    ),
-    "finance": (
-        _Weighted([("finance", 1)]),
-        _Weighted([("c", 30), ("vp", 15), ("dir", 30), ("mgr", 15), ("ic", 10)]),
-    ),
-    "technical": (
-        _Weighted(
-            [("engineering", 30), ("it", 30), ("data", 20), ("security", 12), ("product", 8)]
-        ),
-        _Weighted([("c", 3), ("vp", 8), ("dir", 20), ("mgr", 29), ("ic", 40)]),
-    ),
-    "business": (
-        _Weighted(
-            [
-                ("marketing", 35),
-                ("sales", 25),
-                ("operations", 20),
-                ("customer_success", 10),
-                ("hr", 10),
-            ]
-        ),
-        _Weighted([("c", 3), ("vp", 8), ("dir", 22), ("mgr", 32), ("ic", 35)]),
-    ),
-    "procurement": (
-        _Weighted([("procurement", 1)]),
-        _Weighted([("c", 2), ("vp", 5), ("dir", 35), ("mgr", 35), ("ic", 23)]),
-    ),
-    "legal": (
-        _Weighted([("legal", 1)]),
-        _Weighted([("c", 20), ("vp", 10), ("dir", 20), ("mgr", 15), ("ic", 35)]),
-    ),
-    "filler": (
-        _Weighted(
-            [
-                ("engineering", 14),
-                ("it", 12),
-                ("data", 8),
-                ("security", 5),
-                ("product", 6),
-                ("marketing", 12),
-                ("sales", 12),
-                ("operations", 10),
-                ("hr", 5),
-                ("customer_success", 7),
-                ("finance", 5),
-                ("other", 4),
-            ]
-        ),
-        _Weighted([("c", 1), ("vp", 4), ("dir", 12), ("mgr", 30), ("ic", 53)]),
-    ),
+    slot: (_weights(spec["functions"]), _weights(spec["levels"]))
+    for slot, spec in _TITLE_TABLES["slots"].items()
 }
 # Committee gaps planted on purpose: the account gets nobody who would fill that role.
 _GAPS = ("approver", "specifier", "decision_maker")
