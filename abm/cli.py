@@ -73,7 +73,7 @@ def init() -> None:
 
 
 def _import(kind: str, path: Path) -> None:
-    from stages.importing.import_csv import import_file
+    from stages.importing import import_file
 
     report = import_file(kind, path, _engine(), get_settings())
     for line in report.notes:
@@ -556,7 +556,7 @@ def report(
     as_json: JsonOption = False,
 ) -> None:
     """Campaign and account report: funnel, engagement, committee coverage, A/B tests."""
-    from stages.report.report import render_html, report_data, verdict_text
+    from stages.report import render_html, report_data, verdict_text
 
     data = report_data(_engine())
     if html:

@@ -21,8 +21,8 @@ from core.vocabulary import STAGES
 from models.db import get_engine, migrate
 from models.queries import accounts_by_tier_and_stage, list_accounts
 from models.tables import Account
-from stages.importing.import_csv import import_file
-from stages.report.report import render_html, report_data
+from stages.importing import import_file
+from stages.report import render_html, report_data
 
 DEMO_CAMPAIGN = REPO_ROOT / "campaigns" / "demo.yaml"
 

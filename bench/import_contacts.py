@@ -32,7 +32,7 @@ from core.settings import Settings, get_settings
 from models.db import get_engine, migrate
 from models.tables import Account, Contact, utcnow
 from stages.committee.titles import classify_title
-from stages.importing.import_csv import import_file
+from stages.importing import import_file
 
 
 @dataclass

@@ -29,7 +29,7 @@ from core.settings import get_settings
 from models.db import get_engine, migrate
 from models.tables import EngagementEvent
 from stages.engagement.ingest import ingest_sendgrid
-from stages.importing.import_csv import import_file
+from stages.importing import import_file
 
 KINDS = ("delivered", "open", "open", "click")
 

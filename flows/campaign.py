@@ -50,7 +50,7 @@ from stages.delivery.ledger import (
     register_campaign,
     release_expired_leases,
 )
-from stages.report.report import publish_artifact, report_data
+from stages.report import publish_artifact, report_data
 
 
 def _targets_table(database_url: str, coverage: dict[int, Coverage]) -> list[dict[str, Any]]:

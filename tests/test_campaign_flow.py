@@ -14,7 +14,7 @@ from core.settings import get_settings, reset_settings
 from flows.campaign import run_campaign
 from models.tables import Account, Contact, Delivery, StageChange, utcnow
 from stages.delivery.pacing import WEEKDAYS
-from stages.importing.import_csv import import_file
+from stages.importing import import_file
 
 CAMPAIGN = Path(__file__).resolve().parents[1] / "campaigns" / "demo.yaml"
 

@@ -41,7 +41,7 @@ from stages.delivery.ledger import (
     register_campaign,
     release_expired_leases,
 )
-from stages.importing.import_csv import import_file
+from stages.importing import import_file
 from stages.targeting.scoring import load_icp_rules, rescore_accounts_in_db, target_account_ids
 
 CAMPAIGN = Path(__file__).resolve().parents[1] / "campaigns" / "demo.yaml"

@@ -19,7 +19,7 @@ from stages.delivery.ledger import (
     set_campaign_status,
 )
 from stages.delivery.send import deliver
-from stages.importing.import_csv import import_file
+from stages.importing import import_file
 from stages.targeting.scoring import load_icp_rules, rescore_accounts_in_db, target_account_ids
 
 CAMPAIGN = Path(__file__).resolve().parents[1] / "campaigns" / "demo.yaml"

@@ -9,7 +9,7 @@ from core.settings import get_settings
 from models.tables import Account, Contact, EngagementEvent
 from stages.engagement.linkedin_sync import ANALYTICS, LEADS, read_cursor, sync_linkedin
 from stages.engagement.rollup import load_engagement_rules, rollup_accounts
-from stages.importing.import_csv import import_file
+from stages.importing import import_file
 
 TODAY = date(2026, 11, 25)
 

@@ -61,7 +61,7 @@ from stages.content.rendering import (
     template_names,
 )
 from stages.delivery.preview import validate_campaign
-from stages.importing.import_csv import (
+from stages.importing import (
     ImportFileError,
     import_file,
     parse_accounts,

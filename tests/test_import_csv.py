@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stages.importing.import_csv import (
+from stages.importing import (
     ImportFileError,
     Reject,
     normalise_consent,

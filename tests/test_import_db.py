@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from core.settings import get_settings
 from models.queries import list_accounts, list_contacts
-from stages.importing.import_csv import ImportFileError, import_file, rejects_path
+from stages.importing import ImportFileError, import_file, rejects_path
 
 ACCOUNTS = (
     "\ufeffDomain;Company;Industry;Employees;Annual Revenue;Country;Technologies;Tier;Region\r\n"

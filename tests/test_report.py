@@ -20,7 +20,7 @@ from core.settings import reset_settings
 from models.db import session_scope
 from models.tables import Account, Campaign, Contact, Delivery, EngagementEvent, StageChange
 from stages.delivery.ledger import ledger_summary
-from stages.report.report import (
+from stages.report import (
     MIN_SENT_PER_VARIANT,
     publish_artifact,
     render_html,

@@ -23,7 +23,7 @@ from core.errors import ConfigError
 from core.settings import get_settings, reset_settings
 from models.db import DatabaseError, get_engine, migrate, require_current_schema
 from models.tables import Account, Contact, Delivery, utcnow
-from stages.importing.import_csv import parse_contacts, read_csv, write_rejects
+from stages.importing import parse_contacts, read_csv, write_rejects
 
 CAMPAIGN = Path(__file__).resolve().parents[1] / "campaigns" / "demo.yaml"
 SECRETS = {
@@ -272,7 +272,7 @@ def test_a_failing_run_leaks_no_secret_and_no_personal_data_to_prefect(
     Neither Prefect (runs, task runs, logs, artifacts), nor the ledger, nor the error the
     command prints shows a secret, and Prefect holds no email or name."""
     from abm.demo_data import write_demo_csvs
-    from stages.importing.import_csv import import_file
+    from stages.importing import import_file
 
     url = make_url(database_url)
     if url.get_backend_name() == "postgresql":  # trust auth: any password is accepted
@@ -322,7 +322,7 @@ def test_the_outbox_and_its_messages_hold_no_secret(
     """The .eml files carry a signed unsubscribe token and a Message-ID tag, never the key."""
     from abm.demo_data import write_demo_csvs
     from flows.campaign import run_campaign
-    from stages.importing.import_csv import import_file
+    from stages.importing import import_file
 
     monkeypatch.setenv("ABM_DATABASE_URL", sqlite_url)
     monkeypatch.delenv("ABM_HUBSPOT_ACCESS_TOKEN")  # no CRM write-back in this one

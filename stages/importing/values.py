@@ -2,7 +2,7 @@
 
 Each normaliser takes one raw cell and returns the canonical value or raises ValueError with
 a reason a marketer can act on. They are pure and cached where columns repeat, so the import
-(`stages.importing.import_csv`) can call them once per row.
+(`stages.importing.records`) can call them once per row.
 """
 
 from __future__ import annotations

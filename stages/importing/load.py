@@ -1,0 +1,261 @@
+"""Import one CSV file into the database: read, parse, upsert and report the rejects.
+
+The only part of the importing stage that touches the database; contacts stream through in
+batches so memory does not grow with the file.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import heapq
+import itertools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine
+
+from core.settings import Settings
+from stages.importing.csv_file import (
+    CsvRow,
+    CsvTable,
+    Reject,
+    _gc_paused,
+    _inspect,
+    _read,
+    _Rows,
+    read_csv,
+)
+from stages.importing.records import (
+    _contact_merger,
+    _contact_parser,
+    _Merger,
+    parse_accounts,
+    parse_suppressions,
+)
+from stages.importing.rejects import write_rejects
+from stages.importing.values import normalise_email
+
+if TYPE_CHECKING:
+    from models.store import UpsertCounts
+
+__all__ = ["IMPORT_BATCH_ROWS", "ImportReport", "import_file"]
+
+
+@dataclass
+class ImportReport:
+    """What an import did, for the command line and the demo."""
+
+    imported: int
+    updated: int
+    unchanged: int
+    rejects: list[Reject]
+    rejects_path: Path | None
+    notes: list[str]
+
+
+IMPORT_BATCH_ROWS = 20_000
+
+
+def import_file(
+    kind: str,
+    path: Path,
+    engine: Engine,
+    settings: Settings,
+    *,
+    batch_rows: int = IMPORT_BATCH_ROWS,
+) -> ImportReport:
+    """Read, validate and bulk-upsert one CSV file; rejected rows go to FILE.rejects.csv.
+
+    Good rows are written even when others are rejected; re-importing the same file
+    changes nothing; a file that cannot be read changes nothing. Contacts stream through in
+    batches of `batch_rows`, so memory does not grow with the file (see `_import_contacts`)."""
+    from models import store
+
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be at least 1, not {batch_rows}")
+    if kind == "contacts":
+        table, rejects, merged, counts = _import_contacts(Path(path), engine, settings, batch_rows)
+    else:
+        table = read_csv(Path(path))
+        if kind == "accounts":
+            result = parse_accounts(table)
+            counts = store.upsert_accounts(engine, result.records)
+        elif kind == "suppressions":
+            result = parse_suppressions(table)
+            added = store.add_suppressions(engine, result.records)
+            counts = store.UpsertCounts(imported=added, unchanged=len(result.records) - added)
+        else:
+            raise ValueError(f"unknown import kind {kind!r}")
+        rejects, merged = result.rejects, result.duplicates_merged
+    notes = []
+    if table.encoding != "utf-8":
+        notes.append(f"{path}: not UTF-8; read as {table.encoding}")
+    if merged:
+        notes.append(f"{path}: {merged} duplicate rows merged")
+    if counts.unchanged:
+        notes.append(f"{path}: {counts.unchanged} rows already up to date")
+    written = write_rejects(Path(path), table, rejects)
+    return ImportReport(
+        imported=counts.imported,
+        updated=counts.updated,
+        unchanged=counts.unchanged,
+        rejects=rejects,
+        rejects_path=written,
+        notes=notes,
+    )
+
+
+def _import_contacts(
+    path: Path, engine: Engine, settings: Settings, batch_rows: int
+) -> tuple[CsvTable, list[Reject], int, UpsertCounts]:
+    """Import contacts in two passes over the file, each in constant memory.
+
+    The first pass reads the whole file, so that every whole-file error is raised before a
+    row is written, and notes which emails may repeat (`_repeated`). The second validates,
+    merges, classifies and upserts `batch_rows` rows at a time, in one transaction
+    (`store.contact_batches`); a contact whose email repeats in a later batch waits in a
+    `_Carry` until its last row, so duplicates merge, and are counted, as if the whole file
+    were read at once. Returns the table (header only), the rejects, the number of rows
+    merged into others and the upsert counts.
+    """
+    from models import store
+    from stages.committee.titles import classify_title, load_title_table
+
+    source = _inspect(path)
+    bits = 1 << min(26, max(16, source.file.size().bit_length()))
+    scan, repeated = _read(source, functools.partial(_repeated, key=_email_key, bits=bits))
+    parse = _contact_parser(scan.table([]), store.known_domains(engine))
+    titles = load_title_table(settings.title_rules)
+    rows = _Rows(source, check_quotes=scan.check_quotes)
+    pending = iter(rows)
+    carry = _Carry(repeated, _contact_merger())
+    rejects: list[Reject] = []
+    merged = 0
+
+    def step(batches: store.ContactBatches) -> bool:
+        """Parse, merge, classify and write the next batch; False once the file is done."""
+        nonlocal merged
+        batch = list(itertools.islice(pending, batch_rows))
+        if batch:
+            merger = _contact_merger()
+            parse(batch, merger, rejects)
+            merged += merger.merged
+            records = carry.settle(merger, batch[-1].line)
+        else:
+            records = carry.rest()
+        for record in records:
+            found = classify_title(record.get("title"), titles)
+            record.update(seniority=found.seniority, function=found.function, role=found.role)
+        batches.write(records)
+        return bool(batch)
+
+    # The collector stays off (see `_gc_paused`): a batch's rows and records form no cycles
+    # and are freed as soon as `step` returns, so a young-generation pass after each batch
+    # finds the little cyclic garbage the database layer leaves, without rescanning the rest.
+    with _gc_paused(), store.contact_batches(engine) as batches:
+        while step(batches):
+            gc.collect(1)
+    rejects.extend(rows.rejects)
+    rejects.sort(key=lambda r: r.line)
+    return rows.table([]), rejects, merged + carry.merged, batches.counts
+
+
+def _email_key(values: dict[str, str]) -> str | None:
+    """The key `parse_contacts` files a row under, if it has one."""
+    raw = values.get("email")
+    if not raw:
+        return None
+    try:
+        return normalise_email(raw)
+    except ValueError:
+        return None
+
+
+def _repeated(
+    rows: Iterable[CsvRow], key: Callable[[dict[str, str]], Any], bits: int
+) -> dict[int, int]:
+    """hash(key) -> line of the last row, for every key that may be on more than one row.
+
+    The keys seen are remembered in a Bloom filter (two bits per key in a fixed array of
+    `bits` bits), so the pass needs the same memory for any file. A key it wrongly takes for
+    seen costs one entry here and nothing else: `_Carry` only holds a record back while rows
+    for its key are still to come.
+    """
+    seen = bytearray(bits >> 3)
+    mask = bits - 1
+    repeated: dict[int, int] = {}
+    with _gc_paused():
+        for row in rows:
+            k = key(row.values)
+            if k is None:
+                continue
+            h = hash(k)
+            a = h & mask
+            b = (h >> 32) & mask
+            bit_a = 1 << (a & 7)
+            bit_b = 1 << (b & 7)
+            if seen[a >> 3] & bit_a and seen[b >> 3] & bit_b:
+                repeated[h] = row.line
+            else:
+                seen[a >> 3] |= bit_a
+                seen[b >> 3] |= bit_b
+    return repeated
+
+
+class _Carry:
+    """Merged records whose key still has rows in a later batch, held until their last row.
+
+    So a contact on lines 10 and 900,000 is written once, merged from both rows in file
+    order, and counted once, as when the whole file was merged in memory. Only keys with
+    rows still to come are held: memory follows the open duplicates, not the file.
+    """
+
+    def __init__(self, repeated: dict[int, int], merger: _Merger) -> None:
+        self.repeated = repeated
+        self.merge = merger.merge
+        self.waiting: dict[Any, tuple[int, dict[str, Any]]] = {}
+        self.due: list[tuple[int, int, Any]] = []  # (last line, tie-breaker, key), a heap
+        self.order = itertools.count()
+        self.merged = 0
+
+    def settle(self, batch: _Merger, last_line: int) -> list[dict[str, Any]]:
+        """The records to write after a batch whose rows end at `last_line`: its own, in
+        first-seen order, except those to be continued, then held ones now complete."""
+        repeated, waiting = self.repeated, self.waiting
+        if not repeated:
+            return batch.records
+        ready = []
+        records = batch.records
+        for key, i in batch.index.items():
+            record = records[i]
+            held = waiting.pop(key, None)
+            if held is not None:
+                self.merge(held[1], record)
+                self.merged += 1
+                record = held[1]
+            end = repeated.get(hash(key), 0)
+            if end > last_line:
+                if held is None or held[0] != end:
+                    heapq.heappush(self.due, (end, next(self.order), key))
+                waiting[key] = (end, record)
+            else:
+                ready.append(record)
+        due = self.due
+        while due and due[0][0] <= last_line:
+            end, _, key = heapq.heappop(due)
+            held = waiting.get(key)
+            if held is not None and held[0] == end:
+                del waiting[key]
+                ready.append(held[1])
+        return ready
+
+    def rest(self) -> list[dict[str, Any]]:
+        """What still waits at the end of the file: nothing, unless it changed between the
+        two passes."""
+        ready = [record for _, record in self.waiting.values()]
+        self.waiting.clear()
+        self.due.clear()
+        return ready

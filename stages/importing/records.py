@@ -1,0 +1,469 @@
+"""Turn CSV rows into clean, de-duplicated account, contact and suppression records.
+
+Kept free of the database, so it is cheap to test exhaustively: every data row ends up
+either in a record or in a `Reject` with a reason, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stages.importing.csv_file import CsvRow, CsvTable, ImportFileError, Reject, _bulk
+from stages.importing.values import (
+    HOST,
+    PERSONAL_MAILBOX_DOMAINS,
+    SEPARATOR_JUNK,
+    TRIM,
+    nfc,
+    normalise_consent,
+    normalise_country,
+    normalise_domain,
+    normalise_email,
+    normalise_linkedin_url,
+    normalise_timezone,
+    parse_number,
+    show,
+)
+
+__all__ = ["ParseResult", "parse_accounts", "parse_contacts", "parse_suppressions"]
+
+
+@dataclass
+class ParseResult:
+    """Clean records in first-seen order plus everything that was rejected.
+
+    `record_lines[i]` lists the lines merged into `records[i]`, so the caller can point at
+    the source when the database refuses a record. Invariant:
+    rows_read == len(records) + duplicates_merged + len(rejects).
+    """
+
+    records: list[dict]
+    rejects: list[Reject]
+    rows_read: int
+    duplicates_merged: int
+    record_lines: list[list[int]] = field(default_factory=list)
+
+
+_ACCOUNT_NAME_COLUMNS = ("name", "company", "company_name", "account_name", "organization")
+
+
+def _missing_column(table: CsvTable, what: str) -> ImportFileError:
+    found = ", ".join(table.original_header or table.header)
+    hint = ""
+    if any("@" in h or HOST.fullmatch(h.lower()) for h in table.original_header):
+        hint = "; the first row looks like data: does the file start with a header row?"
+    return ImportFileError(
+        table.path,
+        f"required column {what} is missing (columns found: {found}){hint}",
+        table.header_line,
+    )
+
+
+def _first_column(header: Iterable[str], names: Iterable[str]) -> str | None:
+    present = set(header)
+    return next((n for n in names if n in present), None)
+
+
+class _Merger:
+    """Collects records by key, merging duplicates: later non-empty values win."""
+
+    def __init__(self, list_keys: tuple[str, ...] = (), dict_keys: tuple[str, ...] = ()) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.lines: list[list[int]] = []
+        self.index: dict[Any, int] = {}
+        self.merged = 0
+        self.list_keys = list_keys
+        self.dict_keys = dict_keys
+
+    def add(self, key: Any, record: dict[str, Any], line: int) -> None:
+        i = self.index.get(key)
+        if i is None:
+            self.index[key] = len(self.records)
+            self.records.append(record)
+            self.lines.append([line])
+            return
+        self.merged += 1
+        self.lines[i].append(line)
+        self.merge(self.records[i], record)
+
+    def merge(self, target: dict[str, Any], record: dict[str, Any]) -> None:
+        """Fold a later record for the same key into `target`."""
+        for name, value in record.items():
+            if name in self.list_keys:
+                seen = {v.casefold() for v in target[name]}
+                target[name].extend(v for v in value if v.casefold() not in seen)
+            elif name in self.dict_keys:
+                target[name].update(value)
+            elif value is not None and value != "":
+                target[name] = value
+
+    def result(self, table: CsvTable, rejects: list[Reject]) -> ParseResult:
+        rejects.sort(key=lambda r: r.line)
+        return ParseResult(
+            records=self.records,
+            rejects=rejects,
+            rows_read=len(table.rows) + len(table.rejects),
+            duplicates_merged=self.merged,
+            record_lines=self.lines,
+        )
+
+
+def _text(value: str) -> str | None:
+    return nfc(value) if value else None
+
+
+def _attributes(values: dict[str, str], columns: list[str]) -> dict[str, str]:
+    return {c: nfc(values[c]) for c in columns if values[c]}
+
+
+def _field(errors: list[str], name: str, raw: str, parse: Callable[[str], Any]) -> Any:
+    """Run a field parser; on failure note "name: message" and return None."""
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        errors.append(f"{name}: {exc}")
+        return None
+
+
+_MEMO_SIZE = 1 << 14
+
+
+class _Memo:
+    """A field parser that remembers each raw value's outcome or error message.
+
+    Columns such as time zone, consent or account domain repeat thousands of times. The
+    memory is bounded (`_MEMO_SIZE` values, then it starts again), so that a streaming
+    import of many accounts' contacts stays flat.
+    """
+
+    __slots__ = ("cache", "label", "parse")
+
+    def __init__(self, label: str, parse: Callable[[str], Any]) -> None:
+        self.label = f"{label}: " if label else ""
+        self.parse = parse
+        self.cache: dict[str, tuple[Any, str | None]] = {}
+
+    def __call__(self, raw: str, errors: list[str]) -> Any:
+        hit = self.cache.get(raw)
+        if hit is None:
+            try:
+                hit = (self.parse(raw), None)
+            except ValueError as exc:
+                hit = (None, f"{self.label}{exc}")
+            if len(self.cache) >= _MEMO_SIZE:
+                self.cache.clear()
+            self.cache[raw] = hit
+        if hit[1] is not None:
+            errors.append(hit[1])
+        return hit[0]
+
+
+_TECH_SPLIT = re.compile(r"[;|,]")
+_TIER = re.compile(r"(?:tier|t)?\s*([123])(?:\.0*)?", re.IGNORECASE)
+
+
+def _technologies(raw: str) -> list[str]:
+    result: list[str] = []
+    seen: set[str] = set()
+    for item in _TECH_SPLIT.split(raw):
+        item = nfc(item.strip(TRIM))
+        key = item.casefold()
+        if item and key not in seen:
+            seen.add(key)
+            result.append(item)
+    return result
+
+
+def _tier(raw: str) -> int | None:
+    if not raw:
+        return None
+    match = _TIER.fullmatch(raw)
+    if not match:
+        raise ValueError(f"must be 1, 2 or 3 (or blank), not '{show(raw)}'")
+    return int(match.group(1))
+
+
+def _non_negative(value: float | None, raw: str) -> float | None:
+    if value is not None and value < 0:
+        raise ValueError(f"'{show(raw)}' is negative")
+    return value
+
+
+_ACCOUNT_FIELDS = ("domain", "industry", "employees", "annual_revenue", "country", "technologies")
+
+
+@_bulk
+def parse_accounts(table: CsvTable) -> ParseResult:
+    """Account records keyed by normalised domain; bad rows become rejects with reasons."""
+    header = table.header
+    if "domain" not in header:
+        raise _missing_column(table, "'domain'")
+    name_col = _first_column(header, _ACCOUNT_NAME_COLUMNS)
+    tier_col = "tier" if "tier" in header else None
+    used = {*_ACCOUNT_FIELDS, name_col, tier_col}
+    others = [c for c in header if c not in used]
+    european = table.delimiter == ";"
+
+    def number(raw: str) -> float | None:
+        return _non_negative(parse_number(raw, european=european), raw)
+
+    employees_memo = _Memo("employees", number)
+    revenue_memo = _Memo("annual_revenue", number)
+    tier_memo = _Memo("tier", _tier)
+    merger = _Merger(list_keys=("technologies",), dict_keys=("attributes",))
+    rejects = list(table.rejects)
+    for row in table.rows:
+        v = row.values
+        errors: list[str] = []
+        raw_domain = v["domain"]
+        if raw_domain:
+            domain = _field(errors, "domain", raw_domain, normalise_domain)
+        else:
+            domain = None
+            errors.append("domain: missing (every account needs its web domain)")
+        raw = v.get("employees", "")
+        employees = employees_memo(raw, errors) if raw else None
+        raw = v.get("annual_revenue", "")
+        revenue = revenue_memo(raw, errors) if raw else None
+        raw = v[tier_col] if tier_col else ""
+        tier = tier_memo(raw, errors) if raw else None
+        if errors:
+            rejects.append(Reject(row.line, "; ".join(errors), v))
+            continue
+        record = {
+            "domain": domain,
+            "name": _text(v[name_col]) if name_col else None,
+            "industry": _text(v.get("industry", "")),
+            "employees": None if employees is None else math.floor(employees + 0.5),
+            "annual_revenue": revenue,
+            "country": normalise_country(v.get("country", "")),
+            "technologies": _technologies(v.get("technologies", "")),
+            "tier_override": tier,
+            "attributes": _attributes(v, others),
+        }
+        merger.add(domain, record, row.line)
+    return merger.result(table, rejects)
+
+
+_CONTACT_TEXT_FIELDS = ("first_name", "last_name", "title")
+_CONTACT_FIELDS = (
+    "email",
+    *_CONTACT_TEXT_FIELDS,
+    "account_domain",
+    "linkedin_url",
+    "country",
+    "timezone",
+    "consent",
+)
+
+
+def _known_parent(domain: str, known: set[str]) -> str | None:
+    """eu.acme.com -> acme.com when only the parent is a known account."""
+    labels = domain.split(".")
+    for i in range(1, len(labels) - 1):
+        parent = ".".join(labels[i:])
+        if parent in known:
+            return parent
+    return None
+
+
+@_bulk
+def parse_contacts(table: CsvTable, known_domains: Collection[str]) -> ParseResult:
+    """Contact records keyed by normalised email, each linked to an already imported account.
+
+    The account comes from `account_domain`, else from the email's domain (or its parent
+    domain when only that is a known account). Personal mailboxes need an explicit account.
+    """
+    parse = _contact_parser(table, known_domains)
+    merger = _contact_merger()
+    rejects = list(table.rejects)
+    parse(table.rows, merger, rejects)
+    return merger.result(table, rejects)
+
+
+def _contact_merger() -> _Merger:
+    return _Merger(dict_keys=("attributes",))
+
+
+def _contact_parser(
+    table: CsvTable, known_domains: Collection[str]
+) -> Callable[[Iterable[CsvRow], _Merger, list[Reject]], None]:
+    """`parse_contacts` for a file's header, as a function of a batch of its rows: the import
+    calls it once per batch, keeping what it has learnt about repeated values."""
+    header = table.header
+    if "email" not in header:
+        raise _missing_column(table, "'email'")
+    domain_col = _first_column(header, ("account_domain", "domain"))
+    used = {*_CONTACT_FIELDS, domain_col}
+    others = [c for c in header if c not in used]
+    known = {d.strip().lower().rstrip(".") for d in known_domains}
+
+    def account_of(email_domain: str) -> str:
+        if email_domain in PERSONAL_MAILBOX_DOMAINS:
+            raise ValueError(
+                f"'{email_domain}' is a personal mailbox, so the company is unknown: "
+                "fill in account_domain"
+            )
+        if email_domain in known:
+            return email_domain
+        parent = _known_parent(email_domain, known)
+        if parent is None:
+            raise ValueError(f"unknown account '{email_domain}' (import accounts first)")
+        return parent
+
+    account_memo = _Memo("account_domain", normalise_domain)
+    derived_memo = _Memo("", account_of)
+    timezone_memo = _Memo("timezone", normalise_timezone)
+    consent_memo = _Memo("consent", normalise_consent)
+    derived_cache, timezone_cache = derived_memo.cache, timezone_memo.cache
+    consent_cache = consent_memo.cache
+    columns = {name: name if name in header else None for name in _CONTACT_FIELDS}
+    first_c, last_c, title_c = columns["first_name"], columns["last_name"], columns["title"]
+    account_c, linkedin_c, country_c = domain_col, columns["linkedin_url"], columns["country"]
+    timezone_c, consent_c = columns["timezone"], columns["consent"]
+
+    def parse(rows: Iterable[CsvRow], merger: _Merger, rejects: list[Reject]) -> None:
+        index, records, record_lines = merger.index, merger.records, merger.lines
+        for row in rows:
+            v = row.values
+            errors: list[str] = []
+            raw = v["email"]
+            email = None
+            if raw:
+                try:
+                    email = normalise_email(raw)
+                except ValueError as exc:
+                    errors.append(f"email: {exc}")
+            else:
+                errors.append("email: missing (every contact needs an email address)")
+            raw = v[account_c] if account_c else ""
+            account = None
+            if raw:
+                account = account_memo(raw, errors)
+                if account is not None and account not in known:
+                    errors.append(f"unknown account '{account}' (import accounts first)")
+            elif email is not None:
+                raw = email[email.rindex("@") + 1 :]
+                hit = derived_cache.get(raw)
+                account = hit[0] if hit and hit[1] is None else derived_memo(raw, errors)
+            linkedin = None
+            raw = v[linkedin_c] if linkedin_c else ""
+            if raw:
+                try:
+                    linkedin = normalise_linkedin_url(raw)
+                except ValueError as exc:
+                    errors.append(f"linkedin_url: {exc}")
+            timezone = None
+            raw = v[timezone_c] if timezone_c else ""
+            if raw:
+                hit = timezone_cache.get(raw)
+                timezone = hit[0] if hit and hit[1] is None else timezone_memo(raw, errors)
+            consent = None
+            raw = v[consent_c] if consent_c else ""
+            if raw:
+                hit = consent_cache.get(raw)
+                consent = hit[0] if hit and hit[1] is None else consent_memo(raw, errors)
+            if errors:
+                rejects.append(Reject(row.line, "; ".join(errors), v))
+                continue
+            first = v[first_c] if first_c else ""
+            last = v[last_c] if last_c else ""
+            title = v[title_c] if title_c else ""
+            country = v[country_c] if country_c else ""
+            record = {
+                "email": email,
+                "first_name": nfc(first) if first else None,
+                "last_name": nfc(last) if last else None,
+                "title": nfc(title) if title else None,
+                "account_domain": account,
+                "linkedin_url": linkedin,
+                "country": normalise_country(country) if country else None,
+                "timezone": timezone,
+                "consent": consent,
+                "attributes": {c: nfc(v[c]) for c in others if v[c]} if others else {},
+            }
+            if email in index:
+                merger.add(email, record, row.line)
+            else:
+                index[email] = len(records)
+                records.append(record)
+                record_lines.append([row.line])
+
+    return parse
+
+
+_CHANNELS = {
+    "all": "all",
+    "any": "all",
+    "*": "all",
+    "email": "email",
+    "e_mail": "email",
+    "linkedin": "linkedin",
+}
+
+
+def _suppressed_domain(raw: str) -> str:
+    """A domain to suppress; "@acme.com" and "*.acme.com" are common ways to write one."""
+    s = raw.strip(TRIM)
+    for prefix in ("*@", "@", "*."):
+        if s.startswith(prefix):
+            s = s[len(prefix) :]
+            break
+    return normalise_domain(s)
+
+
+@_bulk
+def parse_suppressions(table: CsvTable) -> ParseResult:
+    """Suppression records (kind, value, channel, reason) from email, domain or value columns.
+
+    A row naming both an email and a domain is rejected rather than guessed: suppressing a
+    whole company by mistake, or only one person, are both costly.
+    """
+    header = table.header
+    sources = [c for c in ("email", "domain", "value") if c in header]
+    if not sources:
+        raise _missing_column(table, "'email', 'domain' or 'value'")
+    has_channel = "channel" in header
+    has_reason = "reason" in header
+
+    merger = _Merger()
+    rejects = list(table.rejects)
+    for row in table.rows:
+        v = row.values
+        errors: list[str] = []
+        given = [(c, v[c]) for c in sources if v[c]]
+        kind = value = None
+        if not given:
+            errors.append("no email or domain given")
+        elif len(given) > 1:
+            errors.append("both " + " and ".join(c for c, _ in given) + " given; use one per row")
+        else:
+            column, raw = given[0]
+            bare = raw.strip(TRIM)
+            if column == "email" or (
+                column == "value" and "@" in bare and not bare.startswith(("@", "*@"))
+            ):
+                kind, value = "email", _field(errors, column, raw, normalise_email)
+            else:
+                kind, value = "domain", _field(errors, column, raw, _suppressed_domain)
+        channel = "all"
+        raw_channel = v["channel"] if has_channel else ""
+        if raw_channel:
+            channel = _CHANNELS.get(SEPARATOR_JUNK.sub("_", raw_channel.lower()), "")
+            if not channel:
+                errors.append(f"channel: '{show(raw_channel)}' is not one of all, email, linkedin")
+        if errors:
+            rejects.append(Reject(row.line, "; ".join(errors), v))
+            continue
+        record = {
+            "kind": kind,
+            "value": value,
+            "channel": channel,
+            "reason": _text(v["reason"]) if has_reason else None,
+        }
+        merger.add((kind, value, channel), record, row.line)
+    return merger.result(table, rejects)
