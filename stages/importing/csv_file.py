@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ParamSpec, TextIO, TypeVar
 
+from core.domains import TRIM
 from core.errors import ConfigError
-from stages.importing.values import TRIM
 
 __all__ = ["CsvRow", "CsvTable", "ImportFileError", "Reject", "read_csv"]
 
@@ -126,7 +126,7 @@ _R = TypeVar("_R")
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector around a bulk loop.
 
     Parsing 100,000 rows allocates hundreds of thousands of dicts and lists that form no
@@ -143,12 +143,12 @@ def _gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-def _bulk(func: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Run `func` with the collector paused (see `_gc_paused`)."""
+def bulk(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run `func` with the collector paused (see `gc_paused`)."""
 
     @functools.wraps(func)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with _gc_paused():
+        with gc_paused():
             return func(*args, **kwargs)
 
     return wrapper
@@ -382,7 +382,7 @@ def _row_values(header: list[str], cells: list[str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class _Source:
-    """How to read a file, decided once by looking at all of it: see `_inspect`."""
+    """How to read a file, decided once by looking at all of it: see `inspect_source`."""
 
     file: _File
     encoding: str
@@ -394,7 +394,7 @@ class _Source:
         return self.file.path
 
 
-def _inspect(path: Path) -> _Source:
+def inspect_source(path: Path) -> _Source:
     """Encoding and delimiter, with the whole-file checks that come before any row."""
     file = _File.at(path)
     encoding = _encoding(file)
@@ -404,7 +404,7 @@ def _inspect(path: Path) -> _Source:
 
 
 class _NotStrict(Exception):
-    """Raised by a strict `_Rows` pass at the first quote out of place."""
+    """Raised by a strict `Rows` pass at the first quote out of place."""
 
 
 class _Lines:
@@ -439,7 +439,7 @@ class _Lines:
         return raw
 
 
-class _Rows:
+class Rows:
     """One pass over the records of a file, yielding its data rows one at a time.
 
     The header (and `rejects`, rows that are not rows at all) fill in as the pass goes, so
@@ -558,24 +558,24 @@ class _Rows:
             raise ImportFileError(path, "has no header row (all lines are blank)")
 
 
-def _read(source: _Source, use: Callable[[_Rows], _R]) -> tuple[_Rows, _R]:
+def read_rows(source: _Source, use: Callable[[Rows], _R]) -> tuple[Rows, _R]:
     """Run `use` over the rows of a first, strict pass; if the file turns out not to be
     strictly quoted, start again checking every record's quoting (the csv module alone would
     silently misread a stray quote)."""
-    rows = _Rows(source, check_quotes=False, strict=True)
+    rows = Rows(source, check_quotes=False, strict=True)
     try:
         return rows, use(rows)
     except _NotStrict:
-        rows = _Rows(source, check_quotes=True)
+        rows = Rows(source, check_quotes=True)
         return rows, use(rows)
 
 
-@_bulk
+@bulk
 def read_csv(path: Path) -> CsvTable:
     """Decode and split a CSV file; rows that are not rows at all become table rejects.
 
     Raises ImportFileError for whole-file problems: missing, empty, undecodable, no header,
     duplicate columns, a quote that is never closed.
     """
-    rows, listed = _read(_inspect(Path(path)), list)
+    rows, listed = read_rows(inspect_source(Path(path)), list)
     return rows.table(listed)

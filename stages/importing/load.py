@@ -22,16 +22,16 @@ from stages.importing.csv_file import (
     CsvRow,
     CsvTable,
     Reject,
-    _gc_paused,
-    _inspect,
-    _read,
-    _Rows,
+    Rows,
+    gc_paused,
+    inspect_source,
     read_csv,
+    read_rows,
 )
 from stages.importing.records import (
-    _contact_merger,
-    _contact_parser,
-    _Merger,
+    Merger,
+    contact_merger,
+    contact_parser,
     parse_accounts,
     parse_suppressions,
 )
@@ -124,14 +124,14 @@ def _import_contacts(
     from models import store
     from stages.committee.titles import classify_title, load_title_table
 
-    source = _inspect(path)
+    source = inspect_source(path)
     bits = 1 << min(26, max(16, source.file.size().bit_length()))
-    scan, repeated = _read(source, functools.partial(_repeated, key=_email_key, bits=bits))
-    parse = _contact_parser(scan.table([]), store.known_domains(engine))
+    scan, repeated = read_rows(source, functools.partial(_repeated, key=_email_key, bits=bits))
+    parse = contact_parser(scan.table([]), store.known_domains(engine))
     titles = load_title_table(settings.title_rules)
-    rows = _Rows(source, check_quotes=scan.check_quotes)
+    rows = Rows(source, check_quotes=scan.check_quotes)
     pending = iter(rows)
-    carry = _Carry(repeated, _contact_merger())
+    carry = _Carry(repeated, contact_merger())
     rejects: list[Reject] = []
     merged = 0
 
@@ -140,7 +140,7 @@ def _import_contacts(
         nonlocal merged
         batch = list(itertools.islice(pending, batch_rows))
         if batch:
-            merger = _contact_merger()
+            merger = contact_merger()
             parse(batch, merger, rejects)
             merged += merger.merged
             records = carry.settle(merger, batch[-1].line)
@@ -152,10 +152,10 @@ def _import_contacts(
         batches.write(records)
         return bool(batch)
 
-    # The collector stays off (see `_gc_paused`): a batch's rows and records form no cycles
+    # The collector stays off (see `gc_paused`): a batch's rows and records form no cycles
     # and are freed as soon as `step` returns, so a young-generation pass after each batch
     # finds the little cyclic garbage the database layer leaves, without rescanning the rest.
-    with _gc_paused(), store.contact_batches(engine) as batches:
+    with gc_paused(), store.contact_batches(engine) as batches:
         while step(batches):
             gc.collect(1)
     rejects.extend(rows.rejects)
@@ -187,7 +187,7 @@ def _repeated(
     seen = bytearray(bits >> 3)
     mask = bits - 1
     repeated: dict[int, int] = {}
-    with _gc_paused():
+    with gc_paused():
         for row in rows:
             k = key(row.values)
             if k is None:
@@ -213,7 +213,7 @@ class _Carry:
     rows still to come are held: memory follows the open duplicates, not the file.
     """
 
-    def __init__(self, repeated: dict[int, int], merger: _Merger) -> None:
+    def __init__(self, repeated: dict[int, int], merger: Merger) -> None:
         self.repeated = repeated
         self.merge = merger.merge
         self.waiting: dict[Any, tuple[int, dict[str, Any]]] = {}
@@ -221,7 +221,7 @@ class _Carry:
         self.order = itertools.count()
         self.merged = 0
 
-    def settle(self, batch: _Merger, last_line: int) -> list[dict[str, Any]]:
+    def settle(self, batch: Merger, last_line: int) -> list[dict[str, Any]]:
         """The records to write after a batch whose rows end at `last_line`: its own, in
         first-seen order, except those to be continued, then held ones now complete."""
         repeated, waiting = self.repeated, self.waiting

@@ -12,12 +12,11 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stages.importing.csv_file import CsvRow, CsvTable, ImportFileError, Reject, _bulk
+from core.domains import HOST, TRIM, show
+from stages.importing.csv_file import CsvRow, CsvTable, ImportFileError, Reject, bulk
 from stages.importing.values import (
-    HOST,
     PERSONAL_MAILBOX_DOMAINS,
     SEPARATOR_JUNK,
-    TRIM,
     nfc,
     normalise_consent,
     normalise_country,
@@ -26,7 +25,6 @@ from stages.importing.values import (
     normalise_linkedin_url,
     normalise_timezone,
     parse_number,
-    show,
 )
 
 __all__ = ["ParseResult", "parse_accounts", "parse_contacts", "parse_suppressions"]
@@ -68,7 +66,7 @@ def _first_column(header: Iterable[str], names: Iterable[str]) -> str | None:
     return next((n for n in names if n in present), None)
 
 
-class _Merger:
+class Merger:
     """Collects records by key, merging duplicates: later non-empty values win."""
 
     def __init__(self, list_keys: tuple[str, ...] = (), dict_keys: tuple[str, ...] = ()) -> None:
@@ -196,7 +194,7 @@ def _non_negative(value: float | None, raw: str) -> float | None:
 _ACCOUNT_FIELDS = ("domain", "industry", "employees", "annual_revenue", "country", "technologies")
 
 
-@_bulk
+@bulk
 def parse_accounts(table: CsvTable) -> ParseResult:
     """Account records keyed by normalised domain; bad rows become rejects with reasons."""
     header = table.header
@@ -214,7 +212,7 @@ def parse_accounts(table: CsvTable) -> ParseResult:
     employees_memo = _Memo("employees", number)
     revenue_memo = _Memo("annual_revenue", number)
     tier_memo = _Memo("tier", _tier)
-    merger = _Merger(list_keys=("technologies",), dict_keys=("attributes",))
+    merger = Merger(list_keys=("technologies",), dict_keys=("attributes",))
     rejects = list(table.rejects)
     for row in table.rows:
         v = row.values
@@ -271,27 +269,27 @@ def _known_parent(domain: str, known: set[str]) -> str | None:
     return None
 
 
-@_bulk
+@bulk
 def parse_contacts(table: CsvTable, known_domains: Collection[str]) -> ParseResult:
     """Contact records keyed by normalised email, each linked to an already imported account.
 
     The account comes from `account_domain`, else from the email's domain (or its parent
     domain when only that is a known account). Personal mailboxes need an explicit account.
     """
-    parse = _contact_parser(table, known_domains)
-    merger = _contact_merger()
+    parse = contact_parser(table, known_domains)
+    merger = contact_merger()
     rejects = list(table.rejects)
     parse(table.rows, merger, rejects)
     return merger.result(table, rejects)
 
 
-def _contact_merger() -> _Merger:
-    return _Merger(dict_keys=("attributes",))
+def contact_merger() -> Merger:
+    return Merger(dict_keys=("attributes",))
 
 
-def _contact_parser(
+def contact_parser(
     table: CsvTable, known_domains: Collection[str]
-) -> Callable[[Iterable[CsvRow], _Merger, list[Reject]], None]:
+) -> Callable[[Iterable[CsvRow], Merger, list[Reject]], None]:
     """`parse_contacts` for a file's header, as a function of a batch of its rows: the import
     calls it once per batch, keeping what it has learnt about repeated values."""
     header = table.header
@@ -326,7 +324,7 @@ def _contact_parser(
     account_c, linkedin_c, country_c = domain_col, columns["linkedin_url"], columns["country"]
     timezone_c, consent_c = columns["timezone"], columns["consent"]
 
-    def parse(rows: Iterable[CsvRow], merger: _Merger, rejects: list[Reject]) -> None:
+    def parse(rows: Iterable[CsvRow], merger: Merger, rejects: list[Reject]) -> None:
         index, records, record_lines = merger.index, merger.records, merger.lines
         for row in rows:
             v = row.values
@@ -416,7 +414,7 @@ def _suppressed_domain(raw: str) -> str:
     return normalise_domain(s)
 
 
-@_bulk
+@bulk
 def parse_suppressions(table: CsvTable) -> ParseResult:
     """Suppression records (kind, value, channel, reason) from email, domain or value columns.
 
@@ -430,7 +428,7 @@ def parse_suppressions(table: CsvTable) -> ParseResult:
     has_channel = "channel" in header
     has_reason = "reason" in header
 
-    merger = _Merger()
+    merger = Merger()
     rejects = list(table.rejects)
     for row in table.rows:
         v = row.values

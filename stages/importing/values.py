@@ -17,10 +17,8 @@ from decimal import Decimal, InvalidOperation
 from core.domains import HOST, TRIM, check_host, normalise_domain, show
 
 __all__ = [
-    "HOST",
     "PERSONAL_MAILBOX_DOMAINS",
     "SEPARATOR_JUNK",
-    "TRIM",
     "nfc",
     "normalise_consent",
     "normalise_country",
@@ -29,7 +27,6 @@ __all__ = [
     "normalise_linkedin_url",
     "normalise_timezone",
     "parse_number",
-    "show",
 ]
 
 nfc = functools.partial(unicodedata.normalize, "NFC")
