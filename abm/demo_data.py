@@ -17,7 +17,7 @@ import math
 import random
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -162,16 +162,6 @@ _OFFICE_SUITES = _weights(_COMPANY["office_suites"])
 # People
 # --------------------------------------------------------------------------------------
 
-_FIRST_NAMES: dict[str, tuple[str, ...]] = {
-    pool: tuple(names) for pool, names in _PEOPLE["first_names"].items()
-}
-_LAST_NAMES: dict[str, tuple[str, ...]] = {
-    pool: tuple(names) for pool, names in _PEOPLE["last_names"].items()
-}
-# Japanese names as "written=romanisation" (the romanisation makes the email address).
-_JP_FIRST = tuple(f"{written}={romaji}" for written, romaji in _PEOPLE["jp_first_names"].items())
-_JP_LAST = tuple(f"{written}={romaji}" for written, romaji in _PEOPLE["jp_last_names"].items())
-
 _FOLD = str.maketrans(_PEOPLE["ascii_fold"])
 _NOT_EMAIL_CHARS = re.compile(r"[^a-z0-9-]+")
 _NOT_SLUG_CHARS = re.compile(r"[^a-z0-9]+")
@@ -191,20 +181,24 @@ def _slug(name: str) -> str:
     return _NOT_SLUG_CHARS.sub("-", _fold(name).lower()).strip("-")
 
 
-def _pool(names: Sequence[str]) -> list[tuple[str, str]]:
-    """(written name, ASCII email part) pairs; "佐藤=Sato" takes the part after "="."""
-    pairs = []
-    for name in names:
-        written, _, romanised = name.partition("=")
-        pairs.append((written, _email_part(romanised or written)))
-    return pairs
+def _pool(names: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(written name, ASCII email part) pairs from (written, romanised) names."""
+    return [(written, _email_part(romanised)) for written, romanised in names]
 
 
 # pool -> ((written, ascii) first names, (written, ascii) last names)
 _NAMES: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
-    pool: (_pool(_FIRST_NAMES[pool]), _pool(_LAST_NAMES[pool])) for pool in _FIRST_NAMES
+    pool: (
+        _pool((name, name) for name in first),
+        _pool((name, name) for name in _PEOPLE["last_names"][pool]),
+    )
+    for pool, first in _PEOPLE["first_names"].items()
 }
-_JP_NAMES = (_pool(_JP_FIRST), _pool(_JP_LAST))
+# Japanese names are written in kanji; their romanisation makes the email address.
+_JP_NAMES = (
+    _pool(_PEOPLE["jp_first_names"].items()),
+    _pool(_PEOPLE["jp_last_names"].items()),
+)
 _JP_ROMAJI = (
     [(a.title(), a) for _, a in _JP_NAMES[0]],
     [(a.title(), a) for _, a in _JP_NAMES[1]],
