@@ -51,11 +51,13 @@ class MatchedAudienceBackend(Backend[str]):
         if not messages:
             return []
         try:
-            connector = self.connect()
-            if self.members == "companies":
-                segment = connector.upload_company_audience(self.audience, sorted(set(messages)))
-            else:
-                segment = connector.upload_contact_audience(self.audience, list(messages))
+            with self.connect() as connector:
+                if self.members == "companies":
+                    segment = connector.upload_company_audience(
+                        self.audience, sorted(set(messages))
+                    )
+                else:
+                    segment = connector.upload_contact_audience(self.audience, list(messages))
         except Exception as exc:
             error = f"linkedin: {type(exc).__name__}: {exc}"[:1000]
             return [SendResult("", "retryable", error=error) for _ in messages]

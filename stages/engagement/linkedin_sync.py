@@ -122,11 +122,11 @@ def _account_ids(engine: Engine) -> dict[str, int]:
 
 def sync_linkedin(engine: Engine, settings: Settings, today: date | None = None) -> SyncReport:
     """Pull analytics and leads since the stored cursors; store events; move the cursors."""
-    connector = get_connector(settings)
     report = SyncReport()
     accounts = _account_ids(engine)
-    _sync_analytics(engine, connector, settings, accounts, today or utcnow().date(), report)
-    _sync_leads(engine, connector, settings, accounts, report)
+    with get_connector(settings) as connector:
+        _sync_analytics(engine, connector, settings, accounts, today or utcnow().date(), report)
+        _sync_leads(engine, connector, settings, accounts, report)
     return report
 
 
