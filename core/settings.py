@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     linkedin_access_token: str | None = Field(None, repr=False)
     linkedin_base_url: str = "https://api.linkedin.com"
     linkedin_ad_account: str | None = None
+    linkedin_sandbox_dir: Path | None = Field(
+        None,
+        description="sandbox mode reads analytics and lead forms from files here "
+        "(default: <state dir>/sandbox/linkedin); it never invents any",
+    )
     hubspot_access_token: str | None = Field(None, description="enables CRM write-back", repr=False)
     hubspot_base_url: str = "https://api.hubapi.com"
     hubspot_property_prefix: str = "abm_"
@@ -59,6 +64,9 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8025"
     icp_rules: Path | None = Field(None, description="ICP rules YAML replacing the default")
     title_rules: Path | None = Field(None, description="title table YAML merged over defaults")
+    engagement_rules: Path | None = Field(
+        None, description="engagement rules YAML (weights, decay, stages) replacing the default"
+    )
     templates_dir: Path = Field(REPO_ROOT / "templates", description="Jinja2 templates")
     chunk_size: int = Field(1000, ge=1, le=50_000, description="contacts per delivery task")
     chunk_runner: str = Field(

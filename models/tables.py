@@ -132,6 +132,11 @@ class StageChange(SQLModel, table=True):
     from_stage: str | None = Field(default=None, max_length=20)
     to_stage: str = Field(max_length=20)
     reason: str = Field(max_length=500)
+    source: str = Field(
+        default="engagement",
+        max_length=20,
+        sa_column_kwargs={"server_default": "engagement"},
+    )
     changed_at: datetime = Field(default_factory=utcnow)
 
 
@@ -169,3 +174,16 @@ class AccountRelease(SQLModel, table=True):
     campaign_id: int = Field(foreign_key="campaign.id")
     account_id: int = Field(foreign_key="account.id")
     released_at: datetime = Field(default_factory=utcnow)
+
+
+class CrmPush(SQLModel, table=True):
+    """What was last pushed to a CRM for an account, so a push sends only what changed
+    since (from any path) and an account whose push failed is tried again next time."""
+
+    crm: str = Field(primary_key=True, max_length=20)
+    account_id: int = Field(primary_key=True, foreign_key="account.id")
+    tier: int | None = None
+    icp_score: int | None = None
+    engagement_score: float | None = None
+    stage: str | None = Field(default=None, max_length=20)
+    pushed_at: datetime = Field(default_factory=utcnow)
