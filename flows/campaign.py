@@ -38,14 +38,16 @@ from flows.tasks import (
     write_back_engagement,
 )
 from models.db import chunked, get_engine, require_current_schema
-from models.tables import Account, Contact
+from models.tables import Account, Contact, utcnow
 from stages.committee.coverage import Coverage
 from stages.delivery.ledger import (
     ChunkOutcome,
     DeliveryContext,
     campaign_paused,
     due_delivery_ids,
+    forget_rehearsal,
     ledger_summary,
+    pending_outside_audience,
     plan_step,
     register_campaign,
     release_expired_leases,
@@ -275,6 +277,14 @@ def run_campaign(
         score_accounts(database_url, icp_rules)
         account_ids = select_target_accounts(database_url, campaign.audience)
         logger.info("%d target accounts in tiers %s", len(account_ids), campaign.audience.tiers)
+        left = pending_outside_audience(engine, campaign_id, campaign.audience, account_ids)
+        if left:
+            logger.warning(
+                "%d planned messages are for people no longer in this campaign's audience "
+                "(tier, stage, filters or roles changed): each is skipped as left_audience "
+                "when it comes due",
+                left,
+            )
 
         # 2. map
         required = list(campaign.audience.required_roles)
@@ -296,6 +306,7 @@ def run_campaign(
             else deliver_chunk.with_options(tags=[f"abm-provider:{backend.name}"])
         )
         rehearsal: list[ChunkOutcome] = []
+        started = utcnow()
         for index, step in enumerate(campaign.steps):
             plan_step(engine, campaign_id, key, campaign.steps, index, account_ids, roles, limit)
             context = DeliveryContext(
@@ -308,7 +319,8 @@ def run_campaign(
             rehearsal += _deliver_step(settings, task, context, artifact_key, warm)
 
         if dry_run:
-            return _dry_run_summary(outcomes=rehearsal)
+            forget_rehearsal(engine, campaign_id, started)
+            return {**_dry_run_summary(outcomes=rehearsal), "left_audience_pending": left}
 
         # 5. write back
         if simulate:
@@ -318,7 +330,7 @@ def run_campaign(
             crm = crm_write_back(database_url, account_ids)
             logger.info("CRM write-back: %s", {k: v for k, v in crm.items() if k != "failures"})
 
-        summary = ledger_summary(engine, campaign_id)
+        summary = {**ledger_summary(engine, campaign_id), "left_audience_pending": left}
         if summary["in_flight"]:
             logger.warning(
                 "%d messages are still claimed by chunks that failed: the next run sends them "

@@ -26,7 +26,8 @@ from stages.engagement.rollup import (
     rollup_accounts,
     simulate_campaign_engagement,
 )
-from stages.targeting.scoring import load_icp_rules, rescore_accounts_in_db, target_account_ids
+from stages.targeting.audience import target_account_ids
+from stages.targeting.scoring import load_icp_rules, rescore_accounts_in_db
 
 
 def _path(value: str | None) -> Path | None:
@@ -42,9 +43,7 @@ def score_accounts(database_url: str, rules_path: str | None) -> dict[int | None
 @task(name="select-target-accounts", cache_policy=NO_CACHE, persist_result=False)
 def select_target_accounts(database_url: str, audience: Audience) -> list[int]:
     """The campaign's accounts: tiers, journey stages and firmographic filters."""
-    return target_account_ids(
-        get_engine(database_url), list(audience.tiers), list(audience.stages), audience.icp
-    )
+    return target_account_ids(get_engine(database_url), audience)
 
 
 @task(name="map-stakeholders", cache_policy=NO_CACHE, persist_result=False)

@@ -187,8 +187,8 @@ def test_a_dry_run_sends_nothing_and_predicts_the_real_run(demo_db):
     assert rehearsal["dry_run"] is True and rehearsal["sent"] > 0
     assert _outbox() == []
     with demo_db.connect() as connection:
-        states = set(connection.execute(select(Delivery.state)).scalars())
-    assert states == {"planned"}
+        left_behind = connection.execute(select(Delivery.id)).all()
+    assert left_behind == []  # a later run plans afresh, from the file as it is then
     real = run_campaign(campaign_file=str(CAMPAIGN))
     assert (real["sent"], real["skipped"], real["deferred"]) == (
         rehearsal["sent"],
@@ -288,3 +288,22 @@ def test_on_processes_chunks_grow_so_each_process_gets_a_few(monkeypatch):
     monkeypatch.setenv("ABM_CHUNK_RUNNER", "threads")
     reset_settings()
     assert chunk_plan(get_settings(), 1_000_000, cores=2).size == settings.chunk_size
+
+
+def test_a_campaign_narrowed_after_a_dry_run_emails_only_its_new_audience(demo_db, tmp_path):
+    wide = tmp_path / "launch.yaml"
+    text = CAMPAIGN.read_text().replace("tiers: [1, 2, 3]", "tiers: [1, 2]")
+    wide.write_text(text)
+    rehearsal = run_campaign(campaign_file=str(wide), dry_run=True)
+    assert rehearsal["sent"] > 0
+    wide.write_text(text.replace("tiers: [1, 2]", "tiers: [1]"))  # same file, same key
+
+    run_campaign(campaign_file=str(wide))
+
+    with demo_db.connect() as connection:
+        tiers = dict(connection.execute(select(Contact.email, Account.tier).join(Account)).all())
+    emailed = {
+        message_from_bytes(path.read_bytes(), policy=default)["To"].addresses[0].addr_spec
+        for path in _outbox()
+    }
+    assert emailed and {tiers[address] for address in emailed} == {1}

@@ -42,7 +42,8 @@ from stages.delivery.ledger import (
     release_expired_leases,
 )
 from stages.importing import import_file
-from stages.targeting.scoring import load_icp_rules, rescore_accounts_in_db, target_account_ids
+from stages.targeting.audience import target_account_ids
+from stages.targeting.scoring import load_icp_rules, rescore_accounts_in_db
 
 CAMPAIGN = Path(__file__).resolve().parents[1] / "campaigns" / "demo.yaml"
 WORKER = Path(__file__).resolve().parent / "crash_worker.py"
@@ -83,7 +84,7 @@ def plan_demo_campaign(engine: Engine, data_dir: Path) -> tuple[int, int]:
     rescore_accounts_in_db(engine, load_icp_rules())
     key, campaign = load_campaign(CAMPAIGN)
     campaign_id = register_campaign(engine, key, campaign, CAMPAIGN)
-    account_ids = target_account_ids(engine, list(campaign.audience.tiers))
+    account_ids = target_account_ids(engine, campaign.audience)
     roles = list(campaign.audience.required_roles)
     planned = plan_step(engine, campaign_id, key, campaign.steps, 0, account_ids, roles)
     return campaign_id, planned

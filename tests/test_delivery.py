@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from abm.demo_data import write_demo_csvs
 from connectors.email.outbox import OutboxBackend
-from core.campaign_file import load_campaign
+from core.campaign_file import Audience, load_campaign
 from core.settings import get_settings
 from models.tables import Contact, Delivery
 from stages.content.rendering import choose_variant
@@ -20,7 +20,8 @@ from stages.delivery.ledger import (
 )
 from stages.delivery.send import deliver
 from stages.importing import import_file
-from stages.targeting.scoring import load_icp_rules, rescore_accounts_in_db, target_account_ids
+from stages.targeting.audience import target_account_ids
+from stages.targeting.scoring import load_icp_rules, rescore_accounts_in_db
 
 CAMPAIGN = Path(__file__).resolve().parents[1] / "campaigns" / "demo.yaml"
 
@@ -48,7 +49,9 @@ def _planned_intro(engine, tmp_path: Path) -> tuple[int, list[int], DeliveryCont
     rescore_accounts_in_db(engine, load_icp_rules())
     key, campaign = load_campaign(CAMPAIGN)
     campaign_id = register_campaign(engine, key, campaign, CAMPAIGN)
-    plan_step(engine, campaign_id, key, campaign.steps, 0, target_account_ids(engine, [1, 2, 3]))
+    plan_step(
+        engine, campaign_id, key, campaign.steps, 0, target_account_ids(engine, campaign.audience)
+    )
     ids = due_delivery_ids(engine, campaign_id, "intro")
     context = DeliveryContext(
         engine.url.render_as_string(False), campaign, campaign_id, key, "intro"
@@ -224,7 +227,7 @@ def test_variants_are_drawn_once_per_person_into_the_ledger_and_never_redrawn(en
     campaign_id = register_campaign(engine, key, campaign, path)
     with_variants = campaign.steps
     without = [with_variants[0].model_copy(update={"variants": []}), *with_variants[1:]]
-    targets = target_account_ids(engine, [1, 2, 3])
+    targets = target_account_ids(engine, Audience(tiers=[1, 2, 3], stages=[]))
     early, late = targets[: len(targets) // 2], targets[len(targets) // 2 :]
 
     plan_step(engine, campaign_id, key, without, 0, early)
@@ -251,7 +254,7 @@ def test_variants_are_drawn_once_per_person_into_the_ledger_and_never_redrawn(en
 def test_a_limit_caps_the_rows_planned_across_account_batches(engine, tmp_path):
     campaign_id, ids, _ = _planned_intro(engine, tmp_path)
     key, campaign = load_campaign(CAMPAIGN)
-    targets = target_account_ids(engine, [1, 2, 3])
+    targets = target_account_ids(engine, campaign.audience)
     follow_up = [campaign.steps[0].model_copy(update={"id": "second-look"})]
 
     first = plan_step(engine, campaign_id, key, follow_up, 0, targets, limit=7)

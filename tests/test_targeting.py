@@ -147,7 +147,8 @@ def test_rescoring_stores_score_reasons_and_tier(engine):
 
 def test_target_accounts_are_the_tiers_stages_and_filters_asked_for(engine):
     from core.campaign_file import Audience
-    from stages.targeting.scoring import target_account_ids
+    from core.vocabulary import STAGES
+    from stages.targeting.audience import target_account_ids
 
     accounts = [
         {"domain": "big.example", "industry": "Software", "employees": 900},
@@ -168,14 +169,16 @@ def test_target_accounts_are_the_tiers_stages_and_filters_asked_for(engine):
             ],
         }
     )
-    assert target_account_ids(engine, [1, 2, 3]) == sorted(
+    every = Audience(tiers=[1, 2, 3], stages=list(STAGES))
+    assert target_account_ids(engine, every) == sorted(
         ids[d] for d in ("big.example", "small.example", "tagged.example")
     )
-    assert target_account_ids(engine, [1, 2, 3], None, audience.icp) == [ids["tagged.example"]]
-    assert target_account_ids(engine, [1, 2, 3], None, audience.icp[:1]) == sorted(
+    assert target_account_ids(engine, audience) == [ids["tagged.example"]]
+    first_filter = audience.model_copy(update={"icp": audience.icp[:1]})
+    assert target_account_ids(engine, first_filter) == sorted(
         [ids["big.example"], ids["tagged.example"]]
     )
-    assert target_account_ids(engine, [1, 2, 3], ["engaged"]) == []
+    assert target_account_ids(engine, every.model_copy(update={"stages": ["engaged"]})) == []
 
 
 def test_rescoring_in_small_batches_scores_every_account_once(engine, monkeypatch):

@@ -5,6 +5,7 @@ else keeps a list of whom to send to."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     Engine,
     Select,
+    delete,
     exists,
     func,
     literal,
@@ -21,7 +23,7 @@ from sqlalchemy import (
     update,
 )
 
-from core.campaign_file import CampaignFile, Step
+from core.campaign_file import Audience, CampaignFile, Step
 from models.db import chunked, session_scope
 from models.store import (
     insert_new_from_select,
@@ -34,8 +36,10 @@ from models.tables import (
     utcnow,
 )
 from stages.content.rendering import choose_variant
+from stages.targeting.audience import person_outside
 
 RETRY_BACKOFF = timedelta(minutes=15)
+LEFT_AUDIENCE = "left_audience"
 MAX_ATTEMPTS = 5
 CLAIMABLE = ("planned", "failed")
 
@@ -82,6 +86,7 @@ def plan_step(
             None if limit is None else max(0, limit - _ledger_size(session, campaign_id, step.id))
         )
         for batch in chunked(account_ids, 2000):
+            planned += _back_in_audience(session, campaign_id, step.id, batch, roles, now)
             if budget == 0:
                 break
             candidates = _step_candidates(campaign_id, steps, index, batch, roles, now)
@@ -100,6 +105,75 @@ def plan_step(
         if step.variants:
             _draw_variants(session, campaign_id, campaign_key, step, now)
     return planned
+
+
+def _back_in_audience(
+    session: Any,
+    campaign_id: int,
+    step: str,
+    account_ids: Sequence[int],
+    roles: list[str] | None,
+    now: datetime,
+) -> int:
+    """Rows skipped because their person had left the audience, planned again now that the
+    person is back in it: a campaign file narrowed and widened again under the same key
+    sends what a fresh plan would (the send-time check still has the last word)."""
+    query = (
+        update(Delivery)
+        .where(
+            Delivery.campaign_id == campaign_id,
+            Delivery.step == step,
+            Delivery.state == "skipped",
+            Delivery.skip_reason == LEFT_AUDIENCE,
+            Delivery.account_id.in_(account_ids),
+        )
+        .values(state="planned", skip_reason=None, last_error=None, due_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if roles:
+        query = query.where(
+            Delivery.contact_id.in_(select(Contact.id).where(Contact.role.in_(roles)))
+        )
+    return session.execute(query).rowcount or 0
+
+
+def forget_rehearsal(engine: Engine, campaign_id: int, since: datetime) -> int:
+    """Remove the rows a dry run planned (still `planned`, never claimed, made since it
+    started), so a dry run leaves nothing a later run would treat unlike a fresh plan."""
+    with session_scope(engine) as session:
+        result = session.execute(
+            delete(Delivery)
+            .where(
+                Delivery.campaign_id == campaign_id,
+                Delivery.state == "planned",
+                Delivery.attempts == 0,
+                Delivery.last_error.is_(None),
+                Delivery.created_at >= since,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount or 0
+
+
+def pending_outside_audience(
+    engine: Engine, campaign_id: int, audience: Audience, account_ids: list[int]
+) -> int:
+    """Rows waiting to be sent (planned, deferred, to retry) whose person is no longer in
+    the campaign's audience: what a run says after the campaign file was edited. They are
+    skipped as `left_audience` when they come due."""
+    targets = set(account_ids)
+    query = (
+        select(Delivery.account_id, Contact.role, func.count())
+        .join(Contact, Contact.id == Delivery.contact_id)
+        .where(Delivery.campaign_id == campaign_id, Delivery.state.in_(CLAIMABLE))
+        .group_by(Delivery.account_id, Contact.role)
+    )
+    with engine.connect() as connection:
+        return sum(
+            count
+            for account_id, role, count in connection.execute(query)
+            if account_id not in targets or person_outside(audience, role)
+        )
 
 
 PLANNED_COLUMNS = [

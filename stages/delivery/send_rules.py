@@ -16,7 +16,7 @@ from sqlalchemy import (
     update,
 )
 
-from core.campaign_file import AccountRules, CampaignFile, Step, parse_wait
+from core.campaign_file import AccountRules, Audience, CampaignFile, Step, parse_wait
 from core.vocabulary import STAGES
 from models.db import chunked, session_scope
 from models.store import (
@@ -33,8 +33,9 @@ from models.tables import (
     utcnow,
 )
 from stages.content.compose import Composer
-from stages.delivery.ledger import DeliveryContext, outcome_row, record_outcomes
+from stages.delivery.ledger import LEFT_AUDIENCE, DeliveryContext, outcome_row, record_outcomes
 from stages.delivery.pacing import cap_frees_at, local_zone, next_window_opening
+from stages.targeting.audience import accounts_outside, person_outside
 
 # stop_if conditions that are engagement events (unsubscribed/bounced are contact statuses)
 STOP_EVENT_TYPES = {"replied": "reply", "clicked": "click", "meeting": "meeting"}
@@ -68,13 +69,20 @@ def suppressed_contact_ids(
         return set(connection.execute(query).scalars())
 
 
-def skip_reason(contact: dict[str, Any], suppressed: bool, consent_required: bool) -> str | None:
-    """Why this person must not get this message now, or None. The one place rules live."""
+def skip_reason(
+    contact: dict[str, Any], suppressed: bool, consent_required: bool, channel: str = "email"
+) -> str | None:
+    """Why this person must not get this message now, or None. The one place rules live.
+
+    `suppressed`: the suppression list holds them for this channel (or all). An unsubscribe
+    stops every channel (the person asked us to stop); a bounce and the `suppressed` status
+    (set from email suppressions and spam reports) are about email only, so a LinkedIn step
+    asks only the suppression list."""
     if contact["status"] == "unsubscribed":
         return "unsubscribed"
-    if contact["status"] == "bounced":
+    if channel == "email" and contact["status"] == "bounced":
         return "bounced"
-    if suppressed or contact["status"] == "suppressed":
+    if suppressed or (channel == "email" and contact["status"] == "suppressed"):
         return "suppressed"
     if consent_required and contact.get("consent") not in ("opt_in", "legitimate_interest"):
         return "no_consent"
@@ -207,6 +215,18 @@ def release_account(engine: Engine, campaign_id: int, domain: str) -> int:
         return result.rowcount or 0
 
 
+def left_audience(engine: Engine, audience: Audience, rows: list[dict[str, Any]]) -> dict[int, str]:
+    """People of this chunk no longer in the campaign's audience, with why: the same test
+    the run used to pick its accounts, on the account and role as they are now."""
+    outside = accounts_outside(engine, audience, {row["account_id"] for row in rows})
+    found: dict[int, str] = {}
+    for row in rows:
+        reason = outside.get(row["account_id"]) or person_outside(audience, row["role"])
+        if reason:
+            found[row["contact_id"]] = reason
+    return found
+
+
 def check_chunk(
     engine: Engine,
     context: DeliveryContext,
@@ -223,15 +243,20 @@ def check_chunk(
     held, delayed = account_holds(
         engine, campaign.account_rules, rows, utcnow(), context.campaign_id
     )
+    left = left_audience(engine, campaign.audience, rows)
     reasons: Counter[str] = Counter()
     skipped, to_send = [], []
     deferred: list[tuple[dict, datetime, str]] = []
     for row in rows:
-        reason = skip_reason(row, row["contact_id"] in suppressed, campaign.consent_required)
-        reason = reason or stopped.get(row["contact_id"]) or held.get(row["contact_id"])
+        contact_id = row["contact_id"]
+        reason = skip_reason(row, contact_id in suppressed, campaign.consent_required, channel)
+        reason = reason or stopped.get(contact_id) or held.get(contact_id)
+        detail = None
+        if not reason and contact_id in left:
+            reason, detail = LEFT_AUDIENCE, left[contact_id]
         if reason:
             reasons[reason] += 1
-            skipped.append(outcome_row(row, state="skipped", skip_reason=reason))
+            skipped.append(outcome_row(row, state="skipped", skip_reason=reason, last_error=detail))
             continue
         if row["contact_id"] in delayed:
             why = "someone at the account replied"

@@ -13,6 +13,8 @@ SKIP_REASONS = {
     "bounced": "the address bounced before",
     "suppressed": "on the do-not-contact list",
     "no_consent": "no recorded consent, and the campaign requires it",
+    "left_audience": "no longer in the campaign's audience (tier, stage, filters or role)",
+    "account_replied": "someone else at the account replied, and the campaign stops then",
 }
 
 
@@ -64,6 +66,8 @@ def as_words(name: str) -> str:
 def skip_reason_text(reason: str) -> str:
     if reason in SKIP_REASONS:
         return SKIP_REASONS[reason]
+    if reason.startswith("account_stage_"):
+        return f"the account reached {as_words(reason[14:])}, where the campaign stops"
     if reason.startswith("stopped_stage_"):
         return f"sequence stopped: the account reached {as_words(reason[14:])}"
     if reason.startswith("stopped_"):

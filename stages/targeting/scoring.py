@@ -178,23 +178,3 @@ def rescore_accounts_in_db(engine: Engine, rules: IcpRules) -> dict[int | None, 
             update_rows_by_id(session, Account, updates)
             last = rows[-1]["id"]
     return per_tier
-
-
-def target_account_ids(
-    engine: Engine,
-    tiers: list[int],
-    stages: list[str] | None = None,
-    filters: list[FieldTest] | None = None,
-) -> list[int]:
-    """Ids of scored accounts in the given tiers and stages that pass every filter (the
-    account fields are read only when there are filters to test)."""
-    columns = [Account.id]
-    if filters:
-        columns = [getattr(Account, name) for name in SCORED_FIELDS]
-        columns += [Account.technologies, Account.attributes]
-    query = select(*columns).where(Account.tier.in_(tiers))
-    if stages:
-        query = query.where(Account.stage.in_(stages))
-    with engine.connect() as connection:
-        rows = connection.execute(query.order_by(Account.id)).mappings().all()
-    return [row["id"] for row in rows if all(matches(test, row) for test in filters or [])]

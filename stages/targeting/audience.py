@@ -1,0 +1,107 @@
+"""Who a campaign is for, asked the same way twice: when the run picks its target accounts,
+and again for every message at the moment it leaves. An account that changed tier or stage,
+a filter that no longer holds, a person whose role is no longer wanted, or a campaign file
+narrowed under the same key: each is caught when the message would go, not only at planning."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from core.campaign_file import Audience
+from core.field_test import FieldTest
+from models.db import chunked
+from models.tables import Account
+from stages.targeting.scoring import SCORED_FIELDS, matches
+
+# What deciding membership reads of an account: the filters may test any scored field,
+# a technology or an extra column.
+AUDIENCE_COLUMNS = (
+    *(getattr(Account, name) for name in SCORED_FIELDS),
+    Account.technologies,
+    Account.attributes,
+    Account.tier,
+    Account.stage,
+)
+
+
+def describe_filter(test: FieldTest) -> str:
+    """A filter as the campaign file wrote it, for a reason a person reads."""
+    for name, label in (
+        ("in_", "in"),
+        ("not_in", "not in"),
+        ("between", "between"),
+        ("at_least", "at least"),
+        ("below", "below"),
+        ("any_of", "any of"),
+        ("none_of", "none of"),
+    ):
+        value = getattr(test, name)
+        if value is not None:
+            shown = ", ".join(str(v) for v in value) if isinstance(value, list | tuple) else value
+            return f"{test.field} {label} {shown}"
+    return f"{test.field} present"
+
+
+def account_outside(audience: Audience, account: Mapping[str, Any]) -> str | None:
+    """Why an account is not in the audience now (tier, stage or a filter), or None."""
+    tier = account.get("tier")
+    if tier not in audience.tiers:
+        shown = "none" if tier is None else str(tier)
+        return f"tier {shown} is not among the audience's tiers {list(audience.tiers)}"
+    if audience.stages and account.get("stage") not in audience.stages:
+        return (
+            f"stage {account.get('stage')} is not among the audience's stages "
+            f"{', '.join(audience.stages)}"
+        )
+    for test in audience.icp:
+        if not matches(test, account):
+            return f"the audience filter '{describe_filter(test)}' no longer holds"
+    return None
+
+
+def person_outside(audience: Audience, role: str | None) -> str | None:
+    """Why a person of a targeted account is not in the audience (their role), or None."""
+    if audience.roles and role not in audience.roles:
+        shown = role or "unknown"
+        return f"role {shown} is not among the audience's roles {', '.join(audience.roles)}"
+    return None
+
+
+def _audience_accounts(engine: Engine, audience: Audience, ids: Iterable[int] | None) -> Any:
+    """Account rows with what membership reads: these ids, or every account that could be in
+    the audience (tiers and stages narrow in SQL; the same test then runs on each row)."""
+    query = select(*AUDIENCE_COLUMNS).where(Account.tier.in_(list(audience.tiers)))
+    if audience.stages:
+        query = query.where(Account.stage.in_(list(audience.stages)))
+    with engine.connect() as connection:
+        if ids is None:
+            yield from connection.execute(query.order_by(Account.id)).mappings()
+            return
+        for batch in chunked(sorted(set(ids)), 2000):
+            yield from connection.execute(
+                select(*AUDIENCE_COLUMNS).where(Account.id.in_(batch))
+            ).mappings()
+
+
+def target_account_ids(engine: Engine, audience: Audience) -> list[int]:
+    """Ids of the accounts in the audience now, in id order."""
+    return [
+        row["id"]
+        for row in _audience_accounts(engine, audience, None)
+        if account_outside(audience, row) is None
+    ]
+
+
+def accounts_outside(
+    engine: Engine, audience: Audience, account_ids: Iterable[int]
+) -> dict[int, str]:
+    """Of these accounts, those no longer in the audience, with why (the send-time check)."""
+    found: dict[int, str] = {}
+    for row in _audience_accounts(engine, audience, account_ids):
+        reason = account_outside(audience, row)
+        if reason is not None:
+            found[row["id"]] = reason
+    return found
