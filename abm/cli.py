@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +32,7 @@ stakeholders_app = typer.Typer(help="Buying-committee mapping.")
 campaign_app = typer.Typer(help="Campaign files: validate, run, status.")
 engagement_app = typer.Typer(help="Engagement from providers.")
 webhooks_app = typer.Typer(help="The HTTP receiver for provider events and unsubscribes.")
+crm_app = typer.Typer(help="The CRM: ABM results onto its company records.")
 app.add_typer(import_app, name="import")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(contacts_app, name="contacts")
@@ -38,6 +40,7 @@ app.add_typer(stakeholders_app, name="stakeholders")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(engagement_app, name="engagement")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(crm_app, name="crm")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -153,11 +156,14 @@ def accounts_show(domain: str, as_json: JsonOption = False) -> None:
     """One account: score with reasons, committee with roles and gaps, engagement, stages."""
     from models.queries import get_account
     from stages.committee.coverage import coverage
+    from stages.engagement.journey import stage_history
     from stages.targeting.scoring import load_icp_rules
 
-    account = get_account(_engine(), domain.strip().lower())
+    engine = _engine()
+    account = get_account(engine, domain.strip().lower())
     if account is None:
         raise AbmError(f"no account with domain {domain!r}")
+    account["stage_history"] = stage_history(engine, account["id"])
     required = load_icp_rules(get_settings().icp_rules).committee.required_roles
     reachable = [c["role"] for c in account["contacts"] if c["status"] == "active"]
     cover = coverage(reachable, required)
@@ -206,7 +212,7 @@ def accounts_show(domain: str, as_json: JsonOption = False) -> None:
         for change in account["stage_history"]:
             out.print(
                 f"  {change['changed_at']:%Y-%m-%d %H:%M} {change['from_stage']} -> "
-                f"{change['to_stage']}: {change['reason']}",
+                f"{change['to_stage']} ({change['source']}): {change['reason']}",
                 highlight=False,
                 markup=False,
             )
@@ -219,6 +225,27 @@ def accounts_show(domain: str, as_json: JsonOption = False) -> None:
                 highlight=False,
                 markup=False,
             )
+
+
+@accounts_app.command("set-stage")
+def accounts_set_stage(
+    domain: str,
+    stage: str,
+    reason: Annotated[str, typer.Option(help="why: kept in the stage history")],
+) -> None:
+    """Set an account's journey stage by hand (kept in the stage history as set by a person).
+
+    It stands: engagement moves the account on only on events after this change."""
+    from stages.engagement.journey import set_stage
+
+    moved = set_stage(_engine(), domain, stage, reason)
+    if moved is None:
+        err.print(
+            f"{domain} is already at stage {stage.strip().lower()}: nothing recorded",
+            markup=False,
+        )
+        return
+    err.print(f"{domain}: {moved[0]} -> {moved[1]} ({reason.strip()})", markup=False)
 
 
 @contacts_app.command("list")
@@ -445,6 +472,8 @@ def campaign_status(file: Path, as_json: JsonOption = False) -> None:
 
 
 def _summary(summary: dict[str, Any], as_json: bool) -> None:
+    from stages.report.text import skip_reason_text
+
     if as_json:
         _print_json(summary)
         return
@@ -453,26 +482,46 @@ def _summary(summary: dict[str, Any], as_json: bool) -> None:
     table.add_row(*(str(summary.get(k, 0)) for k in columns))
     out.print(table)
     for reason, count in summary["skipped_by_reason"].items():
-        out.print(f"skipped because {reason}: {count}", markup=False)
+        out.print(f"skipped ({reason}): {count}, {skip_reason_text(reason)}", markup=False)
+    if summary.get("left_audience_pending"):
+        out.print(
+            f"{summary['left_audience_pending']} planned messages are for people no longer in "
+            "the audience (the campaign file or the accounts changed): they will be skipped "
+            "as left_audience when due",
+            markup=False,
+        )
 
 
 @engagement_app.command("sync")
 def engagement_sync(as_json: JsonOption = False) -> None:
-    """Pull LinkedIn ad analytics by company and lead-form responses (sandbox by default)."""
+    """Pull LinkedIn ad analytics by company and lead-form responses (sandbox by default:
+    only from the files in ABM_LINKEDIN_SANDBOX_DIR, never invented)."""
+    from dataclasses import asdict
+
     from models.queries import list_accounts
     from stages.engagement.linkedin_sync import sync_linkedin
-    from stages.engagement.rollup import load_engagement_rules, rollup_accounts
+    from stages.engagement.rollup import engagement_rules_from, rollup_accounts
 
     engine = _engine()
+    rules = engagement_rules_from(get_settings())
     report = sync_linkedin(engine, get_settings())
-    ids = [row["id"] for row in list_accounts(engine)]
-    changes = rollup_accounts(engine, ids, load_engagement_rules())
-    result = {**report.__dict__, "stage_changes": changes}
+    changes = 0
+    if report.stored:  # nothing pulled: the accounts stay exactly as they were
+        ids = [row["id"] for row in list_accounts(engine)]
+        changes = rollup_accounts(engine, ids, rules)
+    result = {**asdict(report), "stage_changes": changes}
     if as_json:
         _print_json(result)
-        return
-    for key, value in result.items():
-        err.print(f"{key.replace('_', ' ')}: {value}", markup=False)
+    else:
+        for key, value in result.items():
+            if key not in ("notes", "problems", "sandbox_dir"):
+                err.print(f"{key.replace('_', ' ')}: {value}", markup=False)
+        for note in report.notes:
+            err.print(note, markup=False)
+        for problem in report.problems:
+            err.print(problem, style="yellow", markup=False)
+    if report.problems:
+        raise typer.Exit(1)
 
 
 @engagement_app.command("ingest")
@@ -484,41 +533,44 @@ def engagement_ingest(
     """Bulk-load provider events (e.g. an export), one JSON event a line; stored once each."""
     from connectors.email.sendgrid_events import check_events, parse_sendgrid
     from connectors.email.webhook_events import BadEvents
-    from models.queries import list_accounts
-    from stages.engagement.ingest import IngestReport, ingest_sendgrid
-    from stages.engagement.rollup import load_engagement_rules, rollup_accounts
+    from stages.engagement.ingest import ingest_sendgrid_export
+    from stages.engagement.rollup import engagement_rules_from
 
     if provider != "sendgrid":
         raise AbmError(f"--provider {provider}: only sendgrid is supported")
     engine = _engine()
-    total, bad = IngestReport(), 0
-    batch: list[dict] = []
+    rules = engagement_rules_from(get_settings())
+    bad = 0
     try:
         lines = file.open("rb")  # bytes: a line that is not UTF-8 is one malformed line
     except OSError as exc:
         raise AbmError(f"{file}: cannot read: {exc.strerror}") from None
-    with lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                events = parse_sendgrid(b"[" + line + b"]")
-                check_events(events)
-            except RecursionError:
-                bad += 1
-                err.print(f"{file}:{number}: nested too deeply", style="yellow", markup=False)
-                continue
-            except BadEvents as exc:
-                bad += 1
-                err.print(f"{file}:{number}: {exc}", style="yellow", markup=False)
-                continue
-            batch += events
-            if len(batch) >= 5000:
-                _add(total, ingest_sendgrid(engine, batch))
-                batch = []
-    _add(total, ingest_sendgrid(engine, batch))
-    accounts = [row["id"] for row in list_accounts(engine)]
-    rollup_accounts(engine, accounts, load_engagement_rules())
+
+    def batches() -> Iterator[list[dict]]:
+        nonlocal bad
+        batch: list[dict] = []
+        with lines:
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    events = parse_sendgrid(b"[" + line + b"]")
+                    check_events(events)
+                except RecursionError:
+                    bad += 1
+                    err.print(f"{file}:{number}: nested too deeply", style="yellow", markup=False)
+                    continue
+                except BadEvents as exc:
+                    bad += 1
+                    err.print(f"{file}:{number}: {exc}", style="yellow", markup=False)
+                    continue
+                batch += events
+                if len(batch) >= 5000:
+                    yield batch
+                    batch = []
+        yield batch
+
+    total = ingest_sendgrid_export(engine, batches(), rules)
     result = {**total.__dict__, "malformed": bad}
     if as_json:
         _print_json(result)
@@ -528,9 +580,45 @@ def engagement_ingest(
         raise typer.Exit(1)
 
 
-def _add(total, report) -> None:  # type: ignore[no-untyped-def]
-    for key, value in report.__dict__.items():
-        setattr(total, key, getattr(total, key) + value)
+@crm_app.command("push")
+def crm_push(as_json: JsonOption = False) -> None:
+    """Push accounts whose tier, scores or stage changed since their last push (failed: again)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from connectors.crm import get_crm
+    from core.errors import ConfigError
+    from stages.crm import push_changed
+
+    engine = _engine()
+    crm = get_crm(get_settings())
+    if crm is None:
+        raise ConfigError(
+            "no CRM is configured: set ABM_HUBSPOT_ACCESS_TOKEN to the access token of a "
+            "HubSpot private app to push accounts to HubSpot"
+        )
+    bar = Progress(
+        TextColumn(f"pushing to {crm.name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+    )
+    task = bar.add_task("push", total=None)
+    with crm, bar:
+        report = push_changed(
+            engine, crm, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    if as_json:
+        _print_json({**report.counts(), "failures": report.failures})
+    else:
+        failures = list(report.failures.items())
+        for domain, reason in failures[:50]:
+            err.print(f"{domain}: {reason}", style="yellow", markup=False, highlight=False)
+        if len(failures) > 50:
+            err.print(f"... and {len(failures) - 50} more (--json lists them all)")
+        print(" ".join(f"{key}={value}" for key, value in report.counts().items()))
+    if report.failures:
+        raise typer.Exit(1)
 
 
 @webhooks_app.command("serve")
@@ -635,7 +723,7 @@ def main() -> None:
     except Exception as exc:  # click usage errors
         import click
 
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, (click.ClickException, typer.TyperException)):
             exc.show()
             sys.exit(exc.exit_code)
         raise

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from abm.demo_data import BAD_CONTACT_ROWS, write_demo_csvs
 from abm.prefect_runtime import prefect_log_path, prepare_environment, run_flow_quietly
@@ -20,7 +20,7 @@ from core.settings import REPO_ROOT, get_settings, reset_settings
 from core.vocabulary import STAGES
 from models.db import get_engine, migrate
 from models.queries import accounts_by_tier_and_stage, list_accounts
-from models.tables import Account
+from models.tables import Account, EngagementEvent
 from stages.importing import import_file
 from stages.report import render_html, report_data
 
@@ -103,10 +103,19 @@ def run_demo(contacts: int, out: Console, err: Console) -> None:
     if summary["skipped_by_reason"]:
         reasons = ", ".join(f"{k} {v}" for k, v in summary["skipped_by_reason"].items())
         out.print(f"Skipped because: {reasons}.", highlight=False)
+    simulated = _simulated_events(engine)
+    if simulated:
+        kinds = ", ".join(f"{count} {kind}" for kind, count in simulated.items())
+        out.print(
+            f"Engagement is SIMULATED: {sum(simulated.values())} invented events ({kinds}), "
+            "made by the demo in this demo database only and marked as simulated; real "
+            "engagement comes from provider webhooks and `abm engagement sync`.",
+            highlight=False,
+        )
     top = sorted(list_accounts(engine), key=lambda r: -r["engagement_score"])[:3]
     if top:
         out.print(
-            "Most engaged: "
+            "Most engaged (simulated): "
             + ", ".join(f"{r['domain']} ({r['stage']}, {r['engagement_score']:g})" for r in top),
             highlight=False,
         )
@@ -149,6 +158,17 @@ def _write_suppressions(directory: Path, contacts_csv: Path) -> Path:
         writer.writerow(["email", "reason"])
         writer.writerows([email, "asked not to be contacted"] for email in emails[::250])
     return path
+
+
+def _simulated_events(engine: Engine) -> dict[str, int]:
+    """Simulated events by type, most first, so the summary can say what was invented."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(EngagementEvent.type, func.count())
+            .where(EngagementEvent.provider == "simulated")
+            .group_by(EngagementEvent.type)
+        ).all()
+    return dict(sorted(rows, key=lambda row: (-row[1], row[0])))
 
 
 def _sent(engine: Engine) -> int:

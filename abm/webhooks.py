@@ -1,8 +1,9 @@
 """`abm webhooks serve`: the HTTP receiver for provider events and one-click unsubscribe.
 
-Events are stored before the response is sent: a 2xx means they are durable. A bad
-signature gets 401/403 and nothing is stored; a malformed body 400 with the reason; a
-replayed event 200 and it is stored once."""
+Events are stored before the response is sent, and the accounts they touch rolled up in the
+same transaction: a 2xx means they are durable and counted in the accounts' engagement
+scores and stages. A bad signature gets 401/403 and nothing is stored; a malformed body 400
+with the reason; a replayed event 200 and it is stored once."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from stages.engagement.ingest import (
     reply_event,
     unsubscribe,
 )
-from stages.engagement.rollup import store_events
+from stages.engagement.rollup import engagement_rules_from, store_events
 
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     engine = get_engine(settings.database_url)
     secret = settings.signing_key()
+    rules = engagement_rules_from(settings)
 
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok")
@@ -78,7 +80,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             events = parse_sendgrid(body)
         except BadEvents as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        report = ingest_sendgrid(engine, events)
+        report = ingest_sendgrid(engine, events, rules)
         return JSONResponse(report.__dict__)
 
     async def mailgun(request: Request) -> Response:
@@ -110,7 +112,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             check_events([shaped])
         except BadEvents as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse(ingest_sendgrid(engine, [shaped]).__dict__)
+        return JSONResponse(ingest_sendgrid(engine, [shaped], rules).__dict__)
 
     async def inbound(request: Request) -> Response:
         """SendGrid Inbound Parse: a reply to one of our messages stops its sequence."""
@@ -135,7 +137,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         event = reply_event(engine, headers, sender)
         if event is None:
             return JSONResponse({"stored": 0, "unmatched": 1})
-        return JSONResponse({"stored": store_events(engine, [event]), "unmatched": 0})
+        return JSONResponse({"stored": store_events(engine, [event], rules), "unmatched": 0})
 
     def _token(request: Request) -> tuple[int, int] | None:
         try:
@@ -166,7 +168,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         found = _token(request)
         if found is None:
             return PlainTextResponse("unsubscribe link is not valid", status_code=404)
-        unsubscribe(engine, *found)
+        unsubscribe(engine, *found, rules)
         return HTMLResponse(
             PAGE.format(
                 title="Unsubscribed",

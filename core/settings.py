@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8025"
     icp_rules: Path | None = Field(None, description="ICP rules YAML replacing the default")
     title_rules: Path | None = Field(None, description="title table YAML merged over defaults")
+    currency: str = Field(
+        "USD", pattern=r"^[A-Z]{3}$", description="ISO code revenue is stored and compared in"
+    )
+    currency_rates: Path | None = Field(
+        None, description="dated currency rates YAML replacing the indicative default"
+    )
     engagement_rules: Path | None = Field(
         None, description="engagement rules YAML (weights, decay, stages) replacing the default"
     )

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
+from core.domains import show
+
 Seniority = Literal["c_level", "vp", "director", "manager", "individual_contributor"]
 Function = Literal[
     "executive",
@@ -33,6 +35,15 @@ ROLES: tuple[str, ...] = get_args(Role)
 # Journey stages in order: an account only moves forward through them.
 STAGES: tuple[str, ...] = get_args(Stage)
 TIERS = (1, 2, 3)
+
+
+def parse_stage(raw: str) -> str:
+    """A journey stage as people write it ("MQA", " Opportunity "); ValueError if unknown."""
+    stage = raw.strip().casefold()
+    if stage not in STAGES:
+        raise ValueError(f"'{show(raw)}' is not a journey stage; use one of {', '.join(STAGES)}")
+    return stage
+
 
 CONTACT_STATUSES = ("active", "unsubscribed", "bounced", "suppressed")
 DELIVERY_STATES = (

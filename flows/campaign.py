@@ -28,9 +28,9 @@ from connectors.email import get_backend
 from core.campaign_file import load_campaign
 from core.settings import Settings, get_settings
 from flows.tasks import (
-    crm_write_back,
     deliver_chunk,
     map_stakeholders,
+    push_crm_changes,
     rehearse_chunk,
     score_accounts,
     select_target_accounts,
@@ -52,6 +52,7 @@ from stages.delivery.ledger import (
     register_campaign,
     release_expired_leases,
 )
+from stages.engagement.rollup import engagement_rules_from, refuse_simulation_on_real_data
 from stages.report import publish_artifact, report_data
 
 
@@ -262,6 +263,9 @@ def run_campaign(
     database_url = settings.database_url
     engine = get_engine(database_url)
     require_current_schema(engine)
+    engagement_rules_from(settings)  # a bad ABM_ENGAGEMENT_RULES stops the run before it sends
+    if simulate:  # the demo's switch: refused before anything is sent on real accounts
+        refuse_simulation_on_real_data(engine)
     path = Path(campaign_file)
     key, campaign = load_campaign(path)
     artifact_key = key.replace("_", "-")
@@ -327,8 +331,8 @@ def run_campaign(
             simulate_engagement(database_url, campaign_id)
         write_back_engagement(database_url, account_ids)
         if settings.hubspot_access_token:
-            crm = crm_write_back(database_url, account_ids)
-            logger.info("CRM write-back: %s", {k: v for k, v in crm.items() if k != "failures"})
+            crm = push_crm_changes(database_url)  # every changed account, not just this audience
+            logger.info("CRM push: %s", {k: v for k, v in crm.items() if k != "failures"})
 
         summary = {**ledger_summary(engine, campaign_id), "left_audience_pending": left}
         if summary["in_flight"]:

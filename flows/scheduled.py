@@ -3,10 +3,12 @@
 - `advance_sequences` (every 15 minutes): every active campaign sends what is due now:
   later steps whose wait has passed, messages deferred by a cap or a sending window, and
   retryable failures whose backoff is over. Stop conditions are checked again at send time.
-- `sync_engagement` (hourly): LinkedIn ad analytics by company and lead-form responses
-  since the stored cursors, then the touched accounts' scores and stages.
+- `sync_engagement` (hourly, once switched on): LinkedIn ad analytics by company and
+  lead-form responses since the stored cursors, then the accounts' scores and stages. In
+  sandbox mode it reads only the sandbox files and, with none, does nothing.
 - `rescore_accounts` (nightly): ICP fit and tiers for all accounts, then engagement scores
-  and stages, so time decay moves accounts even when nothing new happened.
+  and stages, so time decay moves accounts even when nothing new happened; then every
+  account changed since its last CRM push goes to the CRM (when one is configured).
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from sqlalchemy import select
 
 from core.settings import get_settings
 from flows.campaign import run_campaign
-from flows.tasks import score_accounts, write_back_engagement
+from flows.tasks import push_crm_changes, score_accounts, write_back_engagement
 from models.db import get_engine, require_current_schema
 from models.tables import Account, Campaign
 from stages.engagement.linkedin_sync import sync_linkedin
+from stages.engagement.rollup import engagement_rules_from
 
 
 @flow(name="advance-sequences")
@@ -56,17 +59,29 @@ def rescore_accounts() -> dict[str, Any]:
     with engine.connect() as connection:
         ids = list(connection.execute(select(Account.id)).scalars())
     changes = write_back_engagement(settings.database_url, ids)
-    return {"accounts": len(ids), "per_tier": per_tier, "stage_changes": changes}
+    summary: dict[str, Any] = {"accounts": len(ids), "per_tier": per_tier, "stage_changes": changes}
+    if settings.hubspot_access_token:
+        summary["crm"] = push_crm_changes(settings.database_url)
+    return summary
 
 
 @flow(name="sync-engagement")
 def sync_engagement() -> dict[str, Any]:
-    """Pull provider engagement incrementally, then roll it up into the accounts."""
+    """Pull provider engagement incrementally, then roll it up into the accounts; when
+    nothing was pulled (a sandbox with no files) the database is left as it was."""
+    logger = get_run_logger()
     settings = get_settings()
     engine = get_engine(settings.database_url)
     require_current_schema(engine)
+    engagement_rules_from(settings)  # a bad ABM_ENGAGEMENT_RULES stops it before any pull
     report = sync_linkedin(engine, settings)
-    with engine.connect() as connection:
-        ids = list(connection.execute(select(Account.id)).scalars())
-    changes = write_back_engagement(settings.database_url, ids)
+    for note in report.notes:
+        logger.info(note)
+    for problem in report.problems:
+        logger.warning(problem)
+    changes = 0
+    if report.stored:
+        with engine.connect() as connection:
+            ids = list(connection.execute(select(Account.id)).scalars())
+        changes = write_back_engagement(settings.database_url, ids)
     return {**asdict(report), "stage_changes": changes}

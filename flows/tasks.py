@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from connectors.crm import get_crm
@@ -17,12 +17,12 @@ from connectors.email import get_backend
 from core.campaign_file import Audience
 from core.settings import get_settings
 from models.db import get_engine
-from models.queries import account_rows
 from stages.committee.coverage import Coverage, classify_contacts, committee_coverage
+from stages.crm import push_changed
 from stages.delivery.ledger import ChunkOutcome, DeliveryContext
 from stages.delivery.send import deliver, rehearse
 from stages.engagement.rollup import (
-    load_engagement_rules,
+    engagement_rules_from,
     rollup_accounts,
     simulate_campaign_engagement,
 )
@@ -87,23 +87,25 @@ def simulate_engagement(database_url: str, campaign_id: int) -> int:
 
 @task(name="write-back-engagement", cache_policy=NO_CACHE, persist_result=False)
 def write_back_engagement(database_url: str, account_ids: list[int]) -> int:
-    """Roll events up into account engagement scores and stages."""
-    return rollup_accounts(get_engine(database_url), account_ids, load_engagement_rules())
+    """Roll events up into account engagement scores and stages, by the rules
+    ABM_ENGAGEMENT_RULES names (else the default), as everywhere else."""
+    rules = engagement_rules_from(get_settings())
+    return rollup_accounts(get_engine(database_url), account_ids, rules)
 
 
-@task(name="crm-write-back", cache_policy=NO_CACHE, persist_result=False)
-def crm_write_back(database_url: str, account_ids: list[int]) -> dict[str, Any]:
-    """Engagement score, stage, tier and ICP score to HubSpot companies (when configured)."""
+@task(name="crm-push", cache_policy=NO_CACHE, persist_result=False)
+def push_crm_changes(database_url: str) -> dict[str, Any]:
+    """Every account whose tier, ICP score, engagement score or stage changed since its last
+    push to the CRM (when configured), whatever changed it; failed ones go at the next push."""
     crm = get_crm(get_settings())
     if crm is None:
         return {"skipped": "ABM_HUBSPOT_ACCESS_TOKEN is not set"}
-    rows = account_rows(get_engine(database_url), account_ids)
     with crm:
-        crm.ensure_properties()
-        result = crm.write_back(rows)
-    return {
-        "updated": result.updated,
-        "created": result.created,
-        "failed": result.failed,
-        "failures": dict(list(result.failures.items())[:50]),
-    }
+        report = push_changed(get_engine(database_url), crm)
+    if report.failures:
+        get_run_logger().warning(
+            "CRM push: %d accounts failed and are retried at the next push, e.g. %s",
+            report.failed,
+            "; ".join(f"{d}: {r}" for d, r in list(report.failures.items())[:5]),
+        )
+    return {**report.counts(), "failures": dict(list(report.failures.items())[:50])}

@@ -132,25 +132,3 @@ def delivery_state_counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as connection:
         rows = connection.execute(select(Delivery.state, func.count()).group_by(Delivery.state))
         return dict(rows.all())
-
-
-def account_rows(engine: Engine, account_ids: list[int]) -> list[dict[str, Any]]:
-    """What a CRM write-back sends: domain, name, scores, stage and tier."""
-    rows: list[dict[str, Any]] = []
-    with engine.connect() as connection:
-        for start in range(0, len(account_ids), 2000):
-            batch = account_ids[start : start + 2000]
-            rows += [
-                dict(row)
-                for row in connection.execute(
-                    select(
-                        Account.domain,
-                        Account.name,
-                        Account.engagement_score,
-                        Account.stage,
-                        Account.tier,
-                        Account.icp_score,
-                    ).where(Account.id.in_(batch))
-                ).mappings()
-            ]
-    return rows

@@ -307,3 +307,39 @@ def test_a_campaign_narrowed_after_a_dry_run_emails_only_its_new_audience(demo_d
         for path in _outbox()
     }
     assert emailed and {tiers[address] for address in emailed} == {1}
+
+
+def test_stop_at_stage_skips_an_account_imported_as_an_opportunity(demo_db, tmp_path):
+    from sqlalchemy import func
+
+    from stages.targeting.scoring import load_icp_rules, rescore_accounts_in_db
+
+    rescore_accounts_in_db(demo_db, load_icp_rules())
+    with demo_db.connect() as connection:
+        domain, account_id, people = connection.execute(
+            select(Account.domain, Account.id, func.count(Contact.id))
+            .join(Contact, Contact.account_id == Account.id)
+            .where(Account.tier.is_not(None), Contact.status == "active")
+            .group_by(Account.domain, Account.id)
+            .order_by(func.count(Contact.id).desc(), Account.domain)
+        ).first()
+    stages = tmp_path / "stages.csv"
+    stages.write_text(f"domain,stage\n{domain},Opportunity\n", encoding="utf-8")
+    assert import_file("accounts", stages, demo_db, get_settings()).rejects == []
+    path = tmp_path / "until-opportunity.yaml"
+    path.write_text(
+        "name: Until opportunity\nlinks: {guide: 'https://demo.example/g'}\n"
+        "audience:\n  stages: [target, aware, engaged, mqa, opportunity, customer]\n"
+        "caps: {per_contact: {max: 5, days: 7}, per_account: {max: 50, days: 7}}\n"
+        "account_rules: {stop_at_stage: opportunity}\n"
+        "steps:\n  - id: intro\n    template: intro\n"
+    )
+    summary = run_campaign(campaign_file=str(path))
+    with demo_db.connect() as connection:
+        theirs = connection.execute(
+            select(Delivery.state, Delivery.skip_reason).where(Delivery.account_id == account_id)
+        ).all()
+    assert theirs and people > 0
+    assert {tuple(row) for row in theirs} == {("skipped", "account_stage_opportunity")}
+    assert summary["skipped_by_reason"]["account_stage_opportunity"] == len(theirs)
+    assert summary["sent"] > 0

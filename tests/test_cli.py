@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,92 @@ def test_engagement_ingest_stores_each_event_once_and_reports_bad_lines(initiali
     }
     again = abm("engagement", "ingest", str(export), "--json")
     assert json.loads(again.stdout)["stored"] == 0
+
+
+def test_set_stage_is_kept_with_its_source_and_reason_and_shown(initialised, tmp_path):
+    accounts = _write(tmp_path / "a.csv", "domain,stage\nacme.example,MQA\n")
+    assert abm("import", "accounts", str(accounts)).returncode == 0
+    moved = abm("accounts", "set-stage", "acme.example", "Opportunity", "--reason", "deal opened")
+    assert moved.returncode == 0, moved.stderr
+    assert "mqa -> opportunity" in moved.stderr
+    again = abm("accounts", "set-stage", "acme.example", "opportunity", "--reason", "again")
+    assert again.returncode == 0 and "already" in again.stderr
+
+    shown = json.loads(abm("accounts", "show", "acme.example", "--json").stdout)
+    assert shown["stage"] == "opportunity"
+    assert [
+        (c["from_stage"], c["to_stage"], c["source"], c["reason"]) for c in shown["stage_history"]
+    ] == [
+        ("target", "mqa", "import", f"imported from {accounts.name}, line 2"),
+        ("mqa", "opportunity", "person", "deal opened"),
+    ]
+    human = abm("accounts", "show", "acme.example").stdout
+    assert "mqa -> opportunity (person): deal opened" in human
+    assert "target -> mqa (import)" in human
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("nobody.example", "mqa", "--reason", "x"), "no account with domain 'nobody.example'"),
+        (("acme.example", "won", "--reason", "x"), "'won' is not a journey stage"),
+        (("acme.example", "mqa", "--reason", " "), "reason for the change must not be blank"),
+        (("acme.example", "mqa"), "--reason"),
+    ],
+    ids=["unknown-domain", "unknown-stage", "blank-reason", "no-reason"],
+)
+def test_set_stage_refuses_what_it_cannot_do_with_exit_2(initialised, tmp_path, args, message):
+    abm("import", "accounts", str(_write(tmp_path / "a.csv", "domain\nacme.example\n")))
+    result = abm("accounts", "set-stage", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unknown_stage_in_accounts_csv_is_reported_with_file_line_and_value(
+    initialised, tmp_path
+):
+    accounts = _write(tmp_path / "a.csv", "domain,stage\nacme.example,hot\nbeta.example,aware\n")
+    result = abm("import", "accounts", str(accounts))
+    assert result.returncode == 1
+    assert f"{accounts}:2: stage: 'hot' is not a journey stage" in result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "imported=1 updated=0 rejected=1"
+
+
+def test_engagement_commands_use_abm_engagement_rules(initialised, tmp_path):
+    from core.settings import DEFAULTS_DIR
+
+    abm("import", "accounts", str(_write(tmp_path / "a.csv", "domain\nacme.example\n")))
+    abm("import", "contacts", str(_write(tmp_path / "c.csv", "email\nana@acme.example\n")))
+    export = _write(
+        tmp_path / "events.jsonl",
+        json.dumps(
+            {
+                "email": "ana@acme.example",
+                "timestamp": int(time.time()),
+                "event": "click",
+                "sg_event_id": "e1",
+            }
+        )
+        + "\n",
+    )
+    default = (DEFAULTS_DIR / "engagement.yaml").read_text(encoding="utf-8")
+    rules = _write(tmp_path / "rules.yaml", default.replace("  click: 5\n", "  click: 50\n"))
+    env = {"ABM_ENGAGEMENT_RULES": str(rules)}
+    assert abm("engagement", "ingest", str(export), env=env).returncode == 0
+    accounts = json.loads(abm("accounts", "list", "--json").stdout)
+    # the click's 50, and 5 for the committee role Ana's (blank) title gives her
+    assert accounts[0]["engagement_score"] == pytest.approx(55, abs=0.1)
+
+
+@pytest.mark.parametrize("content", [None, "weights: 3\n"], ids=["missing", "invalid"])
+def test_a_bad_engagement_rules_file_is_a_configuration_error(initialised, tmp_path, content):
+    rules = tmp_path / "rules.yaml"
+    if content is not None:
+        _write(rules, content)
+    export = _write(tmp_path / "events.jsonl", "")
+    for args in (("engagement", "sync"), ("engagement", "ingest", str(export))):
+        result = abm(*args, env={"ABM_ENGAGEMENT_RULES": str(rules)})
+        assert result.returncode == 2, (args, result.stderr)
+        assert "ABM_ENGAGEMENT_RULES" in result.stderr and str(rules) in result.stderr
+        assert "Traceback" not in result.stderr

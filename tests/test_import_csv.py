@@ -14,7 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.currency import load_currency_rates
 from stages.importing import (
+    AmbiguousNumber,
     ImportFileError,
     Reject,
     normalise_consent,
@@ -311,7 +313,6 @@ def test_normalise_email_rejects_with_a_reason(raw: str, why: str) -> None:
         ("1\u00a0200", True, 1200),
         ("1'200", False, 1200),
         ("1.200", True, 1200),
-        ("1.200", False, 1.2),
         ("1,5", True, 1.5),
         ("1.234,56", True, 1234.56),
         ("1,234.56", False, 1234.56),
@@ -322,14 +323,9 @@ def test_normalise_email_rejects_with_a_reason(raw: str, why: str) -> None:
         ("1,5 Mio", True, 1_500_000),
         ("2B", False, 2_000_000_000),
         ("2bn", False, 2_000_000_000),
-        ("$3.4M", False, 3_400_000),
-        ("$1.2M", False, 1_200_000),
-        ("€ 5m", True, 5_000_000),
-        ("3.4M USD", False, 3_400_000),
         ("10-50", False, 30),
         ("10 – 50", False, 30),
         ("10-50k", False, 30_000),
-        ("$1M - $5M", False, 3_000_000),
         ("500+", False, 500),
         ("42", False, 42),
         ("-5", False, -5),
@@ -403,6 +399,7 @@ def test_accounts_fields_are_parsed(tmp_path: Path) -> None:
         "country": "US",
         "technologies": ["Salesforce", "HubSpot", "Snowflake"],
         "tier_override": 1,
+        "stage": None,
         "attributes": {"owner": "Ana"},
     }
     beta = result.records[1]
@@ -415,7 +412,8 @@ def test_accounts_fields_are_parsed(tmp_path: Path) -> None:
 def test_accounts_in_a_semicolon_file_read_european_numbers(tmp_path: Path) -> None:
     text = "domain;employees;annual_revenue\nacme.com;1.200;2,5 Mio €\n"
     record = parse_accounts(read(tmp_path, text)).records[0]
-    assert (record["employees"], record["annual_revenue"]) == (1200, 2_500_000.0)
+    euros = load_currency_rates().usd_per_unit["EUR"]  # revenue is kept in ABM_CURRENCY
+    assert (record["employees"], record["annual_revenue"]) == (1200, 2_500_000.0 * euros)
 
 
 def test_accounts_bad_rows_are_rejected_naming_field_and_value(tmp_path: Path) -> None:
@@ -438,6 +436,23 @@ def test_accounts_bad_rows_are_rejected_naming_field_and_value(tmp_path: Path) -
     )
     assert [r["domain"] for r in result.records] == ["gamma.com"]
     assert result.rejects[0].values["employees"] == "12x"
+
+
+def test_an_accounts_stage_column_is_a_journey_stage_in_any_case(tmp_path: Path) -> None:
+    text = "domain,Stage\nacme.com,MQA\nbeta.io,Opportunity\ngamma.com,\ndelta.com,hot\n"
+    result = parse_accounts(read(tmp_path, text))
+    assert [(r["domain"], r["stage"], r["attributes"]) for r in result.records] == [
+        ("acme.com", "mqa", {}),
+        ("beta.io", "opportunity", {}),
+        ("gamma.com", None, {}),
+    ]
+    assert [(r.line, r.reason) for r in result.rejects] == [
+        (
+            5,
+            "stage: 'hot' is not a journey stage; use one of target, aware, engaged, mqa, "
+            "opportunity, customer (or leave it blank)",
+        )
+    ]
 
 
 def test_duplicate_accounts_merge_later_non_empty_values_win(tmp_path: Path) -> None:
@@ -831,9 +846,11 @@ def test_parse_number_round_trips_thousands_separators_and_suffixes(n: int) -> N
     assert parse_number(grouped.replace(",", "."), european=True) == n
     assert parse_number(grouped.replace(",", " ")) == n
     assert parse_number(grouped.replace(",", "\u00a0"), european=True) == n
-    assert parse_number(f"{grouped}k") == n * 1_000
+    try:  # "1,500k": 1,500 thousand or 1.5 thousand? A thousand apart, so it is said
+        assert parse_number(f"{grouped}k") == n * 1_000
+    except AmbiguousNumber:
+        assert 1_000 <= n < 1_000_000
     assert parse_number(f"{n}M") == float(n * 1_000_000)
-    assert parse_number(f"${grouped}") == n
 
 
 @settings(max_examples=200, deadline=None)

@@ -129,6 +129,45 @@ def test_suppression_import_marks_matching_contacts(engine, tmp_path):
     assert set(statuses.values()) == {"suppressed"}
 
 
+def test_a_stage_column_sets_the_stage_once_and_keeps_it_in_the_history(engine, tmp_path):
+    from stages.engagement.journey import set_stage, stage_history
+
+    accounts = _write(
+        tmp_path, "accounts.csv", "domain,stage\nacme.example,Opportunity\nglobex.example,\n"
+    )
+    report = import_file("accounts", accounts, engine, get_settings())
+    assert (report.imported, report.rejects) == (2, [])
+    rows = {row["domain"]: row for row in list_accounts(engine)}
+    assert {d: row["stage"] for d, row in rows.items()} == {
+        "acme.example": "opportunity",
+        "globex.example": "target",
+    }
+    history = stage_history(engine, rows["acme.example"]["id"])
+    assert [(c["from_stage"], c["to_stage"], c["source"]) for c in history] == [
+        ("target", "opportunity", "import")
+    ]
+    assert "accounts.csv" in history[0]["reason"] and "line 2" in history[0]["reason"]
+    assert stage_history(engine, rows["globex.example"]["id"]) == []
+
+    again = import_file("accounts", accounts, engine, get_settings())
+    assert (again.imported, again.updated) == (0, 0)
+    assert len(stage_history(engine, rows["acme.example"]["id"])) == 1
+
+    # a person moved the account on: the same file imported again does not move it back
+    set_stage(engine, "acme.example", "customer", "contract signed")
+    import_file("accounts", accounts, engine, get_settings())
+    assert {r["domain"]: r["stage"] for r in list_accounts(engine)}["acme.example"] == "customer"
+
+
+def test_an_unknown_stage_rejects_the_row_with_line_field_and_value(engine, tmp_path):
+    accounts = _write(tmp_path, "accounts.csv", "domain,stage\nacme.example,won\n")
+    report = import_file("accounts", accounts, engine, get_settings())
+    assert [(r.line, r.reason.split(";")[0]) for r in report.rejects] == [
+        (2, "stage: 'won' is not a journey stage")
+    ]
+    assert list_accounts(engine) == []
+
+
 # --------------------------------------------------------------------------- streaming
 # Contacts stream through `import_file` in batches of `batch_rows` rows. With tiny batches
 # every property of the whole-file import must still hold across batch boundaries.

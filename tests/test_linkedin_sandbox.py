@@ -1,17 +1,18 @@
 """LinkedIn connector in sandbox mode: the requests it would send land as numbered files with
-the token redacted and no address in them, and the simulated figures are a pure function of
-the inputs."""
+the token redacted and no address in them, and what it pulls comes only from the files the
+user put in its folder, answered as LinkedIn would; it never invents any."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from connectors.linkedin import LinkedInConnector, hash_email, simulated_organizations
+from connectors.linkedin import LinkedInConnector, hash_email
+from connectors.linkedin import client as linkedin_client
 from core.errors import ConfigError
 
 TOKEN = "tok-sandbox-S3cret"
@@ -97,50 +98,126 @@ def test_batches_respect_the_batch_size(tmp_path: Path) -> None:
     assert [len(b) for b in batches] == [2, 2, 1]
 
 
-def test_same_inputs_give_the_same_analytics_and_audience_ids(tmp_path: Path) -> None:
-    organizations = simulated_organizations(DOMAINS)
-    runs = []
-    for name in ("one", "two"):
-        connector = _sandbox(tmp_path / name)
-        runs.append(
-            (
-                connector.ad_analytics_by_company(
-                    date(2026, 1, 1), date(2026, 2, 28), organizations
-                ),
-                connector.upload_company_audience("Tier 1", DOMAINS),
-            )
-        )
+def _analytics(organization: str, day: date, impressions: int = 10, clicks: int = 1) -> dict:
+    when = {"year": day.year, "month": day.month, "day": day.day}
+    return {
+        "pivotValues": [organization],
+        "dateRange": {"start": when, "end": when},
+        "impressions": impressions,
+        "clicks": clicks,
+    }
 
-    assert runs[0] == runs[1]
-    rows = runs[0][0]
-    assert rows, "59 days of three accounts produce some delivery"
-    assert {r["domain"] for r in rows} == set(DOMAINS)
-    assert all(r["impressions"] >= 3 and 0 <= r["clicks"] <= r["impressions"] for r in rows)
-    assert all(date(2026, 1, 1) <= r["date"] <= date(2026, 2, 28) for r in rows)
-    ids = [r["provider_event_id"] for r in rows]
-    assert len(ids) == len(set(ids))
-    acme_alone = _sandbox(tmp_path / "three").ad_analytics_by_company(
-        date(2026, 1, 1), date(2026, 2, 28), simulated_organizations(["acme.com"])
+
+def _lead(lead_id: str, at: datetime, email: str, test: bool = False) -> dict:
+    return {
+        "id": lead_id,
+        "submittedAt": int(at.timestamp() * 1000),
+        "testLead": test,
+        "form": {
+            "name": "Whitepaper",
+            "content": {"questions": [{"questionId": 1, "predefinedField": "WORK_EMAIL"}]},
+        },
+        "formResponse": {
+            "answers": [
+                {"questionId": 1, "answerDetails": {"textQuestionAnswer": {"answer": email}}}
+            ]
+        },
+    }
+
+
+def _jsonl(path: Path, lines: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    return path
+
+
+def test_without_files_the_sandbox_pulls_nothing_and_still_records_its_requests(
+    tmp_path: Path,
+) -> None:
+    connector = LinkedInConnector("sandbox", sandbox_dir=tmp_path / "requests")
+    jan, mar = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)
+
+    assert connector.ad_analytics_by_company(date(2026, 1, 1), date(2026, 2, 28), {}) == []
+    assert connector.lead_form_responses(jan, mar) == []
+    assert len(list((tmp_path / "requests").glob("*-GET-adAnalytics.json"))) == 2
+    assert len(list((tmp_path / "requests").glob("*-GET-leadFormResponses.json"))) == 1
+    assert connector.sandbox_problems == []
+
+
+def test_the_sandbox_answers_from_its_files_as_linkedin_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(linkedin_client, "LEADS_PAGE_SIZE", 2)
+    files = tmp_path / "files"
+    org = "urn:li:organization:7"
+    _jsonl(
+        files / "ad_analytics.jsonl",
+        [
+            _analytics(org, date(2026, 1, 3), 40, 3),
+            {"elements": [_analytics(org, date(2026, 2, 10)), _analytics(org, date(2026, 4, 1))]},
+        ],
     )
-    assert acme_alone == [r for r in rows if r["domain"] == "acme.com"]
+    jan = datetime(2026, 1, 10, 9, 30, tzinfo=UTC)
+    _jsonl(
+        files / "lead_forms.jsonl",
+        [
+            _lead("a", jan, "Jane@Acme.com"),
+            _lead("b", jan + timedelta(hours=1), "omar@globex.io"),
+            _lead("c", jan + timedelta(hours=2), "li@initech.example"),
+            _lead("t", jan, "test@acme.com", test=True),
+            _lead("late", datetime(2026, 5, 1, tzinfo=UTC), "late@acme.com"),
+        ],
+    )
+    connector = LinkedInConnector("sandbox", sandbox_dir=tmp_path / "requests", sandbox_files=files)
+
+    rows = connector.ad_analytics_by_company(date(2026, 1, 1), date(2026, 2, 28), {org: "acme.com"})
+    leads = connector.lead_form_responses(jan, datetime(2026, 3, 1, tzinfo=UTC))
+
+    assert [(r["date"], r["domain"], r["impressions"], r["clicks"]) for r in rows] == [
+        (date(2026, 1, 3), "acme.com", 40, 3),
+        (date(2026, 2, 10), "acme.com", 10, 1),
+    ]
+    assert [lead["provider_event_id"] for lead in leads] == [
+        "linkedin:lead:a",
+        "linkedin:lead:b",
+        "linkedin:lead:c",
+    ]
+    assert leads[0]["email"] == "jane@acme.com" and leads[0]["company_domain"] == "acme.com"
+    assert len(list((tmp_path / "requests").glob("*-GET-leadFormResponses.json"))) == 2
+    assert connector.sandbox_problems == []
+    notes = " ".join(connector.sandbox_notes)
+    assert "1 row" in notes and "ad_analytics.jsonl" in notes
+    assert "lead_forms.jsonl" in notes and "test lead" in notes
 
 
-def test_simulated_leads_are_stable_across_overlapping_windows(tmp_path: Path) -> None:
-    connector = _sandbox(tmp_path)
-    jan, feb, mar = (datetime(2026, m, 1, tzinfo=UTC) for m in (1, 2, 3))
+def test_bad_lines_are_reported_with_file_line_and_reason(tmp_path: Path) -> None:
+    files = tmp_path / "files"
+    path = files / "lead_forms.jsonl"
+    path.parent.mkdir(parents=True)
+    good = _lead("ok", datetime(2026, 1, 5, tzinfo=UTC), "jane@acme.com")
+    path.write_bytes(
+        b"\n".join(
+            [
+                json.dumps(good).encode(),
+                b"{broken",
+                json.dumps({**good, "id": "x", "submittedAt": "yesterday"}).encode(),
+                json.dumps({k: v for k, v in good.items() if k != "id"}).encode(),
+                b"\xff\xfe not UTF-8",
+            ]
+        )
+    )
+    connector = LinkedInConnector("sandbox", sandbox_dir=tmp_path / "r", sandbox_files=files)
 
-    whole = connector.lead_form_responses(jan, mar, domains=DOMAINS)
-    halves = connector.lead_form_responses(jan, feb, domains=DOMAINS)
-    halves += connector.lead_form_responses(feb, mar, domains=DOMAINS)
+    leads = connector.lead_form_responses(
+        datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
+    )
 
-    assert whole
-    assert whole == halves
-    for lead in whole:
-        assert jan <= lead["submitted_at"] < mar
-        assert lead["company_domain"] in DOMAINS
-        assert lead["email"].endswith("@" + lead["company_domain"])
-        assert lead["provider_event_id"].startswith("linkedin:lead:")
-        assert lead["first_name"] and lead["last_name"] and lead["title"] and lead["form"]
+    assert [lead["provider_event_id"] for lead in leads] == ["linkedin:lead:ok"]
+    assert [p.split(": ", 1)[0] for p in connector.sandbox_problems] == [
+        f"{path}:{n}" for n in (2, 3, 4, 5)
+    ]
+    assert "submittedAt" in connector.sandbox_problems[1]
+    assert "id" in connector.sandbox_problems[2]
 
 
 def test_sandbox_needs_a_folder_and_naive_times_are_refused(tmp_path: Path) -> None:

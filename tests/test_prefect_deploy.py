@@ -182,6 +182,9 @@ def test_deploy_all_then_a_worker_runs_the_campaign_from_the_checkout(
         ):
             scheduled = api.get(f"/deployments/name/{flow_name}/{name}").json()
             assert scheduled["schedules"], scheduled
+            # the LinkedIn sync stays off until the real API is configured
+            active = [s["active"] for s in scheduled["schedules"]]
+            assert active == [name != "sync-engagement"], (name, active)
         deployment = api.get("/deployments/name/run-campaign/run-campaign").json()
         assert deployment["work_pool_name"] == "abm"
         assert deployment["entrypoint"] == "flows/campaign.py:run_campaign"

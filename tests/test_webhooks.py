@@ -432,3 +432,138 @@ def test_a_sendgrid_body_the_database_could_not_store_gets_400_naming_the_field(
     )
     assert response.status_code == 400 and reason in response.json()["error"]
     assert _stored(engine) == []
+
+
+def _account(engine, domain: str = "acme.example") -> tuple[float, str]:
+    from models.tables import Account
+
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(Account.engagement_score, Account.stage).where(Account.domain == domain)
+        ).one()
+    return row.engagement_score, row.stage
+
+
+def test_a_signed_batch_moves_the_account_before_the_response_returns(client, engine):
+    from models.tables import StageChange
+
+    now = int(time.time())
+    events = [
+        {"email": email, "event": "click", "sg_event_id": f"c{i}", "timestamp": now}
+        for i, email in enumerate(["ana@acme.example", "bo@acme.example", "ana@acme.example"])
+    ]
+    body = json.dumps(events).encode()
+    response = client.post("/webhooks/sendgrid", content=body, headers=sign(body, str(now)))
+    assert response.status_code == 200
+    # three clicks 15 + a second person engaged 4, no roles classified
+    assert _account(engine) == (pytest.approx(19, abs=0.1), "engaged")
+    with engine.connect() as connection:
+        changes = connection.execute(
+            select(StageChange.to_stage, StageChange.reason, StageChange.source)
+        ).all()
+    assert [tuple(change) for change in changes] == [
+        ("engaged", "score 19 >= 15, 2 people, 0 roles engaged", "engagement")
+    ]
+
+
+def test_the_webhook_rolls_up_only_the_accounts_it_touched(client, engine):
+    from models.tables import Account
+    from stages.engagement.rollup import store_events
+
+    upsert_accounts(engine, [{"domain": "globex.example", "attributes": {}, "technologies": []}])
+    upsert_contacts(
+        engine,
+        [{"email": "gil@globex.example", "account_domain": "globex.example", "attributes": {}}],
+    )
+    with engine.connect() as connection:
+        gil, globex = connection.execute(
+            select(Contact.id, Contact.account_id).where(Contact.email == "gil@globex.example")
+        ).one()
+    store_events(
+        engine,
+        [
+            {
+                "provider": "test",
+                "provider_event_id": "old-click",
+                "type": "click",
+                "channel": "email",
+                "occurred_at": utcnow(),
+                "account_id": globex,
+                "contact_id": gil,
+            }
+        ],
+    )
+    body = _events(event="click", sg_event_id="c1")
+    assert (
+        client.post(
+            "/webhooks/sendgrid", content=body, headers=sign(body, str(int(time.time())))
+        ).json()["stored"]
+        == 1
+    )
+    assert _account(engine)[0] > 0
+    with engine.connect() as connection:
+        untouched = connection.execute(
+            select(Account.engagement_score).where(Account.id == globex)
+        ).scalar()
+    assert untouched == 0
+
+
+def test_an_inbound_reply_moves_the_account_at_once(client, engine):
+    headers = "From: Bo <bo@acme.example>\nMessage-ID: <reply-2@acme.example>\n"
+    form = {"headers": headers, "from": "Bo <bo@acme.example>", "text": "Interested"}
+    assert client.post("/webhooks/sendgrid/inbound", data=form).json()["stored"] == 1
+    assert _account(engine)[1] == "engaged"
+
+
+def test_a_one_click_unsubscribe_updates_the_account_score_at_once(client, engine):
+    from stages.engagement.rollup import store_events
+
+    with engine.connect() as connection:
+        people = dict(connection.execute(select(Contact.email, Contact.id)).all())
+    store_events(
+        engine,
+        [
+            {
+                "provider": "test",
+                "provider_event_id": f"click-{email}",
+                "type": "click",
+                "channel": "email",
+                "occurred_at": utcnow(),
+                "account_id": 1,
+                "contact_id": contact_id,
+            }
+            for email, contact_id in people.items()
+        ],
+    )
+    assert _account(engine) == (0, "target")  # stored, not rolled up yet
+    token = make_token(people["ana@acme.example"], 1, get_settings().signing_key())
+    assert client.post(f"/unsubscribe/{token}").status_code == 200
+    # two clicks 10 + a second person 4, less the unsubscribe's 5
+    assert _account(engine) == (pytest.approx(9, abs=0.1), "aware")
+
+
+def test_the_webhook_uses_the_configured_engagement_rules(client, engine, monkeypatch, tmp_path):
+    from core.settings import DEFAULTS_DIR
+
+    rules = tmp_path / "engagement.yaml"
+    default = (DEFAULTS_DIR / "engagement.yaml").read_text(encoding="utf-8")
+    rules.write_text(default.replace("  click: 5\n", "  click: 50\n"), encoding="utf-8")
+    monkeypatch.setenv("ABM_ENGAGEMENT_RULES", str(rules))
+    reset_settings()
+    custom = TestClient(create_app(get_settings()))
+    body = _events(event="click", sg_event_id="c1")
+    custom.post("/webhooks/sendgrid", content=body, headers=sign(body, str(int(time.time()))))
+    assert _account(engine)[0] == pytest.approx(50, abs=0.1)
+
+
+def test_a_bad_engagement_rules_file_stops_the_receiver_from_starting(
+    client, monkeypatch, tmp_path
+):
+    from core.errors import ConfigError
+
+    missing = tmp_path / "nope.yaml"
+    monkeypatch.setenv("ABM_ENGAGEMENT_RULES", str(missing))
+    reset_settings()
+    with pytest.raises(ConfigError) as refused:
+        create_app(get_settings())
+    assert "ABM_ENGAGEMENT_RULES" in str(refused.value) and str(missing) in str(refused.value)

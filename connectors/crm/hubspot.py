@@ -68,11 +68,13 @@ class WriteBackResult:
     """What one `write_back` did: companies updated and created, and why each failure failed.
 
     `failures` maps a domain (or `<row N>` when a row had none) to a reason a marketer can
-    act on; nothing in it is a secret."""
+    act on; nothing in it is a secret. `stopped` says why sending stopped early (HubSpot
+    unavailable after every retry), so a caller with more accounts waits for the next run."""
 
     updated: int = 0
     created: int = 0
     failures: dict[str, str] = field(default_factory=dict)
+    stopped: str | None = None
 
     @property
     def failed(self) -> int:
@@ -97,6 +99,8 @@ class HubSpotCrm(Closing):
     The token is sent only as `Authorization: Bearer` and never appears in logs or errors.
     Call `ensure_properties()` once (it is cheap and idempotent) before `write_back`, so the
     custom properties exist. `transport` and `sleep` are the test seams."""
+
+    name = "hubspot"  # the CRM's key in the crmpush table
 
     def __init__(
         self,
@@ -257,6 +261,7 @@ class HubSpotCrm(Closing):
                 self._not_sent(chunk, stop_reason, result)
             else:
                 stop_reason = self._write_chunk(chunk, rows, result)
+        result.stopped = stop_reason
         log.info(
             "hubspot: %d companies updated, %d created, %d failed",
             result.updated,

@@ -2,9 +2,12 @@
 
 Two modes behind one interface. `api` calls the versioned REST API through the shared
 `ApiClient` (retries, Retry-After, rate limit, redaction). `sandbox` makes no call: it writes
-each request it would send, token redacted, as a numbered JSON file and answers with
-deterministic simulated LinkedIn-shaped responses, which then go through the same parsing
-code as real ones. Both modes send exactly the same sequence of requests.
+each request it would send, token redacted, as a numbered JSON file. Writes (audience
+uploads) get LinkedIn's acknowledgement; reads (analytics, lead forms) are answered only from
+the files the user put in the sandbox files folder (see `connectors/linkedin/sandbox.py`),
+filtered by the dates asked for as LinkedIn would, and then parsed by the same code as real
+answers. With no files a read answers nothing: the sandbox never invents data. Both modes
+send exactly the same sequence of requests.
 
 Personal data leaves only as SHA-256 hashes of normalised emails; every returned row carries
 a stable `provider_event_id` so that a re-run can be de-duplicated by the caller. The facts
@@ -18,7 +21,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -28,6 +31,15 @@ from urllib.parse import quote
 import httpx
 
 from connectors.http import REDACTED, ApiClient, ApiError, Closing, RetryPolicy, redact
+from connectors.linkedin.sandbox import (
+    ANALYTICS_FILE,
+    LEADS_FILE,
+    Check,
+    analytics_day,
+    check_analytics_element,
+    check_lead_element,
+    read_sandbox_file,
+)
 from core.domains import domain_or_none
 from core.errors import ConfigError
 
@@ -54,7 +66,6 @@ LEADS_MAX_PAGES = 1000
 # Well below the documented 300 (companies) and 600 (users) requests a minute per member.
 REQUESTS_PER_SECOND = 4.0
 EMAIL_FIELDS = ("WORK_EMAIL", "EMAIL")
-SIMULATED_DAYS_LIMIT = 400
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9]+")
 
@@ -65,13 +76,6 @@ def hash_email(email: str) -> str:
     Normalising first matters: " Jane@Acme.com" and "jane@acme.com" must hash the same or
     the member is not matched."""
     return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
-
-
-def simulated_organizations(domains: Iterable[str]) -> dict[str, str]:
-    """A stand-in `organization URN -> domain` map for sandbox mode, where no real URNs exist."""
-    return {
-        f"urn:li:organization:{int.from_bytes(_digest('org', d)[:4], 'big')}": d for d in domains
-    }
 
 
 def _digest(*parts: object) -> bytes:
@@ -115,7 +119,10 @@ class LinkedInConnector(Closing):
     `mode="api"` needs `access_token` (sent only as `Authorization: Bearer`) and
     `ad_account` (numeric id or `urn:li:sponsoredAccount:...`); audience uploads also need
     the `source_platform` value LinkedIn assigns when it grants Audiences API access.
-    `mode="sandbox"` needs `sandbox_dir`. `transport`, `sleep` and `clock` are test seams.
+    `mode="sandbox"` needs `sandbox_dir` (where its requests are written) and reads
+    analytics and leads only from the files in `sandbox_files` (none when None); lines it
+    could not use land in `sandbox_problems`, plain-words remarks in `sandbox_notes`.
+    `transport`, `sleep` and `clock` are test seams.
     """
 
     def __init__(
@@ -123,6 +130,7 @@ class LinkedInConnector(Closing):
         mode: Mode = "sandbox",
         *,
         sandbox_dir: Path | None = None,
+        sandbox_files: Path | None = None,
         access_token: str | None = None,
         ad_account: str | None = None,
         base_url: str = DEFAULT_BASE_URL,
@@ -149,7 +157,10 @@ class LinkedInConnector(Closing):
         self._base_url = base_url.rstrip("/")
         self._http: ApiClient | None = None
         self._sandbox_dir = sandbox_dir
+        self._sandbox_files = sandbox_files
         self._next_file: int | None = None
+        self.sandbox_problems: list[str] = []
+        self.sandbox_notes: list[str] = []
         self.account_urn = self._account_urn(ad_account) if ad_account else None
         if mode == "sandbox":
             if sandbox_dir is None:
@@ -259,7 +270,7 @@ class LinkedInConnector(Closing):
             f"&sourceSegmentId={_encode(source_id)}&sourcePlatform={_encode(platform)}"
         )
         found = self._send(
-            "GET", "/rest/dmpSegments", query=query, simulated=_Reply({"elements": []})
+            "GET", "/rest/dmpSegments", query=query, sandbox_reply=_Reply({"elements": []})
         )
         for element in (found.body or {}).get("elements", []):
             if element.get("type", kind) == kind and element.get("id") is not None:
@@ -273,12 +284,12 @@ class LinkedInConnector(Closing):
             "type": kind,
             "destinations": [{"destination": "LINKEDIN"}],
         }
-        simulated_id = str(int.from_bytes(_digest("segment", kind, name)[:5], "big"))
+        sandbox_id = str(int.from_bytes(_digest("segment", kind, name)[:5], "big"))
         reply = self._send(
             "POST",
             "/rest/dmpSegments",
             body=body,
-            simulated=_Reply(headers={"x-linkedin-id": simulated_id}),
+            sandbox_reply=_Reply(headers={"x-linkedin-id": sandbox_id}),
         )
         segment_id = self._created_id(reply)
         if self.mode == "api":
@@ -304,7 +315,7 @@ class LinkedInConnector(Closing):
 
     def _batch_create(self, path: str, batch: list[dict], just_created: bool) -> _Reply:
         """One BATCH_CREATE call; a segment created seconds ago may still answer 404."""
-        simulated = _Reply({"elements": [{"status": 201} for _ in batch]})
+        sandbox_reply = _Reply({"elements": [{"status": 201} for _ in batch]})
         attempts = SEGMENT_NOT_READY_RETRIES if just_created else 1
         for attempt in range(1, attempts + 1):
             try:
@@ -313,7 +324,7 @@ class LinkedInConnector(Closing):
                     path,
                     body={"elements": batch},
                     extra_headers={"X-RestLi-Method": "BATCH_CREATE"},
-                    simulated=simulated,
+                    sandbox_reply=sandbox_reply,
                 )
             except ApiError as exc:
                 if exc.status != 404 or attempt == attempts:
@@ -329,15 +340,20 @@ class LinkedInConnector(Closing):
         """Daily impressions and clicks per member company, `start` to `end` inclusive.
 
         `domains` maps LinkedIn organization URN -> account domain. LinkedIn reports
-        companies only as organization URNs, so in api mode rows of organizations outside
-        the map are dropped; with no map every row comes back with `domain: None` (useful to
-        build the map). In sandbox mode the map's domains get deterministic figures (see
-        `simulated_organizations`). LinkedIn approximates these demographic figures for
-        privacy, so a re-read of the same day may differ slightly: upsert on
-        `provider_event_id` rather than insert-if-absent.
+        companies only as organization URNs, so rows of organizations outside the map are
+        dropped; with no map every row comes back with `domain: None` (useful to build the
+        map, or to map and count unknown organizations yourself). LinkedIn approximates
+        these demographic figures for privacy, so a re-read of the same day may differ
+        slightly: upsert on `provider_event_id` rather than insert-if-absent.
         """
         if end < start:
             raise ValueError("end is before start")
+        stored = [
+            (day, e)
+            for e in self._sandbox_elements(ANALYTICS_FILE, check_analytics_element)
+            if (day := analytics_day(e)) is not None
+        ]
+        answered = 0
         rows: list[dict] = []
         for window_start, window_end in _windows(start, end, ANALYTICS_WINDOW_DAYS):
             query = (
@@ -346,11 +362,21 @@ class LinkedInConnector(Closing):
                 f"&accounts=List({_encode(str(self.account_urn))})"
                 "&fields=dateRange,pivotValues,impressions,clicks"
             )
-            simulated = _Reply(
-                {"elements": _simulated_analytics(window_start, window_end, domains or {})}
+            in_window = [e for day, e in stored if window_start <= day <= window_end]
+            answered += len(in_window)
+            reply = self._send(
+                "GET",
+                "/rest/adAnalytics",
+                query=query,
+                sandbox_reply=_Reply({"elements": in_window}),
             )
-            reply = self._send("GET", "/rest/adAnalytics", query=query, simulated=simulated)
             rows.extend(self._analytics_rows(reply.body, domains))
+        if len(stored) > answered:
+            self._note(
+                ANALYTICS_FILE,
+                f"{_count(len(stored) - answered, 'row')} dated outside {start} to {end}, the "
+                "days this sync asked LinkedIn for: not pulled",
+            )
         rows.sort(key=lambda r: (r["date"], r["domain"] or "", r["organization"]))
         return rows
 
@@ -383,18 +409,12 @@ class LinkedInConnector(Closing):
 
     # --- lead-gen forms ----------------------------------------------------------------
 
-    def lead_form_responses(
-        self,
-        since: datetime,
-        until: datetime | None = None,
-        domains: list[str] | None = None,
-    ) -> list[dict]:
+    def lead_form_responses(self, since: datetime, until: datetime | None = None) -> list[dict]:
         """Sponsored lead-gen form submissions in [since, until) (until: now), oldest first.
 
         Pass the stored cursor as `since`; rows at the boundary may come back again and
         their `provider_event_id` (LinkedIn's response id) lets the caller skip them.
-        LinkedIn keeps responses for 365 days. Test leads are left out. `domains` only
-        feeds the sandbox simulation and is ignored in api mode."""
+        LinkedIn keeps responses for 365 days. Test leads are left out."""
         until = until or self._clock()
         start_ms, end_ms = _epoch_ms(since), _epoch_ms(until)
         if end_ms <= start_ms:
@@ -406,23 +426,21 @@ class LinkedInConnector(Closing):
             "&fields=id,submittedAt,testLead,versionedLeadGenFormUrn,formResponse,"
             "form:(id,name,content)"
         )
-        simulated_all = _simulated_leads(since, until, domains or [])
+        answer = self._sandbox_leads(start_ms, end_ms, since, until)
         rows: list[dict] = []
         start = 0
         for _ in range(LEADS_MAX_PAGES):
-            page = simulated_all[start : start + LEADS_PAGE_SIZE]
-            simulated = _Reply(
+            page = answer[start : start + LEADS_PAGE_SIZE]
+            sandbox_reply = _Reply(
                 {
                     "elements": page,
-                    "paging": {
-                        "start": start,
-                        "count": LEADS_PAGE_SIZE,
-                        "total": len(simulated_all),
-                    },
+                    "paging": {"start": start, "count": LEADS_PAGE_SIZE, "total": len(answer)},
                 }
             )
             query = f"{base_query}&count={LEADS_PAGE_SIZE}&start={start}"
-            reply = self._send("GET", "/rest/leadFormResponses", query=query, simulated=simulated)
+            reply = self._send(
+                "GET", "/rest/leadFormResponses", query=query, sandbox_reply=sandbox_reply
+            )
             body = reply.body or {}
             elements = body.get("elements", [])
             rows.extend(r for r in map(_lead_row, elements) if r is not None)
@@ -432,6 +450,46 @@ class LinkedInConnector(Closing):
                 break
         unique = {row["provider_event_id"]: row for row in rows}
         return sorted(unique.values(), key=lambda r: (r["submitted_at"], r["provider_event_id"]))
+
+    def _sandbox_leads(
+        self, start_ms: int, end_ms: int, since: datetime, until: datetime
+    ) -> list[dict]:
+        """The sandbox file's leads LinkedIn would answer for [start_ms, end_ms), oldest first."""
+        stored = self._sandbox_elements(LEADS_FILE, check_lead_element)
+        tests = [e for e in stored if e.get("testLead")]
+        real = [e for e in stored if not e.get("testLead")]
+        answer = [e for e in real if start_ms <= e["submittedAt"] < end_ms]
+        if tests:
+            self._note(
+                LEADS_FILE,
+                f"{_count(len(tests), 'test lead')} (testLead: true) left out, as LinkedIn "
+                "leaves them out",
+            )
+        if len(real) > len(answer):
+            self._note(
+                LEADS_FILE,
+                f"{_count(len(real) - len(answer), 'lead')} submitted outside "
+                f"{since.isoformat(timespec='seconds')} to {until.isoformat(timespec='seconds')}"
+                ", the time this sync asked LinkedIn for: not pulled",
+            )
+        return sorted(answer, key=lambda e: (e["submittedAt"], str(e["id"])))
+
+    # --- sandbox files -----------------------------------------------------------------
+
+    def _sandbox_elements(self, name: str, check: Check) -> list[dict]:
+        """The usable elements of one sandbox file; none in api mode or without the file."""
+        if self.mode != "sandbox" or self._sandbox_files is None:
+            return []
+        path = self._sandbox_files / name
+        if not path.is_file():
+            return []
+        found = read_sandbox_file(path, check)
+        self.sandbox_problems.extend(found.problems)
+        return found.elements
+
+    def _note(self, name: str, text: str) -> None:
+        assert self._sandbox_files is not None
+        self.sandbox_notes.append(f"{self._sandbox_files / name}: {text}")
 
     # --- transport ---------------------------------------------------------------------
 
@@ -443,13 +501,13 @@ class LinkedInConnector(Closing):
         query: str = "",
         body: Any = None,
         extra_headers: Mapping[str, str] | None = None,
-        simulated: _Reply,
+        sandbox_reply: _Reply,
     ) -> _Reply:
-        """Send (api) or record and simulate (sandbox) one request."""
+        """Send (api), or record and answer with `sandbox_reply` (sandbox), one request."""
         target = f"{path}?{query}" if query else path
         if self._http is None:
             self._record(method, target, body, extra_headers or {})
-            return simulated
+            return sandbox_reply
         kwargs: dict[str, Any] = {"headers": dict(extra_headers or {})}
         if body is not None:
             kwargs["json"] = body
@@ -562,106 +620,5 @@ def _lead_row(element: Mapping[str, Any]) -> dict | None:
     }
 
 
-def _simulated_analytics(start: date, end: date, domains: Mapping[str, str]) -> list[dict]:
-    """LinkedIn-shaped daily MEMBER_COMPANY rows, a pure function of domain and day.
-
-    Each account gets its own reach; some days have no delivery, and like LinkedIn's
-    privacy threshold no row is reported under 3 impressions."""
-    elements = []
-    for organization, domain in sorted(domains.items()):
-        reach = 5 + _digest("reach", domain)[0] % 80
-        for offset in range(min((end - start).days + 1, SIMULATED_DAYS_LIMIT)):
-            day = start + timedelta(days=offset)
-            h = _digest("analytics", domain, day.isoformat())
-            if h[0] % 7 == 0:
-                continue
-            impressions = reach * (40 + h[1] % 120) // 100
-            if impressions < 3:
-                continue
-            clicks = min(impressions, impressions * (h[2] % 6) // 100 + (1 if h[3] % 5 == 0 else 0))
-            elements.append(
-                {
-                    "pivotValues": [organization],
-                    "dateRange": {
-                        "start": {"year": day.year, "month": day.month, "day": day.day},
-                        "end": {"year": day.year, "month": day.month, "day": day.day},
-                    },
-                    "impressions": impressions,
-                    "clicks": clicks,
-                }
-            )
-    return elements
-
-
-_FIRST_NAMES = ("Ada", "Bram", "Chloe", "Dev", "Elena", "Farid", "Greta", "Hiro", "Ines", "Jonas")
-_LAST_NAMES = ("Berg", "Costa", "Dubois", "Eriksen", "Fischer", "Gupta", "Hale", "Ivanova")
-_TITLES = (
-    "VP Engineering",
-    "Head of Procurement",
-    "Director of IT",
-    "Chief Financial Officer",
-    "Security Architect",
-    "Operations Manager",
-)
-_SIM_FORM_URN = "urn:li:versionedLeadGenForm:(urn:li:leadGenForm:7001,1)"
-_SIM_FORM = {
-    "id": 7001,
-    "name": "ABM sandbox whitepaper form",
-    "content": {
-        "questions": [
-            {"questionId": 1, "predefinedField": "FIRST_NAME"},
-            {"questionId": 2, "predefinedField": "LAST_NAME"},
-            {"questionId": 3, "predefinedField": "WORK_EMAIL"},
-            {"questionId": 4, "predefinedField": "JOB_TITLE"},
-        ]
-    },
-}
-
-
-def _simulated_leads(since: datetime, until: datetime, domains: list[str]) -> list[dict]:
-    """LinkedIn-shaped lead responses fixed in absolute time: about one day in twelve per
-    domain has a submission, so overlapping windows return the same leads with the same ids."""
-    leads = []
-    first_day = since.astimezone(UTC).date()
-    days = min((until.astimezone(UTC).date() - first_day).days + 1, SIMULATED_DAYS_LIMIT)
-    for domain in sorted(set(domains)):
-        for offset in range(days):
-            day = first_day + timedelta(days=offset)
-            h = _digest("lead", domain, day.isoformat())
-            if h[0] >= 2:  # about one lead per account every four months
-                continue
-            moment = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(
-                seconds=int.from_bytes(h[1:4], "big") % 86400
-            )
-            if not since <= moment < until:
-                continue
-            first, last = (
-                _FIRST_NAMES[h[4] % len(_FIRST_NAMES)],
-                _LAST_NAMES[h[5] % len(_LAST_NAMES)],
-            )
-            answers = [
-                first,
-                last,
-                f"{first}.{last}@{domain}".lower(),
-                _TITLES[h[6] % len(_TITLES)],
-            ]
-            leads.append(
-                {
-                    "id": f"sim-{h.hex()[:20]}",
-                    "submittedAt": int(moment.timestamp() * 1000),
-                    "testLead": False,
-                    "versionedLeadGenFormUrn": _SIM_FORM_URN,
-                    "form": _SIM_FORM,
-                    "formResponse": {
-                        "answers": [
-                            {
-                                "questionId": i + 1,
-                                "answerDetails": {"textQuestionAnswer": {"answer": text}},
-                            }
-                            for i, text in enumerate(answers)
-                        ]
-                    },
-                }
-            )
-    leads.sort(key=lambda lead: (lead["submittedAt"], lead["id"]))
-    return leads
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

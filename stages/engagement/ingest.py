@@ -1,15 +1,17 @@
 """Provider events in: one code path for the signed webhook, `abm engagement ingest` and the
 one-click unsubscribe endpoint. Events are matched to the ledger by our Message-ID (carried
 in SendGrid's `custom_args`), falling back to the recipient's email; stored once per provider
-event id; unsubscribes, hard bounces and spam reports suppress the person at once (in the
-same transaction as the event)."""
+event id; unsubscribes, hard bounces and spam reports suppress the person at once, and the
+touched accounts' engagement scores and stages are rolled up, in the same transaction as the
+event."""
 
 from __future__ import annotations
 
 import email
 import email.utils
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +21,7 @@ from connectors.email.sendgrid_events import DATA_FIELD_SET, DATA_FIELDS, SENDGR
 from models.db import chunked, session_scope
 from models.store import contacts_by_email
 from models.tables import Account, Contact, Delivery, utcnow
-from stages.engagement.rollup import store_events
+from stages.engagement.rollup import EngagementRules, rollup_accounts, store_events
 
 
 @dataclass
@@ -29,6 +31,10 @@ class IngestReport:
     ignored: int = 0
     unmatched: int = 0
     reconciled: int = 0
+
+    def add(self, other: IngestReport) -> None:
+        for field in fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
 
 
 # Any of these from the provider proves it accepted the message.
@@ -94,8 +100,37 @@ def _people(engine: Engine, addresses: set[str]) -> dict[str, tuple[int, int]]:
     return found
 
 
-def ingest_sendgrid(engine: Engine, events: list[dict[str, Any]]) -> IngestReport:
-    """Store SendGrid events once each, matched to our people and messages."""
+def ingest_sendgrid(
+    engine: Engine, events: list[dict[str, Any]], rules: EngagementRules | None = None
+) -> IngestReport:
+    """Store SendGrid events once each, matched to our people and messages; given `rules`,
+    the accounts they touch are rolled up in the same transaction (see `store_events`)."""
+    report, rows = _sendgrid_rows(engine, events)
+    report.stored = store_events(engine, rows, rules)
+    return report
+
+
+def ingest_sendgrid_export(
+    engine: Engine, batches: Iterable[list[dict[str, Any]]], rules: EngagementRules
+) -> IngestReport:
+    """`ingest_sendgrid` for a bulk load (an export): each batch is stored in its own
+    transaction, and the accounts touched are rolled up once at the end, since rolling them
+    up after every batch would read their events again for each batch."""
+    total, touched = IngestReport(), set()
+    for events in batches:
+        report, rows = _sendgrid_rows(engine, events)
+        report.stored = store_events(engine, rows)
+        total.add(report)
+        touched.update(row["account_id"] for row in rows)
+    rollup_accounts(engine, sorted(touched), rules)
+    return total
+
+
+def _sendgrid_rows(
+    engine: Engine, events: list[dict[str, Any]]
+) -> tuple[IngestReport, list[dict[str, Any]]]:
+    """The event rows to store, matched to our people and messages, with a report of the
+    rest; provider events about messages a crash left `uncertain` reconcile them."""
     report = IngestReport(received=len(events))
     report.reconciled = reconcile_uncertain(
         engine,
@@ -144,12 +179,14 @@ def ingest_sendgrid(engine: Engine, events: list[dict[str, Any]]) -> IngestRepor
         if not DATA_FIELD_SET.isdisjoint(event):
             row["data"] = {field: event[field] for field in DATA_FIELDS if field in event}
         rows.append(row)
-    report.stored = store_events(engine, rows)
-    return report
+    return report, rows
 
 
-def unsubscribe(engine: Engine, contact_id: int, campaign_id: int) -> bool:
-    """Honour a one-click unsubscribe now; True when it was new. Idempotent."""
+def unsubscribe(
+    engine: Engine, contact_id: int, campaign_id: int, rules: EngagementRules | None = None
+) -> bool:
+    """Honour a one-click unsubscribe now; True when it was new. Idempotent. Given `rules`,
+    the person's account is rolled up in the same transaction."""
     with engine.connect() as connection:
         account_id = connection.execute(
             select(Contact.account_id).where(Contact.id == contact_id)
@@ -170,7 +207,7 @@ def unsubscribe(engine: Engine, contact_id: int, campaign_id: int) -> bool:
         "campaign_id": known_campaign,
         "data": {"via": "one-click"},
     }
-    return store_events(engine, [event]) == 1
+    return store_events(engine, [event], rules) == 1
 
 
 def contact_display(engine: Engine, contact_id: int) -> str | None:

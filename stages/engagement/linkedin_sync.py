@@ -2,17 +2,30 @@
 day) and lead-gen form responses (new contacts and `lead_form` events). Incremental: a
 stored cursor per source, and every row has a stable provider id, so a re-run never double
 counts. LinkedIn revises company figures for a few days, so analytics are re-read from two
-days before the cursor and upserted."""
+days before the cursor and upserted.
+
+In sandbox mode (the default) only the files in the sandbox folder are pulled, with cursors
+of their own so that trying the sandbox never moves the real API's; with no files there the
+sync changes nothing and says so, because invented engagement would move real accounts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, select
 
-from connectors.linkedin import LinkedInConnector, get_connector, simulated_organizations
+from connectors.linkedin import (
+    ANALYTICS_FILE,
+    LEADS_FILE,
+    SANDBOX_FILES,
+    LinkedInConnector,
+    get_connector,
+    present_files,
+    sandbox_files_dir,
+)
 from core.settings import Settings
 from models.db import session_scope
 from models.store import contacts_by_email, dialect_insert, upsert_contacts
@@ -24,16 +37,42 @@ ANALYTICS = "linkedin:ad_analytics"
 LEADS = "linkedin:lead_forms"
 FIRST_SYNC_DAYS = 30
 REVISION_DAYS = 2
+UNKNOWN_ORGANIZATIONS_SHOWN = 5
 
 
 @dataclass
 class SyncReport:
+    """What one sync pulled and stored; `notes` in plain words, `problems` as file:line."""
+
     analytics_rows: int = 0
     analytics_events: int = 0
     leads: int = 0
     lead_contacts: int = 0
     lead_events: int = 0
     unmatched: int = 0
+    mode: str = "sandbox"
+    sandbox_dir: str | None = None
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def stored(self) -> int:
+        """Rows written to the database: zero means there is nothing to roll up."""
+        return self.analytics_events + self.lead_contacts + self.lead_events
+
+
+def cursor_source(source: str, mode: str) -> str:
+    """The cursor a source keeps in this mode: sandbox files have their own."""
+    return source if mode == "api" else f"{source}:sandbox"
+
+
+def no_files_note(folder: Path) -> str:
+    """What a sandbox sync with an empty folder tells the user."""
+    return (
+        f"LinkedIn sandbox: no files in {folder}, nothing pulled; set ABM_LINKEDIN_MODE=api "
+        "(with ABM_LINKEDIN_ACCESS_TOKEN and ABM_LINKEDIN_AD_ACCOUNT) to pull from LinkedIn, "
+        f"or put {' or '.join(SANDBOX_FILES)} there (see README, LinkedIn sandbox files)"
+    )
 
 
 def read_cursor(engine: Engine, source: str) -> str | None:
@@ -56,19 +95,41 @@ def write_cursor(engine: Engine, source: str, cursor: str) -> None:
         )
 
 
-def organization_map(engine: Engine, mode: str) -> dict[str, str]:
-    """LinkedIn organization URN -> account domain: from the accounts' `linkedin_organization`
-    column (import it with accounts.csv), or simulated in sandbox mode."""
+def organization_map(engine: Engine) -> dict[str, str]:
+    """LinkedIn organization URN -> account domain, from the accounts' `linkedin_organization`
+    column (import it with accounts.csv); the same in both modes."""
     with engine.connect() as connection:
         rows = connection.execute(select(Account.domain, Account.attributes)).all()
-    found = {
-        str(attributes["linkedin_organization"]): domain
+    return {
+        str(attributes["linkedin_organization"]).strip(): domain
         for domain, attributes in rows
         if attributes and attributes.get("linkedin_organization")
     }
-    if mode == "sandbox":
-        found = {**simulated_organizations(domain for domain, _ in rows), **found}
-    return found
+
+
+def map_organizations(rows: list[dict], organizations: dict[str, str]) -> list[str]:
+    """Set each analytics row's domain from the map; returns the organizations not in it."""
+    unknown = set()
+    for row in rows:
+        row["domain"] = organizations.get(row["organization"])
+        if row["domain"] is None:
+            unknown.add(row["organization"])
+    return sorted(unknown)
+
+
+def unknown_organizations_note(rows: int, unknown: list[str]) -> str:
+    """Rows LinkedIn reported for companies we cannot place: say which, and how to fix it."""
+    shown = ", ".join(unknown[:UNKNOWN_ORGANIZATIONS_SHOWN])
+    more = (
+        f" and {len(unknown) - UNKNOWN_ORGANIZATIONS_SHOWN} more"
+        if len(unknown) > UNKNOWN_ORGANIZATIONS_SHOWN
+        else ""
+    )
+    return (
+        f"{rows} ad analytics row{'' if rows == 1 else 's'} for LinkedIn organizations no "
+        f"account is linked to ({shown}{more}): not stored; give those accounts their "
+        "organization URN in a linkedin_organization column of accounts.csv"
+    )
 
 
 def analytics_events(rows: list[dict], account_ids: dict[str, int]) -> list[dict[str, Any]]:
@@ -121,24 +182,52 @@ def _account_ids(engine: Engine) -> dict[str, int]:
 
 
 def sync_linkedin(engine: Engine, settings: Settings, today: date | None = None) -> SyncReport:
-    """Pull analytics and leads since the stored cursors; store events; move the cursors."""
-    report = SyncReport()
+    """Pull analytics and leads since the stored cursors; store events; move the cursors.
+
+    In sandbox mode only the sources with a file in the sandbox folder are pulled, and a
+    source whose file had bad lines keeps its cursor, so the fixed lines are read again."""
+    mode = settings.linkedin_mode
+    report = SyncReport(mode=mode)
+    sources = set(SANDBOX_FILES)
+    if mode == "sandbox":
+        folder = sandbox_files_dir(settings)
+        report.sandbox_dir = str(folder)
+        sources = {path.name for path in present_files(folder)}
+        if not sources:
+            report.notes.append(no_files_note(folder))
+            return report
+        report.notes += [
+            f"LinkedIn sandbox: no {name} in {folder}: none pulled"
+            for name in SANDBOX_FILES
+            if name not in sources
+        ]
     accounts = _account_ids(engine)
     with get_connector(settings) as connector:
-        _sync_analytics(engine, connector, settings, accounts, today or utcnow().date(), report)
-        _sync_leads(engine, connector, settings, accounts, report)
+        if ANALYTICS_FILE in sources:
+            _sync_analytics(engine, connector, mode, accounts, today or utcnow().date(), report)
+        if LEADS_FILE in sources:
+            _sync_leads(engine, connector, settings, accounts, report)
+        report.notes += connector.sandbox_notes
+        report.problems += connector.sandbox_problems
+    if report.problems:
+        report.notes.append(
+            f"{len(report.problems)} line(s) of the sandbox files could not be used (listed "
+            "with file and line); the other lines were pulled. Fix them and sync again: the "
+            "cursor of a file with bad lines stays put, so they are read again"
+        )
     return report
 
 
 def _sync_analytics(
     engine: Engine,
     connector: LinkedInConnector,
-    settings: Settings,
+    mode: str,
     accounts: dict[str, int],
     today: date,
     report: SyncReport,
 ) -> None:
-    cursor = read_cursor(engine, ANALYTICS)
+    source = cursor_source(ANALYTICS, mode)
+    cursor = read_cursor(engine, source)
     start = (
         date.fromisoformat(cursor) - timedelta(days=REVISION_DAYS)
         if cursor
@@ -147,12 +236,17 @@ def _sync_analytics(
     end = today - timedelta(days=1)
     if start > end:
         return
-    organizations = organization_map(engine, settings.linkedin_mode)
-    rows = connector.ad_analytics_by_company(start, end, organizations)
+    problems = len(connector.sandbox_problems)
+    rows = connector.ad_analytics_by_company(start, end)
+    unknown = map_organizations(rows, organization_map(engine))
+    if unknown:
+        unmapped = sum(1 for row in rows if row["domain"] is None)
+        report.notes.append(unknown_organizations_note(unmapped, unknown))
     report.analytics_rows = len(rows)
     report.unmatched += sum(1 for row in rows if row.get("domain") not in accounts)
     report.analytics_events = _upsert_counted_events(engine, analytics_events(rows, accounts))
-    write_cursor(engine, ANALYTICS, end.isoformat())
+    if len(connector.sandbox_problems) == problems:
+        write_cursor(engine, source, end.isoformat())
 
 
 def _sync_leads(
@@ -162,10 +256,12 @@ def _sync_leads(
     accounts: dict[str, int],
     report: SyncReport,
 ) -> None:
-    cursor = read_cursor(engine, LEADS)
+    source = cursor_source(LEADS, settings.linkedin_mode)
+    cursor = read_cursor(engine, source)
     since = datetime.fromisoformat(cursor) if cursor else utcnow() - timedelta(days=FIRST_SYNC_DAYS)
     until = utcnow()
-    leads = connector.lead_form_responses(since, until, domains=sorted(accounts))
+    problems = len(connector.sandbox_problems)
+    leads = connector.lead_form_responses(since, until)
     report.leads = len(leads)
     known = [lead for lead in leads if lead.get("company_domain") in accounts and lead["email"]]
     report.unmatched += len(leads) - len(known)
@@ -204,4 +300,5 @@ def _sync_leads(
         for lead in known
     ]
     report.lead_events = store_events(engine, events)
-    write_cursor(engine, LEADS, until.isoformat())
+    if len(connector.sandbox_problems) == problems:
+        write_cursor(engine, source, until.isoformat())

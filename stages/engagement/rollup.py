@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 
-from core.settings import DEFAULTS_DIR
+from core.errors import ConfigError
+from core.settings import DEFAULTS_DIR, Settings
 from core.vocabulary import ENGAGED, STAGES
 from core.yamlfile import load_model
 from models.db import chunked, session_scope
@@ -58,6 +59,27 @@ class EngagementRules(BaseModel):
 
 def load_engagement_rules(path: Path | None = None) -> EngagementRules:
     return load_model(path or DEFAULTS_DIR / "engagement.yaml", EngagementRules)
+
+
+def engagement_rules_from(settings: Settings) -> EngagementRules:
+    """The rules ABM_ENGAGEMENT_RULES points at, else the documented default: every caller
+    reads them here, so the setting means the same for the webhook, the CLI and the flows.
+    A file that cannot be used is a ConfigError naming the setting as well as the file."""
+    try:
+        return load_engagement_rules(settings.engagement_rules)
+    except ConfigError as exc:
+        if settings.engagement_rules is None:
+            raise
+        raise ConfigError(f"ABM_ENGAGEMENT_RULES: {exc}") from None
+
+
+def counted_types(rules: EngagementRules) -> frozenset[str]:
+    """The event types that can change a score or a stage under these rules; the rollup reads
+    only these (deliveries, with weight 0, are most of the events and change nothing)."""
+    triggers = {kind for rule in rules.stages.values() for kind in rule.or_events}
+    return frozenset(
+        {kind for kind, weight in rules.weights.items() if weight} | ENGAGED | triggers
+    )
 
 
 @dataclass(frozen=True)
@@ -122,72 +144,123 @@ def next_stage(
     return best
 
 
+def evidence_for_stage(
+    events: list[dict[str, Any]],
+    engagement: AccountEngagement,
+    rules: EngagementRules,
+    now: datetime,
+    set_at: datetime | None,
+) -> AccountEngagement:
+    """What may move an account's stage: all its engagement, or, once a person or an import
+    set the stage at `set_at`, only the events after that, so that engagement they had
+    already weighed cannot undo their choice."""
+    if set_at is None:
+        return engagement
+    return account_engagement([e for e in events if e["occurred_at"] > set_at], rules, now)
+
+
+ROLLUP_SOURCE = "engagement"
+
+
 def rollup_accounts(engine: Engine, account_ids: list[int], rules: EngagementRules) -> int:
     """Recompute engagement score and stage of these accounts; returns stage changes."""
-    now = utcnow()
-    changes = 0
     with session_scope(engine) as session:
-        for batch in chunked(account_ids, 2000):
-            events: dict[int, list[dict[str, Any]]] = {account_id: [] for account_id in batch}
-            rows = session.execute(
-                select(
-                    EngagementEvent.account_id,
-                    EngagementEvent.contact_id,
-                    EngagementEvent.type,
-                    EngagementEvent.occurred_at,
-                    EngagementEvent.data,
-                    Contact.role,
-                )
-                .outerjoin(Contact, Contact.id == EngagementEvent.contact_id)
-                .where(EngagementEvent.account_id.in_(batch))
-            ).mappings()
-            for row in rows:
-                events[row["account_id"]].append(dict(row))
-            stages = dict(
-                session.execute(
-                    select(Account.id, Account.stage).where(Account.id.in_(batch))
-                ).all()
+        return rollup_in(session, account_ids, rules, utcnow())
+
+
+def rollup_in(
+    session: Any, account_ids: Iterable[int], rules: EngagementRules, now: datetime
+) -> int:
+    """`rollup_accounts` inside the caller's transaction, so that events and the scores and
+    stages they change commit together. The accounts' rows are locked first, in id order
+    (PostgreSQL; SQLite writes one at a time anyway): two webhooks touching one account roll
+    it up one after the other, the second seeing the first one's events."""
+    changes = 0
+    types = sorted(counted_types(rules))
+    for batch in chunked(sorted(set(account_ids)), 2000):
+        stages = dict(
+            session.execute(
+                select(Account.id, Account.stage)
+                .where(Account.id.in_(batch))
+                .order_by(Account.id)
+                .with_for_update(key_share=True)
+            ).all()
+        )
+        set_by_hand = dict(
+            session.execute(
+                select(StageChange.account_id, func.max(StageChange.changed_at))
+                .where(StageChange.account_id.in_(batch), StageChange.source != ROLLUP_SOURCE)
+                .group_by(StageChange.account_id)
+            ).all()
+        )
+        events: dict[int, list[dict[str, Any]]] = {account_id: [] for account_id in stages}
+        rows = session.execute(
+            select(
+                EngagementEvent.account_id,
+                EngagementEvent.contact_id,
+                EngagementEvent.type,
+                EngagementEvent.occurred_at,
+                EngagementEvent.data,
+                Contact.role,
             )
-            updates, history = [], []
-            for account_id, account_events in events.items():
-                engagement = account_engagement(account_events, rules, now)
-                stage = stages[account_id]
-                moved = next_stage(stage, engagement, rules)
-                if moved:
-                    history.append(
-                        {
-                            "account_id": account_id,
-                            "from_stage": stage,
-                            "to_stage": moved[0],
-                            "reason": moved[1],
-                            "changed_at": now,
-                        }
-                    )
-                    stage = moved[0]
-                updates.append(
-                    {"_id": account_id, "engagement_score": engagement.score, "stage": stage}
+            .outerjoin(Contact, Contact.id == EngagementEvent.contact_id)
+            .where(EngagementEvent.account_id.in_(batch), EngagementEvent.type.in_(types))
+        ).mappings()
+        for row in rows:
+            events[row["account_id"]].append(dict(row))
+        updates, history = [], []
+        for account_id, account_events in events.items():
+            engagement = account_engagement(account_events, rules, now)
+            stage = stages[account_id]
+            set_at = set_by_hand.get(account_id)
+            evidence = evidence_for_stage(account_events, engagement, rules, now, set_at)
+            moved = next_stage(stage, evidence, rules)
+            if moved:
+                reason = moved[1]
+                if set_at is not None:
+                    reason += f", counting events since the stage was set on {set_at:%Y-%m-%d}"
+                history.append(
+                    {
+                        "account_id": account_id,
+                        "from_stage": stage,
+                        "to_stage": moved[0],
+                        "reason": reason,
+                        "source": ROLLUP_SOURCE,
+                        "changed_at": now,
+                    }
                 )
-            update_rows_by_id(session, Account, updates, updated_at=now)
-            if history:
-                session.execute(StageChange.__table__.insert(), history)
-            changes += len(history)
+                stage = moved[0]
+            updates.append(
+                {"_id": account_id, "engagement_score": engagement.score, "stage": stage}
+            )
+        update_rows_by_id(session, Account, updates, updated_at=now)
+        if history:
+            session.execute(StageChange.__table__.insert(), history)
+        changes += len(history)
     return changes
 
 
 EVENT_BATCH = 10_000
 
 
-def store_events(engine: Engine, events: list[dict[str, Any]]) -> int:
+def store_events(
+    engine: Engine, events: list[dict[str, Any]], rules: EngagementRules | None = None
+) -> int:
     """Insert events once per (provider, provider_event_id); returns how many were new.
 
     Unsubscribes, hard bounces and spam reports become suppressions in the same transaction,
-    so no later send can slip through."""
+    so no later send can slip through. Given `rules`, the accounts of these events are rolled
+    up in it too (only those), so that once the events are stored the accounts' scores and
+    stages already count them."""
     inserted = 0
     now = utcnow()
     with session_scope(engine) as session:
         for batch in chunked(events, EVENT_BATCH):
             inserted += insert_new_events(session, engine, batch, now)
             _suppress_from_events(session, engine, batch, now)
+        if rules is not None and inserted:
+            touched = {e["account_id"] for e in events if e.get("account_id") is not None}
+            rollup_in(session, touched, rules, now)
     return inserted
 
 
@@ -239,7 +312,8 @@ OPEN_RATE = {
 
 
 def simulated_events(sent: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Plausible engagement for sent messages, the same every run (for the demo)."""
+    """Plausible engagement for sent messages, the same every run (for the demo); each
+    event says `{"simulated": true}` in its data, so it is never taken for a real one."""
     events = []
     for row in sent:
         mid, at = row["message_id"], row["sent_at"]
@@ -256,6 +330,7 @@ def simulated_events(sent: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                     "contact_id": row["contact_id"],
                     "campaign_id": row["campaign_id"],
                     "message_id": mid,
+                    "data": {"simulated": True},
                 }
             )
 
@@ -277,8 +352,31 @@ def simulated_events(sent: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return events
 
 
+# The demo's companies all live under the reserved `.example` top-level domain (RFC 2606).
+DEMO_DOMAIN_SUFFIX = ".example"
+
+
+def refuse_simulation_on_real_data(engine: Engine) -> None:
+    """Invented engagement would move real accounts along their journey and stop their real
+    follow-ups, so it is only ever made in a database of demo accounts."""
+    with engine.connect() as connection:
+        real = connection.execute(
+            select(Account.domain)
+            .where(Account.domain.not_like(f"%{DEMO_DOMAIN_SUFFIX}"))
+            .order_by(Account.domain)
+            .limit(1)
+        ).scalar()
+    if real is not None:
+        raise ConfigError(
+            f"simulated engagement is for the demo's own database only, and this one holds "
+            f"real accounts (e.g. {real}): nothing was simulated or sent. Run campaigns "
+            "without simulate; `abm demo` needs an empty or demo database (ABM_DATABASE_URL)"
+        )
+
+
 def simulate_campaign_engagement(engine: Engine, campaign_id: int) -> int:
     """Demo only: invent engagement for the messages a campaign sent; idempotent."""
+    refuse_simulation_on_real_data(engine)
     with engine.connect() as connection:
         sent = connection.execute(
             select(

@@ -15,6 +15,7 @@ from stages.importing.records import (
 from stages.importing.rejects import rejects_path, write_rejects
 from stages.importing.values import (
     PERSONAL_MAILBOX_DOMAINS,
+    AmbiguousNumber,
     normalise_consent,
     normalise_country,
     normalise_domain,
@@ -22,11 +23,13 @@ from stages.importing.values import (
     normalise_linkedin_url,
     normalise_timezone,
     parse_number,
+    read_money,
 )
 
 __all__ = [
     "IMPORT_BATCH_ROWS",
     "PERSONAL_MAILBOX_DOMAINS",
+    "AmbiguousNumber",
     "CsvRow",
     "CsvTable",
     "ImportFileError",
@@ -45,6 +48,7 @@ __all__ = [
     "parse_number",
     "parse_suppressions",
     "read_csv",
+    "read_money",
     "rejects_path",
     "write_rejects",
 ]

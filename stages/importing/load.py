@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
+from core.currency import load_currency_rates
 from core.settings import Settings
 from stages.importing.csv_file import (
     CsvRow,
@@ -30,6 +31,7 @@ from stages.importing.csv_file import (
 )
 from stages.importing.records import (
     Merger,
+    ParseResult,
     contact_merger,
     contact_parser,
     parse_accounts,
@@ -76,13 +78,16 @@ def import_file(
 
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be at least 1, not {batch_rows}")
+    staged = 0
     if kind == "contacts":
         table, rejects, merged, counts = _import_contacts(Path(path), engine, settings, batch_rows)
     else:
         table = read_csv(Path(path))
         if kind == "accounts":
-            result = parse_accounts(table)
+            rates = load_currency_rates(settings.currency_rates)
+            result = parse_accounts(table, settings.currency, rates)
             counts = store.upsert_accounts(engine, result.records)
+            staged = _set_stages(engine, Path(path), result)
         elif kind == "suppressions":
             result = parse_suppressions(table)
             added = store.add_suppressions(engine, result.records)
@@ -91,6 +96,8 @@ def import_file(
             raise ValueError(f"unknown import kind {kind!r}")
         rejects, merged = result.rejects, result.duplicates_merged
     notes = []
+    if staged:
+        notes.append(f"{path}: stages set: {staged} (kept in each account's stage history)")
     if table.encoding != "utf-8":
         notes.append(f"{path}: not UTF-8; read as {table.encoding}")
     if merged:
@@ -106,6 +113,22 @@ def import_file(
         rejects_path=written,
         notes=notes,
     )
+
+
+def _set_stages(engine: Engine, path: Path, result: ParseResult) -> int:
+    """Apply the file's `stage` column: each real change is kept in the stage history with
+    the file and line as its reason; a stage this import source set before is not set again,
+    so importing the same file again never moves back an account that has moved on since."""
+    from stages.engagement.journey import WantedStage, set_stages
+
+    wanted = {
+        record["domain"]: WantedStage(
+            record["stage"], f"imported from {path.name}, line {lines[-1]}"
+        )
+        for record, lines in zip(result.records, result.record_lines, strict=True)
+        if record.get("stage")
+    }
+    return len(set_stages(engine, wanted, "import", once=True)) if wanted else 0
 
 
 def _import_contacts(

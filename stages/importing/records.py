@@ -12,7 +12,9 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.currency import CurrencyRates, load_currency_rates
 from core.domains import HOST, TRIM, show
+from core.vocabulary import parse_stage
 from stages.importing.csv_file import CsvRow, CsvTable, ImportFileError, Reject, bulk
 from stages.importing.values import (
     PERSONAL_MAILBOX_DOMAINS,
@@ -25,6 +27,7 @@ from stages.importing.values import (
     normalise_linkedin_url,
     normalise_timezone,
     parse_number,
+    read_money,
 )
 
 __all__ = ["ParseResult", "parse_accounts", "parse_contacts", "parse_suppressions"]
@@ -185,6 +188,13 @@ def _tier(raw: str) -> int | None:
     return int(match.group(1))
 
 
+def _stage(raw: str) -> str:
+    try:
+        return parse_stage(raw)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or leave it blank)") from None
+
+
 def _non_negative(value: float | None, raw: str) -> float | None:
     if value is not None and value < 0:
         raise ValueError(f"'{show(raw)}' is negative")
@@ -195,23 +205,37 @@ _ACCOUNT_FIELDS = ("domain", "industry", "employees", "annual_revenue", "country
 
 
 @bulk
-def parse_accounts(table: CsvTable) -> ParseResult:
-    """Account records keyed by normalised domain; bad rows become rejects with reasons."""
+def parse_accounts(
+    table: CsvTable, currency: str = "USD", rates: CurrencyRates | None = None
+) -> ParseResult:
+    """Account records keyed by normalised domain; bad rows become rejects with reasons.
+    Employees are a whole number; revenue is converted into `currency` with `rates`.
+    A `stage` column is a journey stage (any case), which the import sets and records in the
+    stage history, not a free attribute."""
     header = table.header
     if "domain" not in header:
         raise _missing_column(table, "'domain'")
     name_col = _first_column(header, _ACCOUNT_NAME_COLUMNS)
     tier_col = "tier" if "tier" in header else None
-    used = {*_ACCOUNT_FIELDS, name_col, tier_col}
+    stage_col = "stage" if "stage" in header else None
+    used = {*_ACCOUNT_FIELDS, name_col, tier_col, stage_col}
     others = [c for c in header if c not in used]
     european = table.delimiter == ";"
+    rates = rates or load_currency_rates()
 
-    def number(raw: str) -> float | None:
-        return _non_negative(parse_number(raw, european=european), raw)
+    def count(raw: str) -> float | None:
+        return _non_negative(parse_number(raw, european=european, integer=True), raw)
 
-    employees_memo = _Memo("employees", number)
-    revenue_memo = _Memo("annual_revenue", number)
+    def money(raw: str) -> float | None:
+        value, _ = read_money(
+            raw, european=european, currency=currency, usd_per_unit=rates.usd_per_unit
+        )
+        return _non_negative(value, raw)
+
+    employees_memo = _Memo("employees", count)
+    revenue_memo = _Memo("annual_revenue", money)
     tier_memo = _Memo("tier", _tier)
+    stage_memo = _Memo("stage", _stage)
     merger = Merger(list_keys=("technologies",), dict_keys=("attributes",))
     rejects = list(table.rejects)
     for row in table.rows:
@@ -229,6 +253,8 @@ def parse_accounts(table: CsvTable) -> ParseResult:
         revenue = revenue_memo(raw, errors) if raw else None
         raw = v[tier_col] if tier_col else ""
         tier = tier_memo(raw, errors) if raw else None
+        raw = v[stage_col] if stage_col else ""
+        stage = stage_memo(raw, errors) if raw else None
         if errors:
             rejects.append(Reject(row.line, "; ".join(errors), v))
             continue
@@ -241,6 +267,7 @@ def parse_accounts(table: CsvTable) -> ParseResult:
             "country": normalise_country(v.get("country", "")),
             "technologies": _technologies(v.get("technologies", "")),
             "tier_override": tier,
+            "stage": stage,
             "attributes": _attributes(v, others),
         }
         merger.add(domain, record, row.line)
