@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, select
 from abm.demo_data import BAD_CONTACT_ROWS, write_demo_csvs
 from abm.prefect_runtime import prefect_log_path, prepare_environment, run_flow_quietly
 from core.errors import AbmError
-from core.settings import REPO_ROOT, get_settings, reset_settings
+from core.settings import REPO_ROOT, Settings, get_settings, reset_settings
 from core.vocabulary import STAGES
 from models.db import get_engine, migrate
 from models.queries import accounts_by_tier_and_stage, list_accounts
@@ -40,6 +40,20 @@ def _refuse_real_data(engine: Engine) -> None:
         )
 
 
+def _use_demo_state(settings: Settings) -> None:
+    """The demo's own database and outbox under `<state dir>/demo/`, so its invented
+    companies and simulated engagement never share a database with the user's accounts
+    (unless ABM_DATABASE_URL or ABM_OUTBOX_DIR say otherwise, when the refusal below and the
+    flow's own check still keep real accounts out of it)."""
+    demo_dir = settings.state_dir / "demo"
+    demo_dir.mkdir(parents=True, exist_ok=True)
+    if "database_url" not in settings.model_fields_set:
+        os.environ["ABM_DATABASE_URL"] = f"sqlite:///{(demo_dir / 'abm.db').as_posix()}"
+    if "outbox_dir" not in settings.model_fields_set:
+        os.environ["ABM_OUTBOX_DIR"] = str(demo_dir / "outbox")
+    reset_settings()
+
+
 def _relative(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd()))
@@ -52,6 +66,7 @@ def run_demo(contacts: int, out: Console, err: Console) -> None:
     started = time.perf_counter()
     os.environ["ABM_EMAIL_BACKEND"] = "outbox"  # the demo never sends real email
     reset_settings()
+    _use_demo_state(get_settings())
     prepare_environment()
     settings = get_settings()
     engine = get_engine(settings.database_url)
@@ -119,7 +134,7 @@ def run_demo(contacts: int, out: Console, err: Console) -> None:
             + ", ".join(f"{r['domain']} ({r['stage']}, {r['engagement_score']:g})" for r in top),
             highlight=False,
         )
-    report = settings.state_dir / "report.html"
+    report = demo_dir / "report.html"
     report.write_text(render_html(report_data(engine)), encoding="utf-8")
     out.print(f"Report: {_relative(report)} (open it in a browser)", highlight=False)
     url = engine.url.render_as_string(hide_password=True)
@@ -127,15 +142,24 @@ def run_demo(contacts: int, out: Console, err: Console) -> None:
     sample = next(iter(sorted(settings.outbox_dir.glob("*.eml"))), None)
     if sample is not None:
         out.print(f"Open one in your mail program: {_relative(sample)}", highlight=False)
-    out.print(f"Done in {elapsed:.0f} s. Try next:", highlight=False)
+    out.print(
+        f"Done in {elapsed:.0f} s. The demo keeps its own database; to look around in it:",
+        highlight=False,
+    )
     example = top[0]["domain"] if top else "<domain>"
     abm = _command_name()
+    out.print(f"  export ABM_DATABASE_URL={url}", highlight=False)
     for command in (
         "accounts list --tier 1",
         f"accounts show {example}",
         f"contacts list --account {example}",
     ):
         out.print(f"  {abm} {command}", highlight=False)
+    out.print(
+        "Your own data goes into the default database (.abm/abm.db), never mixed with "
+        "the demo's: unset ABM_DATABASE_URL, then `abm init` and `abm import ...`.",
+        highlight=False,
+    )
 
 
 def _command_name() -> str:

@@ -69,3 +69,25 @@ def test_a_campaign_run_never_simulates_on_a_database_with_real_accounts(
         assert connection.execute(select(func.count()).select_from(EngagementEvent)).scalar() == 0
         assert connection.execute(select(func.count()).select_from(Delivery)).scalar() == 0
     assert not list(get_settings().outbox_dir.glob("*.eml"))
+
+
+def test_the_demo_keeps_its_own_database_and_outbox(
+    monkeypatch: pytest.MonkeyPatch, prefect_server: None, abm_state: Path
+) -> None:
+    for name in ("ABM_DATABASE_URL", "ABM_OUTBOX_DIR"):  # the user's defaults: not set
+        monkeypatch.setenv(name, "restored after the test")
+        monkeypatch.delenv(name)
+    for name in ("PREFECT_HOME", "PREFECT_LOGGING_SETTINGS_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    reset_settings()
+    users_database = get_settings().database_url
+
+    out = Console(file=io.StringIO(), width=200)
+    run_demo(60, out, Console(file=io.StringIO(), width=200))
+
+    demo = get_engine(f"sqlite:///{abm_state / 'demo' / 'abm.db'}")
+    with demo.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(EngagementEvent)).scalar()
+    assert list((abm_state / "demo" / "outbox").glob("*.eml"))
+    assert not Path(".abm/abm.db").exists() and users_database == "sqlite:///.abm/abm.db"
+    assert "export ABM_DATABASE_URL=sqlite:///" in out.file.getvalue()
