@@ -1,0 +1,201 @@
+"""Accounts, their people and committees: list, show, set a stage, classify titles."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from abm.cli.common import JsonOption, cells, err, open_engine, out, print_json
+from core.errors import AbmError
+from core.settings import get_settings
+
+accounts_app = typer.Typer(help="Target accounts: fit, tier, stage, committee.")
+contacts_app = typer.Typer(help="Contacts and their committee roles.")
+stakeholders_app = typer.Typer(help="Buying-committee mapping.")
+
+
+@accounts_app.command("list")
+def accounts_list(
+    tier: Annotated[int | None, typer.Option(min=1, max=3)] = None,
+    stage: Annotated[str | None, typer.Option()] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Accounts with score, tier, stage and engagement."""
+    from models.queries import list_accounts
+
+    rows = list_accounts(open_engine(), tier, stage)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("domain", "name", "score", "tier", "stage", "engagement", "contacts")
+    for row in rows:
+        table.add_row(
+            *cells(
+                row["domain"],
+                row["name"] or "",
+                "" if row["score"] is None else str(row["score"]),
+                "-" if row["tier"] is None else str(row["tier"]),
+                row["stage"],
+                f"{row['engagement_score']:g}",
+                str(row["contacts"]),
+            )
+        )
+    out.print(table)
+    err.print(f"{len(rows)} accounts")
+
+
+@accounts_app.command("show")
+def accounts_show(domain: str, as_json: JsonOption = False) -> None:
+    """One account: score with reasons, committee with roles and gaps, engagement, stages."""
+    from models.queries import get_account
+    from stages.committee.coverage import coverage
+    from stages.engagement.journey import stage_history
+    from stages.targeting.scoring import load_icp_rules
+
+    engine = open_engine()
+    account = get_account(engine, domain.strip().lower())
+    if account is None:
+        raise AbmError(f"no account with domain {domain!r}")
+    account["stage_history"] = stage_history(engine, account["id"])
+    required = load_icp_rules(get_settings().icp_rules).committee.required_roles
+    reachable = [c["role"] for c in account["contacts"] if c["status"] == "active"]
+    cover = coverage(reachable, required)
+    account["committee"] = {
+        "required": list(required),
+        "covered": list(cover.covered),
+        "gaps": list(cover.gaps),
+    }
+    if as_json:
+        print_json(account)
+        return
+    tier = "not targeted" if account["tier"] is None else f"tier {account['tier']}"
+    out.print(
+        f"[bold]{escape(account['name'] or domain)}[/] ({escape(account['domain'])})",
+        highlight=False,
+    )
+    out.print(
+        f"{account['industry'] or 'industry unknown'} · {account['employees'] or '?'} employees"
+        f" · {account['country'] or '?'} · ICP {account['icp_score']} · {tier}"
+        f" · stage {account['stage']} · engagement {account['engagement_score']:g}",
+        highlight=False,
+        markup=False,
+    )
+    out.print("\n[bold]Why this score[/]")
+    for reason in account["icp_reasons"]:
+        out.print(f"  {reason}", highlight=False, markup=False)
+    out.print("\n[bold]Buying committee[/]")
+    table = Table("role", "name", "title", "seniority", "function", "status")
+    for c in account["contacts"]:
+        name = " ".join(p for p in (c["first_name"], c["last_name"]) if p)
+        table.add_row(
+            *cells(
+                c["role"] or "",
+                name,
+                c["title"] or "",
+                c["seniority"] or "",
+                c["function"] or "",
+                c["status"],
+            )
+        )
+    out.print(table)
+    out.print(f"covered: {', '.join(cover.covered) or 'none'}")
+    out.print(f"[red]gaps: {', '.join(cover.gaps)}[/]" if cover.gaps else "gaps: none")
+    if account["stage_history"]:
+        out.print("\n[bold]Stage history[/]")
+        for change in account["stage_history"]:
+            out.print(
+                f"  {change['changed_at']:%Y-%m-%d %H:%M} {change['from_stage']} -> "
+                f"{change['to_stage']} ({change['source']}): {change['reason']}",
+                highlight=False,
+                markup=False,
+            )
+    if account["engagement"]:
+        out.print("\n[bold]Recent engagement[/]")
+        for event in account["engagement"][:15]:
+            out.print(
+                f"  {event['occurred_at']:%Y-%m-%d %H:%M} {event['type']:<12} "
+                f"{event['email'] or '(account)'}",
+                highlight=False,
+                markup=False,
+            )
+
+
+@accounts_app.command("set-stage")
+def accounts_set_stage(
+    domain: str,
+    stage: str,
+    reason: Annotated[str, typer.Option(help="why: kept in the stage history")],
+) -> None:
+    """Set an account's journey stage by hand (kept in the stage history as set by a person).
+
+    It stands: engagement moves the account on only on events after this change."""
+    from stages.engagement.journey import set_stage
+
+    moved = set_stage(open_engine(), domain, stage, reason)
+    if moved is None:
+        err.print(
+            f"{domain} is already at stage {stage.strip().lower()}: nothing recorded",
+            markup=False,
+        )
+        return
+    err.print(f"{domain}: {moved[0]} -> {moved[1]} ({reason.strip()})", markup=False)
+
+
+@contacts_app.command("list")
+def contacts_list(
+    account: Annotated[str | None, typer.Option(help="only this account's domain")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Contacts with seniority, function, committee role and status."""
+    from models.queries import list_contacts
+
+    rows = list_contacts(open_engine(), account.strip().lower() if account else None)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("email", "account", "title", "seniority", "function", "role", "status")
+    for row in rows:
+        table.add_row(
+            *cells(
+                row["email"],
+                row["account_domain"],
+                row["title"] or "",
+                row["seniority"] or "",
+                row["function"] or "",
+                row["role"] or "",
+                row["status"],
+            )
+        )
+    out.print(table)
+    err.print(f"{len(rows)} contacts")
+
+
+@stakeholders_app.command("classify")
+def stakeholders_classify(as_json: JsonOption = False) -> None:
+    """Read job titles from stdin, one a line; print seniority, function and role."""
+    from stages.committee.titles import classify_title, load_title_table
+
+    table = load_title_table(get_settings().title_rules)
+    titles = [line.rstrip("\r\n") for line in sys.stdin]
+    rows = []
+    for title in titles:
+        result = classify_title(title, table)
+        rows.append(
+            {
+                "title": title,
+                "seniority": result.seniority,
+                "function": result.function,
+                "role": result.role,
+            }
+        )
+    if as_json:
+        print_json(rows)
+        return
+    view = Table("title", "seniority", "function", "role")
+    for row in rows:
+        view.add_row(*cells(row["title"], row["seniority"], row["function"], row["role"]))
+    out.print(view)

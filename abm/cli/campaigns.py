@@ -1,0 +1,202 @@
+"""Campaign files: validate, preview, run, pause, resume, status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from abm.cli.common import JsonOption, err, open_engine, out, print_json
+from core.settings import get_settings
+
+campaign_app = typer.Typer(help="Campaign files: validate, run, status.")
+
+
+@campaign_app.command("validate")
+def campaign_validate(file: Path) -> None:
+    """Check a campaign file and render every template it uses with sample data."""
+    from stages.delivery.preview import validate_campaign
+
+    for line in validate_campaign(file, get_settings()):
+        err.print(line, highlight=False, markup=False)
+
+
+@campaign_app.command("preview")
+def campaign_preview(
+    file: Path,
+    account: Annotated[str, typer.Option(help="the account's domain")],
+    contact: Annotated[str | None, typer.Option(help="a contact's email")] = None,
+    step: Annotated[str | None, typer.Option(help="step id (default: the first)")] = None,
+    html: Annotated[Path | None, typer.Option(help="also write the HTML part to this file")] = None,
+) -> None:
+    """Render exactly what would be sent to one person, headers included."""
+    from email.message import Message
+
+    from stages.delivery.preview import preview
+
+    chosen, person, rendered = preview(open_engine(), get_settings(), file, account, contact, step)
+    variant = f", variant {person['variant']}" if person.get("variant") else ""
+    err.print(
+        f"step {chosen.id} ({chosen.channel}) for {person['email']} at {person['domain']}{variant}",
+        highlight=False,
+        markup=False,
+    )
+    if not isinstance(rendered, Message):
+        print(rendered)
+        return
+    for name, value in rendered.items():
+        print(f"{name}: {value}")
+    for part in rendered.get_payload():
+        body = part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8")
+        print(f"\n----- {part.get_content_type()} -----\n{body}")
+        if html and part.get_content_type() == "text/html":
+            html.write_text(body, encoding="utf-8")
+            err.print(
+                f"HTML written to {html}: open it in a browser", highlight=False, markup=False
+            )
+
+
+@campaign_app.command("run")
+def campaign_run(
+    file: Path,
+    limit: Annotated[int | None, typer.Option(min=1, help="plan at most N messages")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="check and render, send nothing")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the campaign flow now (an ad-hoc run, on the configured Prefect API)."""
+    from abm.prefect_runtime import run_flow_quietly
+
+    campaign_id = _campaign_id(file)
+    with _LedgerProgress(open_engine(), campaign_id, enabled=not dry_run):
+        summary = run_flow_quietly(str(file), limit=limit, simulate=False, dry_run=dry_run)
+    if summary.get("paused"):
+        err.print("[yellow]the campaign is paused: nothing was sent[/]")
+    if dry_run and not as_json:
+        err.print("dry run: nothing was sent; 'sent' counts what would go out now")
+    _summary(summary, as_json)
+
+
+class _LedgerProgress:
+    """A progress bar on stderr fed by the ledger itself while the flow runs: messages
+    handled (sent, skipped, failed) out of those due now."""
+
+    def __init__(self, engine: Any, campaign_id: int, enabled: bool = True) -> None:
+        import threading
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.engine, self.campaign_id, self.enabled = engine, campaign_id, enabled
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=err,
+            transient=True,
+        )
+
+    def _watch(self) -> None:
+        from stages.delivery.ledger import ledger_summary
+
+        task = self.progress.add_task("preparing (target, map, plan)", total=None)
+        start = ledger_summary(self.engine, self.campaign_id)
+        done_before = start["sent"] + start["skipped"] + start["failed"]
+        while not self.stop.wait(0.5):
+            now = ledger_summary(self.engine, self.campaign_id)
+            handled = now["sent"] + now["skipped"] + now["failed"] - done_before
+            waiting = now["pending"] - now["deferred"]
+            if handled or waiting:
+                self.progress.update(
+                    task, description="sending", completed=handled, total=handled + waiting
+                )
+
+    def __enter__(self) -> _LedgerProgress:
+        if self.enabled:
+            self.progress.start()
+            self.thread.start()
+        else:
+            self.status = err.status("rehearsing the campaign flow on Prefect")
+            self.status.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.enabled:
+            self.stop.set()
+            self.thread.join(timeout=5)
+            self.progress.stop()
+        else:
+            self.status.stop()
+
+
+def _campaign_id(file: Path) -> int:
+    from core.campaign_file import load_campaign
+    from stages.delivery.ledger import register_campaign
+
+    key, campaign = load_campaign(file)
+    return register_campaign(open_engine(), key, campaign, file)
+
+
+@campaign_app.command("pause")
+def campaign_pause(file: Path) -> None:
+    """Stop sending at once (also mid-run, before the next batch); nobody gets a step twice."""
+    from stages.delivery.ledger import set_campaign_status
+
+    set_campaign_status(open_engine(), _campaign_id(file), "paused")
+    err.print(f"{file}: paused", markup=False)
+
+
+@campaign_app.command("resume")
+def campaign_resume(
+    file: Path,
+    account: Annotated[
+        str | None,
+        typer.Option(help="lift the reply-pause of this account only (account_rules: pause)"),
+    ] = None,
+) -> None:
+    """Carry on where the campaign stopped (or, with --account, after a reply paused it)."""
+    from stages.delivery.ledger import set_campaign_status
+    from stages.delivery.send_rules import release_account
+
+    if account:
+        due = release_account(open_engine(), _campaign_id(file), account.strip().lower())
+        err.print(f"{file}: {account} released; {due} held messages are due again", markup=False)
+        return
+    set_campaign_status(open_engine(), _campaign_id(file), "active")
+    err.print(f"{file}: active again; the next run or schedule sends what is due", markup=False)
+
+
+@campaign_app.command("status")
+def campaign_status(file: Path, as_json: JsonOption = False) -> None:
+    """The delivery ledger of a campaign: counts by state and skip reason."""
+    from core.campaign_file import load_campaign
+    from stages.delivery.ledger import campaign_id_for, ledger_summary
+
+    key, _ = load_campaign(file)
+    engine = open_engine()
+    _summary(ledger_summary(engine, campaign_id_for(engine, key)), as_json)
+
+
+def _summary(summary: dict[str, Any], as_json: bool) -> None:
+    from stages.report.text import skip_reason_text
+
+    if as_json:
+        print_json(summary)
+        return
+    columns = ("planned", "sent", "skipped", "deferred", "failed", "uncertain", "pending")
+    table = Table(*columns)
+    table.add_row(*(str(summary.get(k, 0)) for k in columns))
+    out.print(table)
+    for reason, count in summary["skipped_by_reason"].items():
+        out.print(f"skipped ({reason}): {count}, {skip_reason_text(reason)}", markup=False)
+    if summary.get("left_audience_pending"):
+        out.print(
+            f"{summary['left_audience_pending']} planned messages are for people no longer in "
+            "the audience (the campaign file or the accounts changed): they will be skipped "
+            "as left_audience when due",
+            markup=False,
+        )

@@ -1,0 +1,161 @@
+"""Engagement in and results out: provider events, LinkedIn sync, the CRM, the web server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from abm.cli.common import JsonOption, err, open_engine, print_json
+from core.errors import AbmError
+from core.settings import get_settings
+
+engagement_app = typer.Typer(help="Engagement from providers.")
+webhooks_app = typer.Typer(help="The HTTP receiver for provider events and unsubscribes.")
+crm_app = typer.Typer(help="The CRM: ABM results onto its company records.")
+
+
+@engagement_app.command("sync")
+def engagement_sync(as_json: JsonOption = False) -> None:
+    """Pull LinkedIn ad analytics by company and lead-form responses (sandbox by default:
+    only from the files in ABM_LINKEDIN_SANDBOX_DIR, never invented)."""
+    from dataclasses import asdict
+
+    from models.queries import list_accounts
+    from stages.engagement.linkedin_sync import sync_linkedin
+    from stages.engagement.rollup import engagement_rules_from, rollup_accounts
+
+    engine = open_engine()
+    rules = engagement_rules_from(get_settings())
+    report = sync_linkedin(engine, get_settings())
+    changes = 0
+    if report.stored:  # nothing pulled: the accounts stay exactly as they were
+        ids = [row["id"] for row in list_accounts(engine)]
+        changes = rollup_accounts(engine, ids, rules)
+    result = {**asdict(report), "stage_changes": changes}
+    if as_json:
+        print_json(result)
+    else:
+        for key, value in result.items():
+            if key not in ("notes", "problems", "sandbox_dir"):
+                err.print(f"{key.replace('_', ' ')}: {value}", markup=False)
+        for note in report.notes:
+            err.print(note, markup=False)
+        for problem in report.problems:
+            err.print(problem, style="yellow", markup=False)
+    if report.problems:
+        raise typer.Exit(1)
+
+
+@engagement_app.command("ingest")
+def engagement_ingest(
+    file: Path,
+    provider: Annotated[str, typer.Option(help="only sendgrid for now")] = "sendgrid",
+    as_json: JsonOption = False,
+) -> None:
+    """Bulk-load provider events (e.g. an export), one JSON event a line; stored once each."""
+    from connectors.email.sendgrid_events import check_events, parse_sendgrid
+    from connectors.email.webhook_events import BadEvents
+    from stages.engagement.ingest import ingest_sendgrid_export
+    from stages.engagement.rollup import engagement_rules_from
+
+    if provider != "sendgrid":
+        raise AbmError(f"--provider {provider}: only sendgrid is supported")
+    engine = open_engine()
+    rules = engagement_rules_from(get_settings())
+    bad = 0
+    try:
+        lines = file.open("rb")  # bytes: a line that is not UTF-8 is one malformed line
+    except OSError as exc:
+        raise AbmError(f"{file}: cannot read: {exc.strerror}") from None
+
+    def batches() -> Iterator[list[dict]]:
+        nonlocal bad
+        batch: list[dict] = []
+        with lines:
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    events = parse_sendgrid(b"[" + line + b"]")
+                    check_events(events)
+                except RecursionError:
+                    bad += 1
+                    err.print(f"{file}:{number}: nested too deeply", style="yellow", markup=False)
+                    continue
+                except BadEvents as exc:
+                    bad += 1
+                    err.print(f"{file}:{number}: {exc}", style="yellow", markup=False)
+                    continue
+                batch += events
+                if len(batch) >= 5000:
+                    yield batch
+                    batch = []
+        yield batch
+
+    total = ingest_sendgrid_export(engine, batches(), rules)
+    result = {**total.__dict__, "malformed": bad}
+    if as_json:
+        print_json(result)
+    else:
+        print(" ".join(f"{key}={value}" for key, value in result.items()))
+    if bad:
+        raise typer.Exit(1)
+
+
+@crm_app.command("push")
+def crm_push(as_json: JsonOption = False) -> None:
+    """Push accounts whose tier, scores or stage changed since their last push (failed: again)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from connectors.crm import get_crm
+    from core.errors import ConfigError
+    from stages.crm import push_changed
+
+    engine = open_engine()
+    crm = get_crm(get_settings())
+    if crm is None:
+        raise ConfigError(
+            "no CRM is configured: set ABM_HUBSPOT_ACCESS_TOKEN to the access token of a "
+            "HubSpot private app to push accounts to HubSpot"
+        )
+    bar = Progress(
+        TextColumn(f"pushing to {crm.name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+    )
+    task = bar.add_task("push", total=None)
+    with crm, bar:
+        report = push_changed(
+            engine, crm, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    if as_json:
+        print_json({**report.counts(), "failures": report.failures})
+    else:
+        failures = list(report.failures.items())
+        for domain, reason in failures[:50]:
+            err.print(f"{domain}: {reason}", style="yellow", markup=False, highlight=False)
+        if len(failures) > 50:
+            err.print(f"... and {len(failures) - 50} more (--json lists them all)")
+        print(" ".join(f"{key}={value}" for key, value in report.counts().items()))
+    if report.failures:
+        raise typer.Exit(1)
+
+
+@webhooks_app.command("serve")
+def webhooks_serve(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8025,
+) -> None:
+    """Serve POST /webhooks/sendgrid, GET and POST /unsubscribe/{token}, GET /healthz."""
+    import uvicorn
+
+    from abm.webhooks import create_app
+
+    open_engine()
+    err.print(f"listening on http://{host}:{port} (Ctrl+C to stop)", highlight=False)
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
