@@ -20,7 +20,12 @@ DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
 
 EMAIL_BACKENDS = ("outbox", "console", "smtp", "sendgrid")
 CHUNK_RUNNERS = ("auto", "threads", "processes")
-CHOICES = {"email_backend": EMAIL_BACKENDS, "chunk_runner": CHUNK_RUNNERS}
+SMTP_RELAYS = ("generic", "sendgrid", "mailgun", "ses")
+CHOICES = {
+    "email_backend": EMAIL_BACKENDS,
+    "chunk_runner": CHUNK_RUNNERS,
+    "smtp_relay": SMTP_RELAYS,
+}
 
 
 class Settings(BaseSettings):
@@ -36,6 +41,16 @@ class Settings(BaseSettings):
     # Secrets are plain strings for the code that uses them, but `repr=False` keeps them out of
     # repr(settings) (tracebacks, debuggers, accidental logging); see docs/security.md.
     smtp_url: str | None = Field(None, repr=False)
+    smtp_relay: str = Field(
+        "generic",
+        description="generic, sendgrid, mailgun or ses: which relay's tag header carries "
+        "campaign attribution on SMTP (X-SMTPAPI, X-Mailgun-Variables, X-SES-MESSAGE-TAGS)",
+    )
+    dkim_domain: str | None = Field(None, description="d= of DKIM signatures (SMTP, outbox)")
+    dkim_selector: str | None = Field(None, description="s= of DKIM signatures")
+    dkim_private_key: Path | None = Field(
+        None, description="PEM file of the DKIM private key (RSA or Ed25519)"
+    )
     sendgrid_api_key: str | None = Field(None, repr=False)
     sendgrid_base_url: str = "https://api.sendgrid.com"
     sendgrid_sandbox: bool = Field(False, description="SendGrid validates but delivers nothing")
@@ -88,7 +103,7 @@ class Settings(BaseSettings):
     )
     state_dir: Path = Field(Path(".abm"), description="local state: database, secret, demo")
 
-    @field_validator("email_backend", "chunk_runner")
+    @field_validator("email_backend", "chunk_runner", "smtp_relay")
     @classmethod
     def _one_of_the_choices(cls, value: str, info: ValidationInfo) -> str:
         choices = CHOICES[info.field_name]
