@@ -11,7 +11,11 @@ from typing import Generic, Literal, Self, TypeVar
 
 from connectors.http import Closing
 
-Outcome = Literal["accepted", "retryable", "permanent"]
+# accepted: the provider took it. retryable: try this item again later (rate limit, outage).
+# permanent: this recipient can never get it (bad address). blocked: nothing can be sent
+# until a person fixes something on our side (a wrong key, an unverified sender, a setting):
+# the run stops, the campaign pauses with the reason, the item stays retryable.
+Outcome = Literal["accepted", "retryable", "permanent", "blocked"]
 Item = TypeVar("Item")
 
 
