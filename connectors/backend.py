@@ -15,7 +15,9 @@ from connectors.http import Closing
 # permanent: this recipient can never get it (bad address). blocked: nothing can be sent
 # until a person fixes something on our side (a wrong key, an unverified sender, a setting):
 # the run stops, the campaign pauses with the reason, the item stays retryable.
-Outcome = Literal["accepted", "retryable", "permanent", "blocked"]
+# uncertain: the request may have been processed (a timeout or a 5xx after it was sent) and
+# sending again could deliver twice: the item waits for a provider event to settle it.
+Outcome = Literal["accepted", "retryable", "permanent", "blocked", "uncertain"]
 Item = TypeVar("Item")
 
 

@@ -20,6 +20,9 @@ import httpx
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Of those, the answers that say the request was not processed: retried even for a POST.
+# A 500, 502 or 504 may come after the server (or the one behind a gateway) acted on it.
+NOT_PROCESSED_STATUSES = frozenset({429, 503})
 # Failures before the request reached the server: safe to retry even for a POST.
 UNSENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # Failures after it may have been processed: retried only for idempotent methods.
@@ -64,12 +67,14 @@ class ApiError(Exception):
         reason: str = "",
         retryable: bool = False,
         errors: tuple[tuple[str | None, str], ...] = (),
+        maybe_processed: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.retryable = retryable
         self.errors = errors
+        self.maybe_processed = maybe_processed
 
 
 @dataclass(frozen=True)
@@ -222,20 +227,29 @@ class ApiClient(Closing):
         """`text` with this client's secrets hidden."""
         return redact(text, self._secrets)
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def request(
+        self, method: str, path: str, *, repeatable: bool | None = None, **kwargs: Any
+    ) -> httpx.Response:
         """Send a request and return its 2xx response, retrying what is worth retrying.
 
         Raises `ApiError` at once for a non-retryable status, and after the last attempt
-        (or when the next wait would exceed `max_total_wait`) for retryable failures. A POST
-        that timed out after it was sent is not retried: it may have been processed."""
+        (or when the next wait would exceed `max_total_wait`) for retryable failures.
+        `repeatable`: doing the request twice has the effect of doing it once (default: by
+        method; a POST is not, unless its caller knows better, e.g. an upsert by key). A
+        request that is not repeatable is retried only when the answer says it was not
+        processed (connection refused, 429, 503); a timeout or a 500/502/504 after it was
+        sent raises at once with `maybe_processed`, so the caller can record the doubt
+        instead of sending twice."""
         method = method.upper()
+        if repeatable is None:
+            repeatable = method in IDEMPOTENT_METHODS
         waited = 0.0
         attempt = 0
         while True:
             attempt += 1
             if self._limiter:
                 self._limiter.acquire()
-            outcome = self._attempt(method, path, kwargs)
+            outcome = self._attempt(method, path, kwargs, repeatable)
             if isinstance(outcome, httpx.Response):
                 return outcome
             error, delay = outcome
@@ -255,7 +269,7 @@ class ApiClient(Closing):
             waited += delay
 
     def _attempt(
-        self, method: str, path: str, kwargs: dict[str, Any]
+        self, method: str, path: str, kwargs: dict[str, Any], repeatable: bool
     ) -> httpx.Response | tuple[ApiError, float | None]:
         """One try: the 2xx response, or the error and the wait the server asked for."""
         try:
@@ -264,9 +278,11 @@ class ApiClient(Closing):
             return self._error(method, path, None, f"{type(exc).__name__}: {exc}", True), None
         except UNANSWERED_ERRORS as exc:
             reason = f"no response ({type(exc).__name__}: {exc})"
-            if method not in IDEMPOTENT_METHODS:
+            if not repeatable:
                 reason += "; not retried, the server may have processed it"
-            return self._error(method, path, None, reason, method in IDEMPOTENT_METHODS), None
+            error = self._error(method, path, None, reason, repeatable)
+            error.maybe_processed = not repeatable
+            return error, None
         except httpx.HTTPError as exc:
             return self._error(method, path, None, f"{type(exc).__name__}: {exc}", False), None
         if response.is_success:
@@ -277,7 +293,12 @@ class ApiClient(Closing):
         if status in (401, 403):
             detail = f"credentials rejected ({detail})"
         retryable = status in RETRYABLE_STATUSES
+        doubt = retryable and not repeatable and status not in NOT_PROCESSED_STATUSES
+        if doubt:
+            detail += "; not retried, the server may have processed it"
+            retryable = False
         error = self._error(method, path, status, detail, retryable, errors)
+        error.maybe_processed = doubt
         return error, retry_after(response, self._clock()) if retryable else None
 
     def _error(

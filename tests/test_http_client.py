@@ -114,9 +114,29 @@ def test_retryable_statuses_back_off_then_succeed(router, status):
         side_effect=[httpx.Response(status), httpx.Response(status), httpx.Response(201)]
     )
     with client(fake, retry=RetryPolicy(base_delay=0.5)) as api:
-        assert api.request("POST", "/items", json={}).status_code == 201
+        assert api.request("POST", "/items", json={}, repeatable=True).status_code == 201
     assert route.call_count == 3
     assert fake.sleeps == [0.5, 1.0]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_post_is_retried_when_the_answer_says_it_was_not_processed(router, status):
+    fake = FakeTime()
+    route = router.post("/items").mock(side_effect=[httpx.Response(status), httpx.Response(201)])
+    with client(fake, retry=RetryPolicy(base_delay=0.5)) as api:
+        assert api.request("POST", "/items", json={}).status_code == 201
+    assert route.call_count == 2
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_a_post_that_may_have_been_processed_is_not_sent_again(router, status):
+    fake = FakeTime()
+    route = router.post("/items").mock(side_effect=[httpx.Response(status), httpx.Response(201)])
+    with client(fake) as api, pytest.raises(ApiError) as caught:
+        api.request("POST", "/items", json={})
+    assert route.call_count == 1
+    assert caught.value.maybe_processed and not caught.value.retryable
+    assert "may have processed" in str(caught.value)
 
 
 def test_gives_up_after_max_attempts_with_a_retryable_error(router):

@@ -533,8 +533,11 @@ class HubSpotCrm(Closing):
         return body if isinstance(body, dict) else {}
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Every HubSpot call this client makes is safe to repeat: searches read, batch
+        update and upsert are keyed by record id or domain, a property that exists answers
+        409. So a 5xx or a timeout is retried even for a POST."""
         try:
-            return self._http.request(method, path, **kwargs)
+            return self._http.request(method, path, repeatable=True, **kwargs)
         except ApiError as exc:
             if exc.status in (401, 403):
                 raise self._auth_error(exc.status) from None
