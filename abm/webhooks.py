@@ -3,13 +3,14 @@
 Events are stored before the response is sent, and the accounts they touch rolled up in the
 same transaction: a 2xx means they are durable and counted in the accounts' engagement
 scores and stages. A bad signature gets 401/403 and nothing is stored; a malformed body 400
-with the reason; a replayed event 200 and it is stored once."""
+with the reason; a replayed event 200 and it is stored once. Every route that changes data
+fails closed: without its key (or token) configured it refuses every post."""
 
 from __future__ import annotations
 
-import hmac
 import html
 import json
+import logging
 import time
 
 from starlette.applications import Starlette
@@ -20,11 +21,12 @@ from starlette.routing import Route
 from connectors.email.mailgun_events import mailgun_as_sendgrid, verify_mailgun_signature
 from connectors.email.sendgrid_events import (
     check_events,
+    load_public_keys,
     parse_sendgrid,
     storable,
     verify_sendgrid_signature,
 )
-from connectors.email.webhook_events import BadEvents, BadSignature
+from connectors.email.webhook_events import BadEvents, BadSignature, split_keys, token_matches
 from core.settings import Settings, get_settings
 from core.unsubscribe import BadToken, read_token
 from models.db import get_engine
@@ -35,6 +37,8 @@ from stages.engagement.ingest import (
     unsubscribe,
 )
 from stages.engagement.rollup import engagement_rules_from, store_events
+
+log = logging.getLogger(__name__)
 
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -50,12 +54,24 @@ def _refused(exc: BadSignature) -> Response:
     return JSONResponse({"error": str(exc)}, status_code=401 if "stale" in str(exc) else 403)
 
 
+def _closed(route: str, reason: str) -> Response:
+    """403 for a post this receiver is not set up to trust; logged with the route and the
+    reason only, never what the post held (it may name a person)."""
+    log.warning("refused a post to %s: %s", route, reason)
+    return JSONResponse({"error": reason}, status_code=403)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """The receiver, bound to one configuration (tests pass their own)."""
     settings = settings or get_settings()
     engine = get_engine(settings.database_url)
     secret = settings.signing_key()
     rules = engagement_rules_from(settings)
+    sendgrid_keys, key_problems = load_public_keys(settings.sendgrid_webhook_public_key)
+    for problem in key_problems:
+        log.error("ABM_SENDGRID_WEBHOOK_PUBLIC_KEY: %s; it is ignored", problem)
+    mailgun_keys = split_keys(settings.mailgun_webhook_signing_key)
+    inbound_token = settings.sendgrid_inbound_token or ""
 
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok")
@@ -64,16 +80,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
         body = await request.body()
         if len(body) > MAX_BODY:
             return JSONResponse({"error": "body too large"}, status_code=413)
-        key = settings.sendgrid_webhook_public_key
-        if not key:
-            return JSONResponse(
-                {"error": "ABM_SENDGRID_WEBHOOK_PUBLIC_KEY is not configured"}, status_code=403
+        if not sendgrid_keys:
+            return _closed(
+                "/webhooks/sendgrid",
+                "ABM_SENDGRID_WEBHOOK_PUBLIC_KEY holds no valid public key"
+                if key_problems
+                else "ABM_SENDGRID_WEBHOOK_PUBLIC_KEY is not configured",
             )
         signature, timestamp = request.headers.get(SIGNATURE), request.headers.get(TIMESTAMP)
         if not signature or not timestamp:
             return JSONResponse({"error": "unsigned request"}, status_code=401)
         try:
-            verify_sendgrid_signature(key, signature, timestamp, body, time.time())
+            verify_sendgrid_signature(sendgrid_keys, signature, timestamp, body, time.time())
         except BadSignature as exc:
             return _refused(exc)
         try:
@@ -84,11 +102,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         return JSONResponse(report.__dict__)
 
     async def mailgun(request: Request) -> Response:
-        key = settings.mailgun_webhook_signing_key
-        if not key:
-            return JSONResponse(
-                {"error": "ABM_MAILGUN_WEBHOOK_SIGNING_KEY is not configured"}, status_code=403
-            )
+        if not mailgun_keys:
+            return _closed("/webhooks/mailgun", "ABM_MAILGUN_WEBHOOK_SIGNING_KEY is not configured")
         body = await request.body()
         if len(body) > MAX_BODY:
             return JSONResponse({"error": "body too large"}, status_code=413)
@@ -104,7 +119,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         except (ValueError, KeyError, TypeError) as exc:
             return JSONResponse({"error": f"malformed Mailgun webhook: {exc}"}, status_code=400)
         try:
-            verify_mailgun_signature(key, signature, time.time())
+            verify_mailgun_signature(mailgun_keys, signature, time.time())
         except BadSignature as exc:
             return _refused(exc)
         try:
@@ -115,13 +130,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
         return JSONResponse(ingest_sendgrid(engine, [shaped], rules).__dict__)
 
     async def inbound(request: Request) -> Response:
-        """SendGrid Inbound Parse: a reply to one of our messages stops its sequence."""
-        expected = settings.sendgrid_inbound_token
-        given = request.query_params.get("token", "")
-        if expected and not hmac.compare_digest(
-            given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
-        ):
-            return JSONResponse({"error": "unknown token"}, status_code=403)
+        """SendGrid Inbound Parse: a reply to one of our messages stops its sequence. Inbound
+        Parse does not sign its posts, so the URL's `?token=` is the only proof a post came
+        from SendGrid: without a token configured, a fake reply could pause anyone's
+        sequence, so every post is refused."""
+        route = "/webhooks/sendgrid/inbound"
+        if not inbound_token:
+            return _closed(
+                route,
+                "inbound replies are turned off: set ABM_SENDGRID_INBOUND_TOKEN and add "
+                "?token=<that value> to the Inbound Parse URL",
+            )
+        if not token_matches(request.query_params.get("token", ""), inbound_token):
+            return _closed(route, "unknown token: the ?token= does not match")
         try:
             form = await request.form(max_part_size=MAX_BODY)
         except Exception as exc:  # the multipart parser's own errors

@@ -42,6 +42,8 @@ def _configure(args: argparse.Namespace) -> None:
     )
     if args.smtp_url:
         os.environ["ABM_SMTP_URL"] = args.smtp_url
+    # a real backend refuses the loopback default; the bench's sink never follows the links
+    os.environ.setdefault("ABM_PUBLIC_URL", "https://abm.bench.example.com")
     if args.task_workers:
         os.environ["ABM_CHUNK_WORKERS"] = str(args.task_workers)
     if args.chunk_runner:

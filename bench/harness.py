@@ -403,6 +403,19 @@ class Measurements:
             result["peak_rss_mb"] = max(result.get("peak_rss_mb", 0.0), part["peak_rss_mb"])
         return result
 
+    def send_limits(self, contacts: int) -> dict[str, Any]:
+        """SMTP throughput of the send path with every send limit set but none binding,
+        beside none set (`bench.send_limits`): what rate limiting costs."""
+        _say(f"send limits on {contacts:,} contacts over SMTP: limited and unlimited rounds ...")
+        assert self.smtp_url is not None
+        result = self._run(
+            "send_limits",
+            "send_limits",
+            *("--contacts", str(contacts), "--smtp-url", self.smtp_url),
+        )
+        _say(f"  limited / unlimited: {result['limited_vs_unlimited_overall']}")
+        return result
+
     def e2e(self, contacts: int) -> dict[str, dict[str, Any]]:
         """The outbox run (and, up to --smtp-max-contacts, the SMTP run) of one size."""
         data = self.work / "data" / str(contacts)
@@ -454,6 +467,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 report["machine"]["postgresql"] = _postgres_version(measure.server_url)
             raw = measure.raw()
             runs = {contacts: measure.e2e(contacts) for contacts in args.contacts}
+            if args.send_limits and measure.smtp_url:
+                report["send_limits"] = measure.send_limits(args.send_limits)
             naive = measure.naive()
     except BaseException:
         _say(f"stopped; the logs are in {work}")
@@ -631,6 +646,18 @@ def _notes(report: dict[str, Any]) -> list[str]:
             + ", ".join(incomplete)
             + " (see the Prefect log in the work folder)."
         )
+    limits = report.get("send_limits")
+    if limits:
+        notes.append(
+            f"Send limits set but not binding, over SMTP: {limits['limited_vs_unlimited_overall']}"
+            f"x the throughput with none ({limits['pairs']} rounds of each on "
+            f"{limits['messages_per_round']:,} messages; per pair "
+            f"{limits['limited_vs_unlimited_per_pair']}); by the sending process's CPU time "
+            f"per message, {limits['cpu_limited_vs_unlimited']}x. Timed alone, the limits take "
+            f"{limits['limits_ms_per_chunk']} ms a chunk ({limits['limits_share_of_chunk']:.2%} "
+            f"of its send time), the circuit breaker {limits['breaker_ms_per_chunk']} ms "
+            f"({limits['breaker_share_of_chunk']:.2%})."
+        )
     memory = report["memory"]
     if "peak_rss_x" in memory:
         notes.append(
@@ -687,6 +714,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("threads", "processes"),
         default=None,
         help="where chunk tasks run (ABM_CHUNK_RUNNER; default: threads)",
+    )
+    parser.add_argument(
+        "--send-limits",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure, on N contacts over SMTP, the send path with every send limit "
+        "set but none binding beside none set (default: not measured)",
     )
     parser.add_argument("--naive-sample", type=int, default=500, metavar="N")
     parser.add_argument("--renders", type=int, default=5000, metavar="N", help="raw renders")

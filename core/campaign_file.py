@@ -188,6 +188,16 @@ class Utm(BaseModel):
     )
 
 
+class Tracking(BaseModel):
+    """What the email provider may track in this campaign's messages, stated on every
+    request rather than left to the account's defaults. The provider's own unsubscribe link
+    (SendGrid's subscription tracking) is never asked for: every message carries ours."""
+
+    model_config = ConfigDict(extra="forbid")
+    clicks: bool = Field(True, description="links rewritten to count clicks (HTML part only)")
+    opens: bool = Field(True, description="a tracking pixel; privacy proxies open mail too")
+
+
 class AccountRules(BaseModel):
     """The account is the unit: when one person replies or books a meeting, what happens to
     the sequences of everyone else at that account; and a stage at which it all stops."""
@@ -222,6 +232,7 @@ class CampaignFile(BaseModel):
     sender: str | None = Field(None, description="From address; default ABM_SENDER")
     links: dict[str, HttpUrl] = {}
     utm: Utm = Utm()
+    tracking: Tracking = Tracking()
     caps: Caps = Caps()
     sending_window: SendingWindow | None = None
     account_rules: AccountRules = AccountRules()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from email.utils import parseaddr
 from functools import lru_cache
@@ -21,6 +22,12 @@ DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
 EMAIL_BACKENDS = ("outbox", "console", "smtp", "sendgrid")
 CHUNK_RUNNERS = ("auto", "threads", "processes")
 SMTP_RELAYS = ("generic", "sendgrid", "mailgun", "ses")
+# LinkedIn-Version: monthly (YYYYMM); LinkedIn serves each version for about a year after its
+# release and then answers 426 NONEXISTENT_VERSION, so this is bumped, not forgotten.
+LINKEDIN_VERSION = "202608"
+# sourcePlatform of the DMP segments audience uploads create: LIST_UPLOAD is LinkedIn's value
+# for an advertiser's own lists; a DMP partner uses the value LinkedIn assigned it.
+LINKEDIN_SOURCE_PLATFORM = "LIST_UPLOAD"
 CHOICES = {
     "email_backend": EMAIL_BACKENDS,
     "chunk_runner": CHUNK_RUNNERS,
@@ -54,17 +61,34 @@ class Settings(BaseSettings):
     sendgrid_api_key: str | None = Field(None, repr=False)
     sendgrid_base_url: str = "https://api.sendgrid.com"
     sendgrid_sandbox: bool = Field(False, description="SendGrid validates but delivers nothing")
-    sendgrid_webhook_public_key: str | None = None
+    sendgrid_webhook_public_key: str | None = Field(
+        None,
+        description="base64 public key(s) of SendGrid's signed event webhook; several, comma "
+        "or whitespace separated, while a key is rotated",
+    )
     sendgrid_inbound_token: str | None = Field(
         None,
-        description="if set, /webhooks/sendgrid/inbound requires ?token= with this value",
+        description="/webhooks/sendgrid/inbound requires ?token= with this value; without "
+        "it the endpoint refuses every post",
         repr=False,
     )
-    mailgun_webhook_signing_key: str | None = Field(None, repr=False)
+    mailgun_webhook_signing_key: str | None = Field(
+        None,
+        description="Mailgun webhook signing key(s), comma or whitespace separated; a "
+        "subaccount's events are accepted with the parent account's key",
+        repr=False,
+    )
     linkedin_mode: str = "sandbox"
     linkedin_access_token: str | None = Field(None, repr=False)
     linkedin_base_url: str = "https://api.linkedin.com"
     linkedin_ad_account: str | None = None
+    linkedin_version: str = Field(
+        LINKEDIN_VERSION, description="LinkedIn-Version header (YYYYMM) of every API call"
+    )
+    linkedin_source_platform: str = Field(
+        LINKEDIN_SOURCE_PLATFORM,
+        description="sourcePlatform of the DMP segments audience uploads create",
+    )
     linkedin_sandbox_dir: Path | None = Field(
         None,
         description="sandbox mode reads analytics and lead forms from files here "
@@ -89,6 +113,24 @@ class Settings(BaseSettings):
         None, description="engagement rules YAML (weights, decay, stages) replacing the default"
     )
     templates_dir: Path = Field(REPO_ROOT / "templates", description="Jinja2 templates")
+    # What the relay and the sender's reputation allow (stages/delivery/rates.py, reputation.py)
+    send_rate_per_second: float | None = Field(
+        None, gt=0, description="emails a second to the email backend, all workers together"
+    )
+    send_max_per_day: int | None = Field(
+        None, ge=1, description="emails in any 24 hours, all workers and campaigns together"
+    )
+    warmup: str = Field(
+        "off", description="off, on (the default ramp) or a YAML ramp file: day -> emails"
+    )
+    pause_complaint_percent: float = Field(
+        0.3, gt=0, le=100, description="pause a campaign at this share of spam complaints"
+    )
+    pause_bounce_percent: float = Field(
+        5.0, gt=0, le=100, description="pause a campaign at this share of hard bounces"
+    )
+    reputation_window: int = Field(1000, ge=1, description="the last N emails the rates cover")
+    reputation_min_sent: int = Field(500, ge=1, description="judge no fewer emails than this")
     chunk_size: int = Field(1000, ge=1, le=50_000, description="contacts per delivery task")
     chunk_runner: str = Field(
         "auto",
@@ -135,6 +177,23 @@ class Settings(BaseSettings):
     def _known_linkedin_mode(cls, value: str) -> str:
         if value not in ("sandbox", "api"):
             raise ValueError("must be sandbox or api")
+        return value
+
+    @field_validator("linkedin_version")
+    @classmethod
+    def _linkedin_version(cls, value: str) -> str:
+        if not re.fullmatch(r"20\d\d(0[1-9]|1[0-2])", value):
+            raise ValueError(f"must be a LinkedIn API version as YYYYMM, e.g. {LINKEDIN_VERSION}")
+        return value
+
+    @field_validator("linkedin_source_platform")
+    @classmethod
+    def _linkedin_source_platform(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Z][A-Z0-9_]*", value):
+            raise ValueError(
+                "must be a LinkedIn sourcePlatform value as LinkedIn spells it, in capitals: "
+                f"{LINKEDIN_SOURCE_PLATFORM}, or the value LinkedIn assigned your DMP app"
+            )
         return value
 
     def __repr_args__(self):  # type: ignore[no-untyped-def]

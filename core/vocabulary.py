@@ -56,6 +56,13 @@ DELIVERY_STATES = (
     "skipped",
     "uncertain",
 )
+# How `abm campaign people` names a ledger row's state: `deferred` is a planned row that a
+# cap, a sending window or an account hold moved later; `sending` a row claimed or handed to
+# a provider right now (`rendered` or `sending`).
+PersonState = Literal[
+    "planned", "deferred", "sending", "sent", "skipped", "failed", "dead", "uncertain"
+]
+PERSON_STATES: tuple[str, ...] = get_args(PersonState)
 
 EVENT_TYPES = (
     "sent",

@@ -52,6 +52,8 @@ from stages.delivery.ledger import (
     register_campaign,
     release_expired_leases,
 )
+from stages.delivery.rates import send_limits
+from stages.delivery.reputation import pause_if_unhealthy
 from stages.engagement.rollup import engagement_rules_from, refuse_simulation_on_real_data
 from stages.report import publish_artifact, report_data
 
@@ -264,15 +266,19 @@ def run_campaign(
     engine = get_engine(database_url)
     require_current_schema(engine)
     engagement_rules_from(settings)  # a bad ABM_ENGAGEMENT_RULES stops the run before it sends
+    send_limits(settings)  # and so does a bad ABM_WARMUP ramp file
     if simulate:  # the demo's switch: refused before anything is sent on real accounts
         refuse_simulation_on_real_data(engine)
     path = Path(campaign_file)
     key, campaign = load_campaign(path)
     artifact_key = key.replace("_", "-")
     campaign_id = register_campaign(engine, key, campaign, path)
+    if not dry_run:
+        pause_if_unhealthy(engine, settings, campaign_id)  # the reputation circuit breaker
     if campaign_paused(engine, campaign_id):
-        logger.warning("campaign %s is paused: `abm campaign resume` to carry on", key)
-        return {**ledger_summary(engine, campaign_id), "paused": True}
+        summary = ledger_summary(engine, campaign_id)
+        logger.warning("campaign %s sends nothing: %s", key, summary["paused_because"])
+        return {**summary, "paused": True}
     with _early_chunk_processes(settings) as warm:
         title_rules = str(settings.title_rules) if settings.title_rules else None
         icp_rules = str(settings.icp_rules) if settings.icp_rules else None
@@ -342,6 +348,8 @@ def run_campaign(
                 summary["in_flight"],
                 settings.lease_seconds,
             )
+        for why, waiting in summary["deferred_by_reason"].items():
+            logger.info("%d messages wait, to go when allowed: %s", waiting, why)
         publish_artifact(report_data(engine))
         create_markdown_artifact(
             key=f"{artifact_key}-summary",

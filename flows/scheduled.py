@@ -1,6 +1,7 @@
 """The flows deployments run on a schedule (see prefect.yaml):
 
-- `advance_sequences` (every 15 minutes): every active campaign sends what is due now:
+- `advance_sequences` (every 15 minutes, once switched on: it sends, so it is deployed
+  off): every active campaign sends what is due now:
   later steps whose wait has passed, messages deferred by a cap or a sending window, and
   retryable failures whose backoff is over. Stop conditions are checked again at send time.
 - `sync_engagement` (hourly, once switched on): LinkedIn ad analytics by company and

@@ -25,7 +25,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from models.db import chunked, session_scope
-from models.tables import Account, Contact, EngagementEvent, Suppression, utcnow
+from models.tables import (
+    Account,
+    Contact,
+    EngagementEvent,
+    LiftedSuppression,
+    Suppression,
+    utcnow,
+)
 
 IN_CHUNK = 2000
 # From this share of all accounts, their contacts are read in one pass over the table.
@@ -495,6 +502,23 @@ def contacts_by_email(engine: Engine, emails: Iterable[str]) -> dict[str, tuple[
 
 def apply_suppressions(engine: Engine) -> int:
     """Mark active contacts whose email or domain is suppressed for email as `suppressed`."""
+    with session_scope(engine) as session:
+        return _apply_suppressions_in(session, engine)
+
+
+def _held_by(engine: Engine, kind: str, value: Any) -> Any:
+    """SQL: the contact's email (kind `email`), or its account's or its email's domain
+    (kind `domain`), is `value` (a value, or a subquery of values)."""
+    if kind == "email":
+        return Contact.email.in_(value) if isinstance(value, Select) else Contact.email == value
+    account_domain = select(Account.domain).where(Account.id == Contact.account_id)
+    if isinstance(value, Select):
+        return or_(account_domain.scalar_subquery().in_(value), email_domain(engine).in_(value))
+    return or_(account_domain.scalar_subquery() == value, email_domain(engine) == value)
+
+
+def _apply_suppressions_in(session: Any, engine: Engine) -> int:
+    """`apply_suppressions` inside the caller's transaction."""
     channels = ("all", "email")
     email_hit = select(Suppression.value).where(
         Suppression.kind == "email", Suppression.channel.in_(channels)
@@ -502,19 +526,189 @@ def apply_suppressions(engine: Engine) -> int:
     domain_hit = select(Suppression.value).where(
         Suppression.kind == "domain", Suppression.channel.in_(channels)
     )
-    account_domain = select(Account.domain).where(Account.id == Contact.account_id)
-    with session_scope(engine) as session:
-        result = session.execute(
-            update(Contact)
-            .where(Contact.status == "active")
-            .where(
-                or_(
-                    Contact.email.in_(email_hit),
-                    account_domain.scalar_subquery().in_(domain_hit),
-                    email_domain(engine).in_(domain_hit),
-                )
+    result = session.execute(
+        update(Contact)
+        .where(Contact.status == "active")
+        .where(or_(_held_by(engine, "email", email_hit), _held_by(engine, "domain", domain_hit)))
+        .values(status="suppressed", updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
+
+
+# An unsubscribe is the person's own withdrawal of consent. The engagement rollup records one
+# with the reason `unsubscribed`; lists imported from elsewhere word it their own way.
+UNSUBSCRIBE_WORDS = ("unsubscrib", "opt-out", "opt out", "opted out", "optout", "opted-out")
+SUPPRESSION_FIELDS = ("kind", "value", "channel", "reason", "source", "created_at")
+LIFT_FIELDS = ("lifted_by", "lift_reason", "person_asked", "contacts_reactivated", "lifted_at")
+
+
+def is_unsubscribe(reason: str | None) -> bool:
+    """Whether a suppression's reason records an unsubscribe (or an opt-out): those are
+    lifted only at the person's own request, never by an operator's clean-up."""
+    text = (reason or "").casefold()
+    return any(word in text for word in UNSUBSCRIBE_WORDS)
+
+
+class SuppressionNotFound(LookupError):
+    """No suppression of that value (on that channel) to lift."""
+
+
+class UnsubscribeNotLifted(PermissionError):
+    """The suppressions to lift include an unsubscribe and the person did not ask."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        said = ", ".join(f"{r['value']} on channel {r['channel']} ({r['reason']})" for r in rows)
+        super().__init__(f"an unsubscribe: {said}")
+
+
+def _filters(model: Any, kind: str | None, channel: str | None, search: str | None) -> list[Any]:
+    """Conditions on a suppression table: this kind, this channel, and a case-insensitive
+    search in the value or the reason (`%` and `_` in it match themselves)."""
+    conditions = []
+    if kind:
+        conditions.append(model.kind == kind)
+    if channel:
+        conditions.append(model.channel == channel)
+    if search and search.strip():
+        text = search.strip().casefold()
+        conditions.append(
+            or_(
+                func.lower(model.value).contains(text, autoescape=True),
+                func.lower(func.coalesce(model.reason, "")).contains(text, autoescape=True),
             )
-            .values(status="suppressed", updated_at=utcnow())
+        )
+    return conditions
+
+
+def suppression_rows(
+    engine: Engine,
+    kind: str | None = None,
+    channel: str | None = None,
+    search: str | None = None,
+) -> list[dict[str, Any]]:
+    """The suppressions in force, by kind, value and channel; each says whether it is an
+    unsubscribe (`abm suppressions list`)."""
+    query = (
+        select(*(getattr(Suppression, name) for name in SUPPRESSION_FIELDS))
+        .where(*_filters(Suppression, kind, channel, search))
+        .order_by(Suppression.kind, Suppression.value, Suppression.channel)
+    )
+    with engine.connect() as connection:
+        rows = [dict(row._mapping) for row in connection.execute(query)]
+    for row in rows:
+        row["unsubscribe"] = is_unsubscribe(row["reason"])
+    return rows
+
+
+def lifted_suppression_rows(
+    engine: Engine,
+    kind: str | None = None,
+    channel: str | None = None,
+    search: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every lifted suppression as it was, with who lifted it, when and why; newest first."""
+    columns = (*SUPPRESSION_FIELDS, *LIFT_FIELDS)
+    query = (
+        select(*(getattr(LiftedSuppression, name) for name in columns))
+        .where(*_filters(LiftedSuppression, kind, channel, search))
+        .order_by(LiftedSuppression.lifted_at.desc(), LiftedSuppression.id.desc())
+    )
+    with engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def statuses_freed(row: dict[str, Any], person_asked: bool) -> set[str]:
+    """The contact statuses this suppression alone may have set, which lifting it undoes.
+
+    A LinkedIn-only suppression sets none. Email and domain suppressions set `suppressed`;
+    a bounce recorded by the engagement rollup sets `bounced`. `unsubscribed` is undone only
+    for one person's own address, and only when that person asked."""
+    if row["channel"] not in ("all", "email"):
+        return set()
+    freed = {"suppressed"}
+    if row["kind"] == "email" and row["reason"] == "bounced":
+        freed.add("bounced")
+    if row["kind"] == "email" and person_asked and is_unsubscribe(row["reason"]):
+        freed.add("unsubscribed")
+    return freed
+
+
+def lift_suppressions(
+    engine: Engine,
+    kind: str,
+    value: str,
+    channel: str | None,
+    lifted_by: str,
+    reason: str,
+    person_asked: bool = False,
+) -> list[dict[str, Any]]:
+    """Lift the suppressions of one value (on one channel, or all of them), in one
+    transaction: each is kept in `liftedsuppression` with who, when and why, and the people
+    it alone held are active again (those another suppression still holds stay suppressed).
+
+    Takes one value, never a list: an unsubscribe among them raises UnsubscribeNotLifted
+    unless `person_asked` (that person asked to hear from us again), and nothing changes.
+    Returns the history rows written."""
+    query = select(Suppression).where(Suppression.kind == kind, Suppression.value == value)
+    with session_scope(engine) as session:
+        found = session.execute(query.order_by(Suppression.channel)).scalars().all()
+        chosen = [row for row in found if channel is None or row.channel == channel]
+        if not chosen:
+            elsewhere = ", ".join(row.channel for row in found)
+            where = f" on channel {channel}" if channel else ""
+            also = f"; it is suppressed on channel {elsewhere}" if elsewhere else ""
+            raise SuppressionNotFound(f"no suppression of {value}{where}{also}")
+        originals = [{name: getattr(row, name) for name in SUPPRESSION_FIELDS} for row in chosen]
+        unsubscribes = [row for row in originals if is_unsubscribe(row["reason"])]
+        if unsubscribes and not person_asked:
+            raise UnsubscribeNotLifted(unsubscribes)
+        lifted = []
+        for row, original in zip(chosen, originals, strict=True):
+            session.delete(row)
+            session.flush()
+            reactivated = _reactivate(session, engine, original, person_asked)
+            history = LiftedSuppression(
+                **original,
+                lifted_by=lifted_by,
+                lift_reason=reason,
+                person_asked=person_asked,
+                contacts_reactivated=reactivated,
+            )
+            session.add(history)
+            session.flush()
+            lifted.append(
+                {name: getattr(history, name) for name in (*SUPPRESSION_FIELDS, *LIFT_FIELDS)}
+            )
+    return lifted
+
+
+def _reactivate(session: Any, engine: Engine, lifted: dict[str, Any], person_asked: bool) -> int:
+    """Make the people the lifted suppression held active, then suppress again those another
+    suppression still holds; returns how many are active now."""
+    freed = statuses_freed(lifted, person_asked)
+    if not freed:
+        return 0
+    ids = list(
+        session.execute(
+            select(Contact.id).where(
+                Contact.status.in_(sorted(freed)),
+                _held_by(engine, lifted["kind"], lifted["value"]),
+            )
+        ).scalars()
+    )
+    for batch in chunked(ids, IN_CHUNK):
+        session.execute(
+            update(Contact)
+            .where(Contact.id.in_(batch))
+            .values(status="active", updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount or 0
+    _apply_suppressions_in(session, engine)
+    active = 0
+    for batch in chunked(ids, IN_CHUNK):
+        active += session.execute(
+            select(func.count()).where(Contact.id.in_(batch), Contact.status == "active")
+        ).scalar_one()
+    return active

@@ -67,6 +67,9 @@ class Campaign(SQLModel, table=True):
     name: str = Field(max_length=300)
     source_path: str | None = Field(default=None, max_length=1000)
     status: str = Field(default="active", max_length=20)
+    status_reason: str | None = Field(
+        default=None, max_length=1000, description="why it was paused, in plain words"
+    )
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -154,6 +157,24 @@ class Suppression(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=200)
     source: str = Field(default="import", max_length=40)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class LiftedSuppression(SQLModel, table=True):
+    """A suppression a person lifted: the original row as it was, and who lifted it, when
+    and why, so that contacting someone again can always be accounted for."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=10)
+    value: str = Field(max_length=320, index=True)
+    channel: str = Field(max_length=20)
+    reason: str | None = Field(default=None, max_length=200)
+    source: str = Field(max_length=40)
+    created_at: datetime
+    lifted_by: str = Field(max_length=200)
+    lift_reason: str = Field(max_length=1000)
+    person_asked: bool = False
+    contacts_reactivated: int = 0
+    lifted_at: datetime = Field(default_factory=utcnow)
 
 
 class SyncCursor(SQLModel, table=True):

@@ -52,11 +52,11 @@ def test_import_prints_counts_last_and_exits_1_when_rows_were_rejected(initialis
     )
     result = abm("import", "accounts", str(accounts))
     assert result.returncode == 1
-    assert result.stdout.strip().splitlines()[-1] == "imported=1 updated=0 rejected=1"
+    assert result.stdout.strip().splitlines()[-1] == "imported=1 updated=0 rejected=1 warned=0"
     assert f"{accounts}:3:" in result.stderr
     assert (tmp_path / "accounts.rejects.csv").exists()
     again = abm("import", "accounts", str(accounts))
-    assert again.stdout.strip().splitlines()[-1] == "imported=0 updated=0 rejected=1"
+    assert again.stdout.strip().splitlines()[-1] == "imported=0 updated=0 rejected=1 warned=0"
 
 
 def test_a_missing_file_is_a_usage_error_not_a_traceback(initialised, tmp_path):
@@ -194,10 +194,17 @@ def test_an_unknown_stage_in_accounts_csv_is_reported_with_file_line_and_value(
     initialised, tmp_path
 ):
     accounts = _write(tmp_path / "a.csv", "domain,stage\nacme.example,hot\nbeta.example,aware\n")
+    strict = abm("import", "accounts", "--strict", str(accounts))
+    assert strict.returncode == 1
+    assert f"{accounts}:2: stage: 'hot' is not a journey stage" in strict.stderr
+    assert strict.stdout.strip().splitlines()[-1] == "imported=1 updated=0 rejected=1 warned=0"
+    # without --strict the account goes in with its stage left blank, and a warning
     result = abm("import", "accounts", str(accounts))
-    assert result.returncode == 1
-    assert f"{accounts}:2: stage: 'hot' is not a journey stage" in result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "imported=1 updated=0 rejected=1"
+    assert result.returncode == 0
+    assert f"{accounts}:2: warning: stage 'hot': left blank: 'hot' is not a journey stage" in (
+        result.stderr
+    )
+    assert result.stdout.strip().splitlines()[-1] == "imported=1 updated=0 rejected=0 warned=1"
 
 
 def test_engagement_commands_use_abm_engagement_rules(initialised, tmp_path):

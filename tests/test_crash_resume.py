@@ -232,6 +232,7 @@ def test_killed_workers_resume_without_losing_or_repeating_a_message(
     with smtp_server(handler) as controller:
         monkeypatch.setenv("ABM_DATABASE_URL", sqlite_url)
         monkeypatch.setenv("ABM_EMAIL_BACKEND", "smtp")
+        monkeypatch.setenv("ABM_PUBLIC_URL", "https://abm.acme.com")  # a real backend needs one
         monkeypatch.setenv("ABM_SMTP_URL", f"smtp://127.0.0.1:{controller.port}")
         monkeypatch.setenv("ABM_LEASE_SECONDS", str(LEASE_SECONDS))
         reset_settings()

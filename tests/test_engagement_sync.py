@@ -349,9 +349,3 @@ def test_the_sync_schedule_is_off_until_the_api_is_configured() -> None:
     assert sync["schedules"] and all(s["active"] is False for s in sync["schedules"])
     text = (REPO / "prefect.yaml").read_text()
     assert "ABM_LINKEDIN_MODE=api" in text
-    assert all(
-        s["active"] is True
-        for d in deployments
-        if d["name"] != "sync-engagement"
-        for s in d.get("schedules", [])
-    )

@@ -13,6 +13,7 @@ import hmac
 import itertools
 import json
 import os
+import re
 import shutil
 import sqlite3
 import stat
@@ -69,6 +70,7 @@ from stages.importing import (
     parse_suppressions,
     read_csv,
     rejects_path,
+    warnings_path,
     write_rejects,
 )
 
@@ -133,6 +135,8 @@ def test_any_csv_file_is_read_or_refused_naming_the_file(tmp_path: Path, data: b
         for reject in result.rejects:
             assert 1 <= reject.line <= _physical_lines(data)
             assert reject.reason and reject.reason == " ".join(reject.reason.split())
+        kept = {n for lines in result.record_lines for n in lines}
+        assert {w.line for w in result.warnings} <= kept
         written = write_rejects(path, table, result.rejects)
         if not result.rejects:
             assert written is None and not rejects_path(path).exists()
@@ -210,6 +214,7 @@ def test_an_import_writes_exactly_the_good_rows_or_nothing(
         assert str(exc).startswith(str(source))
         assert _snapshot(database) == before
         assert not rejects_path(source).exists()
+        assert not warnings_path(source).exists()
         return
     finally:
         engine.dispose()
@@ -226,6 +231,15 @@ def test_an_import_writes_exactly_the_good_rows_or_nothing(
     assert (report.rejects_path is not None) == bool(report.rejects)
     for reject in report.rejects:
         assert 1 <= reject.line <= _physical_lines(data) and reject.reason
+    assert (report.warnings_path is not None) == bool(report.warned)
+    rejected = {r.line for r in report.rejects}
+    for warning in report.warnings:  # on a row that went in, never on a rejected one
+        assert 1 <= warning.line <= _physical_lines(data) and warning.line not in rejected
+        assert warning.field and warning.action == " ".join(warning.action.split())
+    if report.warnings_path is not None:
+        again = read_csv(report.warnings_path)
+        assert again.header == ["line", "field", "value", "action"]
+        assert len(again.rows) == report.warning_count and not again.rejects
 
 
 @settings(
@@ -273,8 +287,14 @@ def test_the_import_command_prints_every_reject_and_its_counts(
         assert captured.err.startswith("error: ") and not captured.out
         return
     assert exited.value.code in (0, 1), captured.err
-    assert captured.out.splitlines()[-1].startswith("imported=")
-    assert captured.err.count(f"{source}:") == int(captured.out.split("rejected=")[1])
+    counts = re.fullmatch(
+        r"imported=(\d+) updated=(\d+) rejected=(\d+) warned=(\d+)", captured.out.splitlines()[-1]
+    )
+    assert counts, captured.out
+    printed = [line for line in captured.err.splitlines() if line.startswith(f"{source}:")]
+    rejects = [line for line in printed if ": warning: " not in line]
+    assert len(rejects) == int(counts[3])
+    assert (len(printed) > len(rejects)) == (int(counts[4]) > 0)
 
 
 def test_a_rejects_file_is_never_more_readable_than_its_source(tmp_path: Path) -> None:
@@ -403,6 +423,8 @@ HEADERS = [
     "list-unsubscribe",
     "list-unsubscribe-post",
     "x-abm-campaign",
+    "x-abm-step",
+    "x-abm-tracking",
     "mime-version",
     "content-type",
 ]

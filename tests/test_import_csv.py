@@ -361,6 +361,10 @@ def test_timezone_consent_and_linkedin_validators() -> None:
     assert normalise_timezone("America/New York") == "America/New_York"
     with pytest.raises(ValueError, match="time zone"):
         normalise_timezone("CET+1")
+    with pytest.raises(ValueError, match="'PST' is an abbreviation"):
+        normalise_timezone("PST")  # the import maps it, with a warning, unless --strict
+    with pytest.raises(ValueError, match="could be US Central"):
+        normalise_timezone("cst")
     assert [normalise_consent(c) for c in ["opt-in", "OPT_IN", "Legitimate Interest", "none"]] == [
         "opt_in",
         "opt_in",
@@ -416,16 +420,38 @@ def test_accounts_in_a_semicolon_file_read_european_numbers(tmp_path: Path) -> N
     assert (record["employees"], record["annual_revenue"]) == (1200, 2_500_000.0 * euros)
 
 
-def test_accounts_bad_rows_are_rejected_naming_field_and_value(tmp_path: Path) -> None:
-    text = (
-        "domain,employees,annual_revenue,tier\n"
-        "acme.com,12x,,\n"
-        ",10,,\n"
-        "not a domain,10,,\n"
-        "beta.io,-3,lots,4\n"
-        "gamma.com,10,,2\n"
-    )
-    result = parse_accounts(read(tmp_path, text))
+ACCOUNTS_WITH_BAD_CELLS = (
+    "domain,employees,annual_revenue,tier\n"
+    "acme.com,12x,,\n"
+    ",10,,\n"
+    "not a domain,10,,\n"
+    "beta.io,-3,lots,4\n"
+    "gamma.com,10,,2\n"
+)
+
+
+def test_accounts_without_a_usable_domain_are_rejected_the_rest_kept_with_warnings(
+    tmp_path: Path,
+) -> None:
+    result = parse_accounts(read(tmp_path, ACCOUNTS_WITH_BAD_CELLS))
+    reasons = {r.line: r.reason for r in result.rejects}
+    assert set(reasons) == {3, 4}
+    assert reasons[3].startswith("domain: missing")
+    assert reasons[4].startswith("domain: 'not a domain' is not a valid domain")
+    assert [r["domain"] for r in result.records] == ["acme.com", "beta.io", "gamma.com"]
+    acme, beta, _ = result.records
+    assert acme["employees"] is None
+    assert (beta["employees"], beta["annual_revenue"], beta["tier_override"]) == (None, None, None)
+    assert [(w.line, w.field, w.value, w.action) for w in result.warnings] == [
+        (2, "employees", "12x", "left blank: cannot read '12x' as a number"),
+        (5, "employees", "-3", "left blank: '-3' is negative"),
+        (5, "annual_revenue", "lots", "left blank: cannot read 'lots' as a number"),
+        (5, "tier", "4", "left blank: must be 1, 2 or 3 (or blank), not '4'"),
+    ]
+
+
+def test_strict_accounts_bad_rows_are_rejected_naming_field_and_value(tmp_path: Path) -> None:
+    result = parse_accounts(read(tmp_path, ACCOUNTS_WITH_BAD_CELLS), strict=True)
     reasons = {r.line: r.reason for r in result.rejects}
     assert reasons[2] == "employees: cannot read '12x' as a number"
     assert reasons[3].startswith("domain: missing")
@@ -436,6 +462,7 @@ def test_accounts_bad_rows_are_rejected_naming_field_and_value(tmp_path: Path) -
     )
     assert [r["domain"] for r in result.records] == ["gamma.com"]
     assert result.rejects[0].values["employees"] == "12x"
+    assert result.warnings == []
 
 
 def test_an_accounts_stage_column_is_a_journey_stage_in_any_case(tmp_path: Path) -> None:
@@ -445,8 +472,19 @@ def test_an_accounts_stage_column_is_a_journey_stage_in_any_case(tmp_path: Path)
         ("acme.com", "mqa", {}),
         ("beta.io", "opportunity", {}),
         ("gamma.com", None, {}),
+        ("delta.com", None, {}),
     ]
-    assert [(r.line, r.reason) for r in result.rejects] == [
+    assert result.rejects == []
+    assert [(w.line, w.field, w.action) for w in result.warnings] == [
+        (
+            5,
+            "stage",
+            "left blank: 'hot' is not a journey stage; use one of target, aware, engaged, "
+            "mqa, opportunity, customer (or leave it blank)",
+        )
+    ]
+    strict = parse_accounts(read(tmp_path, text), strict=True)
+    assert [(r.line, r.reason) for r in strict.rejects] == [
         (
             5,
             "stage: 'hot' is not a journey stage; use one of target, aware, engaged, mqa, "
@@ -568,18 +606,41 @@ def test_contact_with_personal_mailbox_needs_an_account_domain(tmp_path: Path) -
     assert "account_domain" in result.rejects[0].reason
     assert result.records[0]["email"] == "max@gmx.de"
     assert result.records[0]["account_domain"] == "acme.com"
+    [warning] = result.warnings  # the address cannot confirm that Max works at acme.com
+    assert (warning.line, warning.field, warning.value) == (3, "account_domain", "acme.com")
+    assert "gmx.de is a personal mailbox" in warning.action
+
+
+CONTACTS_WITH_BAD_CELLS = [
+    ["a@acme.com", "", "", "", "Europe/Berlin", "legitimate interest"],
+    ["b@acme.com", "", "", "", "Mars/Olympus", "yes please"],
+]
 
 
 def test_contact_timezone_and_consent_are_validated(tmp_path: Path) -> None:
-    result = contacts(
-        tmp_path,
-        [
-            ["a@acme.com", "", "", "", "Europe/Berlin", "legitimate interest"],
-            ["b@acme.com", "", "", "", "Mars/Olympus", "yes please"],
-        ],
-    )
+    result = contacts(tmp_path, CONTACTS_WITH_BAD_CELLS)
     assert result.records[0]["timezone"] == "Europe/Berlin"
     assert result.records[0]["consent"] == "legitimate_interest"
+    assert result.rejects == []
+    b = result.records[1]
+    assert (b["email"], b["timezone"], b["consent"]) == ("b@acme.com", None, None)
+    assert [(w.line, w.field, w.action) for w in result.warnings] == [
+        (
+            3,
+            "timezone",
+            "left blank: 'Mars/Olympus' is not a time zone name such as Europe/Berlin or "
+            "America/New_York",
+        ),
+        (3, "consent", "left blank: 'yes please' is not one of opt_in, legitimate_interest, none"),
+    ]
+
+
+def test_strict_contact_timezone_and_consent_are_rejected(tmp_path: Path) -> None:
+    header = ["email", "first_name", "last_name", "account_domain", "timezone", "consent"]
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows([header, *CONTACTS_WITH_BAD_CELLS])
+    result = parse_contacts(read(tmp_path, buffer.getvalue()), KNOWN, strict=True)
+    assert [r["email"] for r in result.records] == ["a@acme.com"]
     reason = result.rejects[0].reason
     assert reason.startswith("timezone: 'Mars/Olympus' is not a time zone name")
     assert "consent: 'yes please' is not one of opt_in, legitimate_interest, none" in reason
@@ -622,12 +683,18 @@ def test_suppressions_from_email_domain_and_value_columns(tmp_path: Path) -> Non
     assert result.records == [
         {"kind": "email", "value": "jane@acme.com", "channel": "all", "reason": "GDPR request"},
         {"kind": "domain", "value": "rival.com", "channel": "email", "reason": "competitor"},
+        {"kind": "email", "value": "bob@acme.com", "channel": "all", "reason": None},
     ]
     assert {r.line: r.reason for r in result.rejects} == {
         5: "both email and domain given; use one per row",
+    }
+    assert [(w.line, w.field, w.value) for w in result.warnings] == [(6, "channel", "fax")]
+    assert result.duplicates_merged == 1
+    strict = parse_suppressions(read(tmp_path, text), strict=True)
+    assert {r.line: r.reason for r in strict.rejects} == {
+        5: "both email and domain given; use one per row",
         6: "channel: 'fax' is not one of all, email, linkedin",
     }
-    assert result.duplicates_merged == 1
 
     values = parse_suppressions(read(tmp_path, "value\nbob@beta.io\n*.gamma.com\nbeta.io\n"))
     assert [(r["kind"], r["value"]) for r in values.records] == [
@@ -711,7 +778,7 @@ def test_parse_contacts_handles_100k_rows(tmp_path: Path) -> None:
     table = read(tmp_path, buffer.getvalue())
     result = parse_contacts(table, domains)
     assert len(result.records) == 100_000
-    assert result.rejects == []
+    assert result.rejects == [] and result.warnings == []
     assert {r["account_domain"] for r in result.records} == set(domains)
 
 
@@ -815,6 +882,7 @@ def test_every_row_is_a_record_or_a_reject_never_both_never_lost(
     assert result.rows_read == len(expected)
     assert result.rows_read == len(result.records) + result.duplicates_merged + len(rejected)
     assert all(r.reason for r in result.rejects)
+    assert {w.line for w in result.warnings} <= set(recorded)
 
 
 @settings(

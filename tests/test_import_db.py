@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from core.settings import get_settings
 from models.queries import list_accounts, list_contacts
-from stages.importing import ImportFileError, import_file, rejects_path
+from stages.importing import ImportFileError, import_file, rejects_path, warnings_path
 
 ACCOUNTS = (
     "\ufeffDomain;Company;Industry;Employees;Annual Revenue;Country;Technologies;Tier;Region\r\n"
@@ -45,18 +45,46 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 def test_good_rows_go_in_and_bad_rows_are_reported_with_line_and_reason(engine, tmp_path):
     accounts = _write(tmp_path, "accounts.csv", ACCOUNTS)
     report = import_file("accounts", accounts, engine, get_settings())
-    assert (report.imported, report.updated) == (2, 0)
-    assert [r.line for r in report.rejects] == [5, 6]
-    assert "employees" in report.rejects[0].reason and "twelve" in report.rejects[0].reason
-    assert "domain" in report.rejects[1].reason
+    assert (report.imported, report.updated) == (3, 0)
+    assert [r.line for r in report.rejects] == [6]
+    assert "domain" in report.rejects[0].reason
     assert report.rejects_path == tmp_path / "accounts.rejects.csv"
     rejected = report.rejects_path.read_text(encoding="utf-8-sig").splitlines()
     assert rejected[0].startswith("line;reason;")
-    assert rejected[1].startswith("5;")
+    assert rejected[1].startswith("6;")
+    # a count that cannot be read costs the count, not the account
+    assert [(w.line, w.field, w.value) for w in report.warnings] == [
+        (2, "annual_revenue", "€ 5m"),
+        (5, "employees", "twelve"),
+    ]
+    assert report.warnings[0].action.startswith("converted from EUR to USD at the rates of ")
+    assert report.warnings[1].action == "left blank: cannot read 'twelve' as a number"
+    assert report.warnings_path == tmp_path / "accounts.warnings.csv"
+    written = report.warnings_path.read_text(encoding="utf-8-sig").splitlines()
+    assert written[0] == "line;field;value;action"
+    assert written[2] == "5;employees;twelve;left blank: cannot read 'twelve' as a number"
 
     rows = {row["domain"]: row for row in list_accounts(engine)}
-    assert set(rows) == {"acme.example", "globex.example"}
+    assert set(rows) == {"acme.example", "globex.example", "initech.example"}
     assert rows["acme.example"]["name"] == "Acme GmbH"
+    from sqlalchemy import select
+
+    from models.tables import Account
+
+    with engine.connect() as connection:
+        initech = connection.execute(
+            select(Account).where(Account.domain == "initech.example")
+        ).one()
+    assert (initech.name, initech.employees) == ("Initech", None)
+
+
+def test_strict_rejects_the_rows_a_lenient_import_keeps_with_warnings(engine, tmp_path):
+    accounts = _write(tmp_path, "accounts.csv", ACCOUNTS)
+    report = import_file("accounts", accounts, engine, get_settings(), strict=True)
+    assert (report.imported, [r.line for r in report.rejects]) == (1, [2, 5, 6])
+    assert "employees" in report.rejects[1].reason and "twelve" in report.rejects[1].reason
+    assert (report.warned, report.warnings_path) == (0, None)
+    assert [row["domain"] for row in list_accounts(engine)] == ["globex.example"]
 
 
 def test_duplicate_rows_in_a_file_merge_and_keep_every_value(engine, tmp_path):
@@ -159,13 +187,20 @@ def test_a_stage_column_sets_the_stage_once_and_keeps_it_in_the_history(engine, 
     assert {r["domain"]: r["stage"] for r in list_accounts(engine)}["acme.example"] == "customer"
 
 
-def test_an_unknown_stage_rejects_the_row_with_line_field_and_value(engine, tmp_path):
+def test_an_unknown_stage_is_left_blank_with_line_field_and_value(engine, tmp_path):
     accounts = _write(tmp_path, "accounts.csv", "domain,stage\nacme.example,won\n")
     report = import_file("accounts", accounts, engine, get_settings())
-    assert [(r.line, r.reason.split(";")[0]) for r in report.rejects] == [
+    assert report.rejects == []
+    assert [(w.line, w.field, w.value) for w in report.warnings] == [(2, "stage", "won")]
+    assert report.warnings[0].action.startswith("left blank: 'won' is not a journey stage")
+    assert [(a["domain"], a["stage"]) for a in list_accounts(engine)] == [
+        ("acme.example", "target")
+    ]
+
+    strict = import_file("accounts", accounts, engine, get_settings(), strict=True)
+    assert [(r.line, r.reason.split(";")[0]) for r in strict.rejects] == [
         (2, "stage: 'won' is not a journey stage")
     ]
-    assert list_accounts(engine) == []
 
 
 # --------------------------------------------------------------------------- streaming
@@ -246,18 +281,28 @@ def test_a_bad_row_in_a_later_batch_is_rejected_and_the_others_go_in(engine, tmp
         "email,timezone\n"
         "a@acme.example,\nb@acme.example,\n"
         "c@acme.example,\nd@acme.example,Mars/Base\n"
-        "e@acme.example,surplus,cell\nf@acme.example,\n"
+        "e@acme.example,surplus,cell\nf@acme.example,PST\n"
     )
     source = _write(tmp_path, "c.csv", text)
     report = import_file("contacts", source, engine, get_settings(), batch_rows=2)
-    assert report.imported == 4
+    assert report.imported == 5
     assert [(r.line, r.reason.split(":")[0]) for r in report.rejects] == [
-        (5, "timezone"),
         (6, "3 fields, header has 2"),
     ]
     rejected = report.rejects_path.read_text(encoding="utf-8").splitlines()
-    assert [row.split(",")[0] for row in rejected] == ["line", "5", "6"]
-    assert set(_contact_rows(engine)) == {f"{c}@acme.example" for c in "abcf"}
+    assert [row.split(",")[0] for row in rejected] == ["line", "6"]
+    assert [(w.line, w.field, w.value) for w in report.warnings] == [
+        (5, "timezone", "Mars/Base"),
+        (7, "timezone", "PST"),
+    ]
+    warned = report.warnings_path.read_text(encoding="utf-8").splitlines()
+    assert [row.split(",")[0] for row in warned] == ["line", "5", "7"]
+    rows = _contact_rows(engine)
+    assert set(rows) == {f"{c}@acme.example" for c in "abcdf"}
+    assert (rows["d@acme.example"]["timezone"], rows["f@acme.example"]["timezone"]) == (
+        None,
+        "America/Los_Angeles",
+    )
 
 
 @pytest.mark.parametrize(
@@ -277,6 +322,7 @@ def test_a_file_error_late_in_the_file_writes_nothing(engine, tmp_path, tail, me
         import_file("contacts", source, engine, get_settings(), batch_rows=1)
     assert _contact_rows(engine) == {}
     assert not rejects_path(source).exists()
+    assert not warnings_path(source).exists()
 
 
 def test_a_failure_after_some_batches_rolls_all_of_them_back(engine, tmp_path, monkeypatch):
@@ -295,12 +341,16 @@ def test_a_failure_after_some_batches_rolls_all_of_them_back(engine, tmp_path, m
         write(self, records)
 
     monkeypatch.setattr(store.ContactBatches, "write", failing)
-    rows = "".join(f"p{i}@acme.example,CEO\n" for i in range(6))
-    source = _write(tmp_path, "d.csv", "email,title\nzoe.mueller@acme.example,CEO\n" + rows)
+    rows = "".join(f"p{i}@acme.example,CEO,PST\n" for i in range(6))
+    source = _write(
+        tmp_path, "d.csv", "email,title,timezone\nzoe.mueller@acme.example,CEO,\n" + rows
+    )
     with pytest.raises(RuntimeError, match="connection lost"):
         import_file("contacts", source, engine, get_settings(), batch_rows=2)
     assert list_contacts(engine) == before
     assert not rejects_path(source).exists()
+    assert not warnings_path(source).exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 @pytest.fixture(scope="module")
@@ -323,6 +373,7 @@ def contacts_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 STREAM_CELLS = {
     "email": [
+        "ana@globex.example",
         "ana@acme.example",
         "ANA@Acme.example",
         "bob@globex.example",
@@ -331,9 +382,10 @@ STREAM_CELLS = {
         "nope",
         "x@unknown.example",
     ],
+    "account_domain": ["", "", "acme.example", "globex.example"],
     "first_name": ["", "Ana", "Anna", "Bob"],
     "title": ["", "CFO", "VP Eng", "Engineer"],
-    "timezone": ["", "Europe/Berlin", "Mars/Base"],
+    "timezone": ["", "Europe/Berlin", "Mars/Base", "PST"],
     "notes": ["", "a", "b"],
 }
 
@@ -377,6 +429,9 @@ def test_tiny_batches_import_exactly_what_one_batch_does(
                 report.updated,
                 report.unchanged,
                 [(r.line, r.reason) for r in report.rejects],
+                [(w.line, w.field, w.value, w.action) for w in report.warnings],
+                (report.warned, report.warning_count),
+                report.warnings_path and report.warnings_path.read_bytes(),
                 report.notes,
                 _contact_rows(engine),
             )

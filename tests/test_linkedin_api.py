@@ -349,3 +349,181 @@ def test_audience_upload_without_source_platform_says_what_is_missing(
     with connector, pytest.raises(ConfigError, match="sourcePlatform"):
         connector.upload_company_audience("Tier 1", ["acme.com"])
     assert not router.calls
+
+
+def test_version_and_source_platform_are_settings_with_documented_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from core.settings import Settings, get_settings, reset_settings
+
+    defaults = Settings()
+    assert defaults.linkedin_version == linkedin_client.DEFAULT_VERSION == "202608"
+    assert defaults.linkedin_source_platform == "LIST_UPLOAD"
+    for name, value in [
+        ("ABM_LINKEDIN_VERSION", "2026-08"),
+        ("ABM_LINKEDIN_VERSION", "202613"),
+        ("ABM_LINKEDIN_VERSION", "20260801"),
+        ("ABM_LINKEDIN_SOURCE_PLATFORM", "list upload"),
+    ]:
+        monkeypatch.setenv(name, value)
+        reset_settings()
+        with pytest.raises(ConfigError, match=name):
+            get_settings()
+        monkeypatch.delenv(name)
+    reset_settings()
+
+
+def _api_settings(**overrides: str):  # type: ignore[no-untyped-def]
+    from core.settings import Settings
+
+    values = {
+        "linkedin_mode": "api",
+        "linkedin_access_token": TOKEN,
+        "linkedin_ad_account": "123",
+        "linkedin_version": "202611",
+        "linkedin_source_platform": "ACME_DMP",
+        **overrides,
+    }
+    return Settings(**values)
+
+
+def test_the_configured_connector_sends_the_version_and_source_platform_set(
+    router: respx.MockRouter,
+) -> None:
+    """`get_connector` (what campaign runs use) passes both settings through: an audience
+    upload in api mode used to stop at a missing sourcePlatform before any request."""
+    from connectors.linkedin import get_connector
+
+    _segment_routes(router, existing=[{"id": 777, "type": "COMPANY", "name": "Tier 1"}])
+    companies = router.post("/rest/dmpSegments/777/companies").mock(side_effect=_batch_reply)
+
+    with get_connector(_api_settings()) as connector:
+        assert connector.upload_company_audience("Tier 1", ["acme.com"]) == "777"
+
+    assert companies.call_count == 1
+    assert {call.request.headers["LinkedIn-Version"] for call in router.calls} == {"202611"}
+    assert "sourcePlatform=ACME_DMP" in str(router.routes["find"].calls[0].request.url)
+
+
+def test_the_segment_create_body_is_what_linkedin_documents(
+    router: respx.MockRouter, sleeps: list[float]
+) -> None:
+    """POST /rest/dmpSegments: name, sourcePlatform, account, accessPolicy PRIVATE, type and
+    destinations LINKEDIN (learn.microsoft.com, "DMP Segments", Create DMP Segment), plus
+    the sourceSegmentId the segment is found by on a re-run."""
+    settings = _api_settings()
+    _segment_routes(router)
+    router.post("/rest/dmpSegments/555/users").mock(side_effect=_batch_reply)
+    connector = LinkedInConnector(
+        "api",
+        access_token=TOKEN,
+        ad_account=settings.linkedin_ad_account,
+        version=settings.linkedin_version,
+        source_platform=settings.linkedin_source_platform,
+        sleep=sleeps.append,
+    )
+    with connector:
+        connector.upload_contact_audience("Tier 1 committee", ["jane@acme.com"])
+
+    create = router.routes["create"].calls[0].request
+    assert create.headers["LinkedIn-Version"] == "202611"
+    assert create.headers["Content-Type"] == "application/json"
+    body = json.loads(create.content)
+    assert body.pop("sourceSegmentId").startswith("abm-")
+    assert body == {
+        "name": "Tier 1 committee",
+        "sourcePlatform": "ACME_DMP",
+        "account": ACCOUNT,
+        "accessPolicy": "PRIVATE",
+        "type": "USER",
+        "destinations": [{"destination": "LINKEDIN"}],
+    }
+
+
+NONEXISTENT_VERSION = {
+    "status": 426,
+    "code": "NONEXISTENT_VERSION",
+    "message": "Requested version 202611 is not active",
+}
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "setting"),
+    [
+        (426, NONEXISTENT_VERSION, "ABM_LINKEDIN_VERSION"),
+        (400, {"status": 400, "message": "Invalid sourcePlatform"}, "ABM_LINKEDIN_SOURCE_PLATFORM"),
+        (401, {"status": 401, "code": "EXPIRED_ACCESS_TOKEN"}, "ABM_LINKEDIN_ACCESS_TOKEN"),
+        (403, {"status": 403, "code": "ACCESS_DENIED"}, "ABM_LINKEDIN_ACCESS_TOKEN"),
+    ],
+)
+def test_configuration_answers_on_segment_create_are_configuration_errors(
+    router: respx.MockRouter, sleeps: list[float], status: int, body: dict, setting: str
+) -> None:
+    router.get("/rest/dmpSegments", name="find").respond(200, json={"elements": []})
+    create = router.post("/rest/dmpSegments").respond(status, json=body)
+    connector = LinkedInConnector(
+        "api", access_token=TOKEN, ad_account="123", source_platform="ACME_DMP", sleep=sleeps.append
+    )
+    with connector, pytest.raises(ConfigError) as caught:
+        connector.upload_company_audience("Tier 1", ["acme.com"])
+    message = str(caught.value)
+    assert setting in message and str(status) in message
+    assert TOKEN not in message
+    assert create.call_count == 1  # refused at once, never retried
+
+
+def test_a_sunset_version_on_any_call_names_the_version_setting(
+    api: LinkedInConnector, router: respx.MockRouter
+) -> None:
+    router.get("/rest/adAnalytics").respond(426, json=NONEXISTENT_VERSION)
+    with pytest.raises(ConfigError, match="ABM_LINKEDIN_VERSION"):
+        api.ad_analytics_by_company(date(2026, 1, 1), date(2026, 1, 1), {})
+    assert len(router.calls) == 1
+
+
+def _audience_backend(sleeps: list[float], **overrides: object):  # type: ignore[no-untyped-def]
+    from connectors.linkedin.backends import MatchedAudienceBackend
+
+    options: dict = {
+        "access_token": TOKEN,
+        "ad_account": "123",
+        "source_platform": "ACME_DMP",
+        "sleep": sleeps.append,
+        **overrides,
+    }
+    return MatchedAudienceBackend(
+        lambda: LinkedInConnector("api", **options), "Tier 1", "companies"
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(426, NONEXISTENT_VERSION), (400, {"message": "bad sourcePlatform"}), (401, {}), (403, {})],
+)
+def test_the_audience_backend_reports_configuration_answers_as_blocked_not_retryable(
+    router: respx.MockRouter, sleeps: list[float], status: int, body: dict
+) -> None:
+    """A retry cannot fix a setting: the items are `blocked` (the run stops, the campaign
+    waits for a person), never `retryable` (tried again and again) nor dead."""
+    router.get("/rest/dmpSegments").respond(200, json={"elements": []})
+    router.post("/rest/dmpSegments").respond(status, json=body)
+    with _audience_backend(sleeps) as backend:
+        results = backend.send_messages(["acme.com", "globex.io"])
+    assert [r.outcome for r in results] == ["blocked", "blocked"]
+    assert all(r.error and "ABM_LINKEDIN_" in r.error and TOKEN not in r.error for r in results)
+
+
+def test_the_audience_backend_blocks_when_api_mode_lacks_a_setting(sleeps: list[float]) -> None:
+    with _audience_backend(sleeps, access_token=None) as backend:
+        results = backend.send_messages(["acme.com"])
+    assert [r.outcome for r in results] == ["blocked"]
+    assert "ABM_LINKEDIN_ACCESS_TOKEN" in (results[0].error or "")
+
+
+def test_the_audience_backend_leaves_an_outage_retryable(
+    router: respx.MockRouter, sleeps: list[float]
+) -> None:
+    router.get("/rest/dmpSegments").respond(503)
+    with _audience_backend(sleeps) as backend:
+        results = backend.send_messages(["acme.com"])
+    assert [r.outcome for r in results] == ["retryable"]

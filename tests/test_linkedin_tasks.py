@@ -84,3 +84,24 @@ def test_bad_tasks_are_refused_before_anything_is_written(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match="contact"):
         export_rep_tasks(path, [_task("")])
     assert not path.exists()
+
+
+def test_the_owner_column_is_written_and_an_older_file_gains_it(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.csv"
+    old_header = "task_key,campaign,step,account_domain,contact_name,title,linkedin_url,action,text"
+    path.write_text(
+        old_header + "\r\nq3-manufacturing/connect-1/li@acme.com,q3-manufacturing,connect-1,"
+        "acme.com,Li,CTO,,connect,Hi Li\r\n",
+        encoding="utf-8",
+    )
+
+    assert export_rep_tasks(path, [_task("zoe@acme.com", owner="Dana Whitfield")]) == 1
+    assert export_rep_tasks(path, [_task("li@acme.com", owner="Dana Whitfield")]) == 0
+
+    rows = _rows(path)
+    assert path.read_text(encoding="utf-8").splitlines()[0].endswith(",owner")
+    assert [(r["task_key"], r["owner"]) for r in rows] == [
+        ("q3-manufacturing/connect-1/li@acme.com", ""),
+        ("q3-manufacturing/connect-1/zoe@acme.com", "Dana Whitfield"),
+    ]
+    assert rows[0]["text"] == "Hi Li"

@@ -108,3 +108,17 @@ def test_the_reader_is_never_a_factor_of_a_thousand_off(written, european, integ
     except ValueError:
         return  # refused or ambiguous, and said so: never a silent wrong value
     assert value == pytest.approx(n)
+
+
+def test_a_conversion_note_names_the_rates_it_used() -> None:
+    rates = load_currency_rates()
+    value, note = read_money(
+        "SEK 300m",
+        european=False,
+        currency="USD",
+        usd_per_unit=rates.usd_per_unit,
+        rates_date=rates.date,
+    )
+    assert note == (
+        f"converted from SEK to USD at the rates of {rates.date.isoformat()}: {value:,.0f}"
+    )

@@ -5,6 +5,7 @@ up. Everything Prefect or abm writes goes to tmp_path, never to `.abm` or `~/.pr
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -175,22 +176,55 @@ def test_deploy_all_then_a_worker_runs_the_campaign_from_the_checkout(
         assert nightly["parameters"] == {"campaign_file": "campaigns/tier3-nurture.yaml"}
         assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 6 * * 1-5"]
         assert nightly["schedules"][0]["schedule"]["timezone"] == "Europe/London"
-        for flow_name, name in (
-            ("advance-sequences", "advance-sequences"),
-            ("sync-engagement", "sync-engagement"),
-            ("rescore-accounts", "rescore-accounts"),
+        # deploying switches on nothing that sends: the nightly campaign and the sequences
+        # stay off until the user switches them on, the LinkedIn sync until the real API is
+        # configured; only the rescore (no messages) runs
+        assert [s["active"] for s in nightly["schedules"]] == [False]
+        for flow_name, name, on in (
+            ("advance-sequences", "advance-sequences", False),
+            ("sync-engagement", "sync-engagement", False),
+            ("rescore-accounts", "rescore-accounts", True),
         ):
             scheduled = api.get(f"/deployments/name/{flow_name}/{name}").json()
             assert scheduled["schedules"], scheduled
-            # the LinkedIn sync stays off until the real API is configured
             active = [s["active"] for s in scheduled["schedules"]]
-            assert active == [name != "sync-engagement"], (name, active)
+            assert active == [on], (name, active)
         deployment = api.get("/deployments/name/run-campaign/run-campaign").json()
+        assert deployment["schedules"] == []
         assert deployment["work_pool_name"] == "abm"
         assert deployment["entrypoint"] == "flows/campaign.py:run_campaign"
         assert deployment["pull_steps"] == [
             {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}
         ]
+
+    # a campaign file scheduled from the command line, relative to the checkout, outlives
+    # the next `prefect deploy --all`
+    tier1 = REPO / "campaigns" / "tier1-executive-programme.yaml"
+    _run([*ABM, "campaign", "schedule", str(tier1), "--cron", "0 9 * * 1-5"], env, tmp_path)
+    _run([PREFECT, "--no-prompt", "deploy", "--all"], env, REPO)
+    schedules = subprocess.run(
+        [*ABM, "campaign", "schedules", "--json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert schedules.returncode == 0, schedules.stderr
+    listed = json.loads(schedules.stdout)
+    by_abm = [row for row in listed if row["campaign"] == "tier1-executive-programme"]
+    assert [(r["deployment"], r["campaign_file"], r["cron"], r["active"]) for r in by_abm] == [
+        (
+            "run-campaign/run-campaign",
+            "campaigns/tier1-executive-programme.yaml",
+            "0 9 * * 1-5",
+            True,
+        )
+    ]
+    assert by_abm[0]["timezone"] == "Europe/London"  # the campaign's sending window's
+    nightly_rows = [r for r in listed if r["deployment"] == "run-campaign/run-campaign-nightly"]
+    assert [r["active"] for r in nightly_rows] == [False]
+    _run([*ABM, "campaign", "unschedule", str(tier1)], env, tmp_path)
 
     started = _run(
         [

@@ -279,6 +279,7 @@ def test_a_failing_run_leaks_no_secret_and_no_personal_data_to_prefect(
         database_url = url.set(password=DB_PASSWORD).render_as_string(hide_password=False)
     monkeypatch.setenv("ABM_DATABASE_URL", database_url)
     monkeypatch.setenv("ABM_EMAIL_BACKEND", "sendgrid")
+    monkeypatch.setenv("ABM_PUBLIC_URL", "https://abm.acme.com")  # a real backend needs one
     monkeypatch.setenv("ABM_SENDGRID_BASE_URL", echo_server)
     monkeypatch.setenv("ABM_HUBSPOT_BASE_URL", echo_server)
     reset_settings()

@@ -16,7 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests_support import SHARED
 
+from connectors.email.attribution import attribution_headers
 from connectors.email.sendgrid import SendGridBackend
+from core.campaign_file import CampaignFile, Tracking
 from core.errors import ConfigError
 from stages.content.rendering import EmailParts, Sender, build_message
 
@@ -190,12 +192,24 @@ def test_request_is_valid_and_carries_what_webhooks_and_recipients_need(sendgrid
     first = body["personalizations"][0]
     assert first["to"] == [{"email": "ana0@acme0.example", "name": "Ana Núñez 0"}]
     assert first["subject"] == "Idée pour Acme 0 ✓"
-    assert first["custom_args"] == {"abm_message_id": "<abm.0.0123456789ab@demo.example>"}
+    assert first["custom_args"] == {
+        "abm_message_id": "<abm.0.0123456789ab@demo.example>",
+        "abm_campaign": "q3-manufacturing",
+    }
     assert first["headers"] == {
         "List-Unsubscribe": "<https://abm.example/unsubscribe/tok00000x>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "Message-ID": "<abm.0.0123456789ab@demo.example>",
+        "X-ABM-Message-Id": "<abm.0.0123456789ab@demo.example>",
+        "X-ABM-Campaign": "q3-manufacturing",
     }
     assert "send_at" not in first
+    # explicit, never the account's defaults: SendGrid's own unsubscribe link stays off
+    assert body["tracking_settings"] == {
+        "click_tracking": {"enable": True, "enable_text": False},
+        "open_tracking": {"enable": True},
+        "subscription_tracking": {"enable": False},
+    }
 
 
 def test_every_recipient_gets_exactly_the_message_that_was_rendered(sendgrid, backend):
@@ -288,12 +302,20 @@ def test_429_then_202_waits_as_long_as_sendgrid_asks(sendgrid, backend):
     assert [r.outcome for r in results] == ["accepted", "accepted"]
 
 
-def test_500_then_202_backs_off_and_succeeds(sendgrid, backend):
-    sendgrid.side_effect = [httpx.Response(500, json={"errors": [{"message": "oops"}]}), accepted()]
+def test_503_then_202_backs_off_and_succeeds(sendgrid, backend):
+    sendgrid.side_effect = [httpx.Response(503, json={"errors": [{"message": "busy"}]}), accepted()]
     sleeps = Sleeps()
     results = backend(sleep=sleeps).send_messages([message(1)])
     assert len(sleeps) == 1 and 0 <= sleeps[0] <= 0.5
     assert results[0].outcome == "accepted"
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_a_5xx_that_may_have_been_processed_is_uncertain_not_retried(sendgrid, backend, status):
+    sendgrid.side_effect = [httpx.Response(status), accepted()]
+    results = backend().send_messages([message(1), message(2)])
+    assert sendgrid.call_count == 1  # sending again could deliver twice
+    assert [r.outcome for r in results] == ["uncertain", "uncertain"]
 
 
 def test_5xx_that_persists_is_retryable_for_every_message(sendgrid, backend):
@@ -305,12 +327,12 @@ def test_5xx_that_persists_is_retryable_for_every_message(sendgrid, backend):
     assert "HTTP 503" in (results[0].error or "")
 
 
-def test_400_is_permanent_with_sendgrid_reasons(sendgrid, backend):
+def test_a_400_about_the_request_not_a_recipient_blocks_the_run(sendgrid, backend):
     errors = [{"field": "from.email", "message": "The from address does not match a sender"}]
     sendgrid.side_effect = [httpx.Response(400, json={"errors": errors})]
     results = backend().send_messages([message(1), message(2)])
     assert sendgrid.call_count == 1
-    assert [r.outcome for r in results] == ["permanent", "permanent"]
+    assert [r.outcome for r in results] == ["blocked", "blocked"]  # retryable once fixed
     assert "The from address does not match a sender" in (results[0].error or "")
 
 
@@ -336,7 +358,7 @@ def test_rejected_key_is_clear_and_stops_the_batch(sendgrid, status, backend):
     messages = [message(1), message(2, campaign="another-campaign")]
     results = backend().send_messages(messages)
     assert sendgrid.call_count == 1
-    assert [r.outcome for r in results] == ["permanent", "permanent"]
+    assert [r.outcome for r in results] == ["blocked", "blocked"]  # never dead
     for result in results:
         assert "credentials rejected" in (result.error or "")
         assert "ABM_SENDGRID_API_KEY" in (result.error or "")
@@ -439,13 +461,95 @@ def test_the_key_never_reaches_logs_or_results(sendgrid, caplog, backend):
     echo = {"errors": [{"message": f"key {KEY} is not allowed"}]}
     sendgrid.side_effect = [
         httpx.Response(429, headers={"Retry-After": "1"}, json=echo),
-        httpx.Response(500, json=echo),
+        httpx.Response(503, json=echo),
         httpx.Response(401, json=echo),
     ]
     results = backend().send_messages([message(1)])
-    assert results[0].outcome == "permanent"
+    assert results[0].outcome == "blocked"
     assert "***" in (results[0].error or "")
     assert KEY not in (results[0].error or "")
     assert KEY not in caplog.text
     assert all(KEY not in record.getMessage() for record in caplog.records)
     assert any("retrying" in record.getMessage() for record in caplog.records)
+
+
+def with_step(msg, step: str, variant: str | None, tracking: Tracking):
+    """The message as the composer marks it: step, variant and the campaign's tracking."""
+    for name, value in attribution_headers(step, variant, tracking):
+        msg[name] = value
+    return msg
+
+
+CAMPAIGN_YAML = {
+    "name": "Q3 manufacturing",
+    "tracking": {"clicks": True, "opens": False},
+    "steps": [{"id": "intro", "variants": [{"id": "a", "template": "intro"}]}],
+}
+
+
+def test_the_campaign_files_tracking_block_decides_sendgrids_tracking(sendgrid, backend):
+    campaign = CampaignFile.model_validate(CAMPAIGN_YAML)
+    assert campaign.tracking == Tracking(clicks=True, opens=False)
+    assert CampaignFile.model_validate({**CAMPAIGN_YAML, "tracking": {}}).tracking == Tracking()
+    sendgrid.side_effect = [accepted()]
+    backend().send_messages(
+        [with_step(message(n), "intro", "a", campaign.tracking) for n in range(3)]
+    )
+    (body,) = bodies(sendgrid)
+    assert_valid(body)
+    assert body["tracking_settings"] == {
+        "click_tracking": {"enable": True, "enable_text": False},
+        "open_tracking": {"enable": False},
+        "subscription_tracking": {"enable": False},
+    }
+    for personalization in body["personalizations"]:
+        assert personalization["custom_args"] == {
+            "abm_message_id": personalization["headers"]["Message-ID"],
+            "abm_campaign": "q3-manufacturing",
+            "abm_step": "intro",
+            "abm_variant": "a",
+        }
+        assert personalization["headers"]["X-ABM-Step"] == "intro"
+        assert personalization["headers"]["X-ABM-Variant"] == "a"
+        assert "X-ABM-Tracking" not in personalization["headers"]
+
+
+def test_an_unknown_tracking_key_in_a_campaign_file_is_an_error():
+    with pytest.raises(ValueError, match="subscriptions"):
+        CampaignFile.model_validate({**CAMPAIGN_YAML, "tracking": {"subscriptions": True}})
+
+
+def test_messages_tracked_differently_never_share_a_request(sendgrid, backend):
+    sendgrid.side_effect = [accepted("1"), accepted("2")]
+    quiet = Tracking(clicks=False, opens=False)
+    messages = [
+        with_step(message(1), "intro", None, Tracking()),
+        with_step(message(2), "intro", None, quiet),
+        with_step(message(3), "intro", None, Tracking()),
+    ]
+    results = backend().send_messages(messages)
+    assert [r.provider_id for r in results] == ["1", "2", "1"]
+    first, second = bodies(sendgrid)
+    assert len(first["personalizations"]) == 2 and len(second["personalizations"]) == 1
+    assert second["tracking_settings"]["click_tracking"] == {"enable": False, "enable_text": False}
+    assert second["tracking_settings"]["open_tracking"] == {"enable": False}
+    assert "abm_variant" not in second["personalizations"][0]["custom_args"]
+    for body in (first, second):
+        assert_valid(body)
+
+
+def test_a_reply_to_a_sendgrid_message_quotes_our_message_id(sendgrid, backend):
+    """The Message-ID header is ours (not among the headers the spec reserves), so a reply's
+    In-Reply-To names the ledger's message; X-ABM-Message-Id keeps it if it were replaced."""
+    reserved = SPEC["components"]["requestBodies"]["PostMailSend"]["content"]["application/json"][
+        "schema"
+    ]["properties"]["personalizations"]["items"]["properties"]["headers"]["description"]
+    assert "Message-ID" not in reserved and "List-Unsubscribe" not in reserved
+    assert "`Subject`" in reserved
+    sendgrid.side_effect = [accepted()]
+    backend().send_messages([message(9)])
+    (body,) = bodies(sendgrid)
+    headers = body["personalizations"][0]["headers"]
+    assert (
+        headers["Message-ID"] == headers["X-ABM-Message-Id"] == "<abm.9.0123456789ab@demo.example>"
+    )

@@ -163,7 +163,7 @@ def test_queue_ids_of_common_servers_are_recognised(reply: bytes, expected: str 
         ("rcpt", "550 5.1.1 User unknown", "permanent"),
         ("data", "451 4.3.0 Temporary local problem", "retryable"),
         ("data", "554 5.7.1 Rejected as spam", "permanent"),
-        ("mail", "553 5.7.1 Sender not allowed", "permanent"),
+        ("mail", "553 5.7.1 Sender not allowed", "blocked"),  # our sender, not them
     ],
 )
 def test_refusals_map_to_outcomes_and_the_connection_carries_on(
@@ -298,7 +298,7 @@ def test_auth_with_percent_encoded_credentials(handler: RecordingHandler, mechan
     assert authenticator.attempts == [(mechanism, "alice@demo.example", True)]
 
 
-def test_a_wrong_password_is_retryable_and_its_error_has_no_password(
+def test_a_wrong_password_blocks_the_run_and_its_error_has_no_password(
     handler: RecordingHandler,
 ) -> None:
     authenticator = Authenticator("alice", "right-password")
@@ -307,7 +307,7 @@ def test_a_wrong_password_is_retryable_and_its_error_has_no_password(
         backend = SmtpBackend(url(controller, credentials=credentials), timeout=5)
         with backend:
             results = backend.send_messages([make_message(1), make_message(2)])
-    assert [r.outcome for r in results] == ["retryable", "retryable"]
+    assert [r.outcome for r in results] == ["blocked", "blocked"]
     error = results[0].error or ""
     assert "AUTH as alice failed: 535" in error
     assert PASSWORD not in error and quote(PASSWORD, safe="") not in error
@@ -350,7 +350,7 @@ def test_an_untrusted_certificate_is_refused(
         backend = SmtpBackend(url(controller, scheme="smtps"), timeout=5)
         with backend:
             (result,) = backend.send_messages([make_message(1)])
-    assert result.outcome == "retryable"
+    assert result.outcome == "blocked"
     assert "CERTIFICATE_VERIFY_FAILED" in (result.error or "")
     assert handler.received == []
 

@@ -23,6 +23,15 @@ PUBLIC_KEY = base64.b64encode(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 ).decode()
+INBOUND_TOKEN = "inbound-T0ken-for-tests"
+INBOUND = f"/webhooks/sendgrid/inbound?token={INBOUND_TOKEN}"
+
+
+def public_key_b64(key: ec.EllipticCurvePrivateKey) -> str:
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(der).decode()
 
 
 def sign(body: bytes, timestamp: str, key=PRIVATE_KEY) -> dict[str, str]:
@@ -34,6 +43,7 @@ def sign(body: bytes, timestamp: str, key=PRIVATE_KEY) -> dict[str, str]:
 def client(engine, monkeypatch):
     monkeypatch.setenv("ABM_DATABASE_URL", engine.url.render_as_string(hide_password=False))
     monkeypatch.setenv("ABM_SENDGRID_WEBHOOK_PUBLIC_KEY", PUBLIC_KEY)
+    monkeypatch.setenv("ABM_SENDGRID_INBOUND_TOKEN", INBOUND_TOKEN)
     reset_settings()
     upsert_accounts(engine, [{"domain": "acme.example", "attributes": {}, "technologies": []}])
     upsert_contacts(
@@ -166,19 +176,23 @@ def test_a_forged_unsubscribe_token_changes_nothing(client, engine):
         assert set(connection.execute(select(Contact.status)).scalars()) == {"active"}
 
 
-def mailgun_body(key: str, event: dict, timestamp: int | None = None) -> bytes:
+def mailgun_body(
+    key: str, event: dict, timestamp: int | None = None, parent: str | None = None
+) -> bytes:
+    """A Mailgun webhook body signed with `key`; with `parent`, also carrying the
+    `parent-signature` Mailgun adds for an event on a subaccount's domain."""
     import hashlib
     import hmac
 
     stamp = str(timestamp or int(time.time()))
     token = "a" * 50
-    signature = hmac.new(key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
-    return json.dumps(
-        {
-            "signature": {"timestamp": stamp, "token": token, "signature": signature},
-            "event-data": event,
-        }
-    ).encode()
+    block = {"timestamp": stamp, "token": token}
+    for field, secret in (("signature", key), ("parent-signature", parent)):
+        if secret is not None:
+            block[field] = hmac.new(
+                secret.encode(), (stamp + token).encode(), hashlib.sha256
+            ).hexdigest()
+    return json.dumps({"signature": block, "event-data": event}).encode()
 
 
 MAILGUN_EVENT = {
@@ -252,15 +266,15 @@ def test_an_inbound_reply_is_matched_to_the_message_it_answers(client, engine):
         "In-Reply-To: <abm.9.x@demo.example>\nReferences: <abm.9.x@demo.example>\n"
     )
     form = {"headers": headers, "from": "assistant@acme.example", "text": "Let's talk"}
-    first = client.post("/webhooks/sendgrid/inbound", data=form)
+    first = client.post(INBOUND, data=form)
     assert first.json() == {"stored": 1, "unmatched": 0}
-    assert client.post("/webhooks/sendgrid/inbound", data=form).json()["stored"] == 0
+    assert client.post(INBOUND, data=form).json()["stored"] == 0
     with engine.connect() as connection:
         reply = connection.execute(
             select(EngagementEvent.type, EngagementEvent.contact_id, EngagementEvent.campaign_id)
         ).one()
     assert tuple(reply) == ("reply", bo, 1)
-    assert client.post("/webhooks/sendgrid/inbound", data={"text": "x"}).status_code == 400
+    assert client.post(INBOUND, data={"text": "x"}).status_code == 400
 
 
 def test_provider_events_reconcile_a_message_a_crash_left_uncertain(client, engine):
@@ -511,7 +525,7 @@ def test_the_webhook_rolls_up_only_the_accounts_it_touched(client, engine):
 def test_an_inbound_reply_moves_the_account_at_once(client, engine):
     headers = "From: Bo <bo@acme.example>\nMessage-ID: <reply-2@acme.example>\n"
     form = {"headers": headers, "from": "Bo <bo@acme.example>", "text": "Interested"}
-    assert client.post("/webhooks/sendgrid/inbound", data=form).json()["stored"] == 1
+    assert client.post(INBOUND, data=form).json()["stored"] == 1
     assert _account(engine)[1] == "engaged"
 
 
@@ -567,3 +581,166 @@ def test_a_bad_engagement_rules_file_stops_the_receiver_from_starting(
     with pytest.raises(ConfigError) as refused:
         create_app(get_settings())
     assert "ABM_ENGAGEMENT_RULES" in str(refused.value) and str(missing) in str(refused.value)
+
+
+def _our_log(caplog) -> str:
+    """What the receiver itself logged (the test client logs every URL it requests)."""
+    return " ".join(r.getMessage() for r in caplog.records if r.name.startswith("abm"))
+
+
+REPLY_FORM = {
+    "headers": "From: Bo <bo@acme.example>\nMessage-ID: <reply-9@acme.example>\n",
+    "from": "Bo <bo@acme.example>",
+    "text": "Please stop",
+}
+
+
+def test_without_an_inbound_token_every_reply_post_is_refused_and_logged_without_the_person(
+    client, engine, monkeypatch, caplog
+):
+    """A fake reply would pause someone's sequence: with no token configured (the default)
+    the endpoint accepts nothing, and says which setting turns it on."""
+    monkeypatch.delenv("ABM_SENDGRID_INBOUND_TOKEN")
+    reset_settings()
+    caplog.set_level("INFO")
+    open_door = TestClient(create_app(get_settings()))
+    for path in ("/webhooks/sendgrid/inbound", INBOUND, "/webhooks/sendgrid/inbound?token="):
+        response = open_door.post(path, data=REPLY_FORM)
+        assert response.status_code == 403, path
+        assert "ABM_SENDGRID_INBOUND_TOKEN" in response.json()["error"]
+    assert _stored(engine) == []
+    logged = _our_log(caplog)
+    assert "ABM_SENDGRID_INBOUND_TOKEN" in logged
+    assert "bo@acme.example" not in caplog.text and "Please stop" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/webhooks/sendgrid/inbound",
+        "/webhooks/sendgrid/inbound?token=",
+        "/webhooks/sendgrid/inbound?token=inbound-T0ken-for-test",
+        "/webhooks/sendgrid/inbound?token=inbound-T0ken-for-testsX",
+        "/webhooks/sendgrid/inbound?token=%C3%A9",
+    ],
+    ids=["none", "empty", "prefix", "longer", "non-ascii"],
+)
+def test_a_missing_or_wrong_inbound_token_is_refused_and_stores_nothing(
+    client, engine, path, caplog
+):
+    caplog.set_level("INFO")
+    response = client.post(path, data=REPLY_FORM)
+    assert response.status_code == 403 and response.json()["error"]
+    assert _stored(engine) == []
+    logged = _our_log(caplog)
+    assert "inbound" in logged and INBOUND_TOKEN not in logged
+    assert "bo@acme.example" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("route", "setting"),
+    [
+        ("/webhooks/sendgrid", "ABM_SENDGRID_WEBHOOK_PUBLIC_KEY"),
+        ("/webhooks/mailgun", "ABM_MAILGUN_WEBHOOK_SIGNING_KEY"),
+    ],
+)
+@pytest.mark.parametrize("value", [None, "", " , "], ids=["unset", "empty", "separators"])
+def test_a_signed_route_without_its_key_refuses_everything(
+    client, engine, monkeypatch, route, setting, value
+):
+    if value is None:
+        monkeypatch.delenv(setting, raising=False)
+    else:
+        monkeypatch.setenv(setting, value)
+    reset_settings()
+    closed = TestClient(create_app(get_settings()))
+    body = _events() if route == "/webhooks/sendgrid" else mailgun_body("", MAILGUN_EVENT)
+    response = closed.post(route, content=body, headers=sign(body, str(int(time.time()))))
+    assert response.status_code == 403
+    assert setting in response.json()["error"]
+    assert _stored(engine) == []
+
+
+def test_a_mailgun_subaccount_event_signed_with_the_parent_key_is_accepted(
+    client, engine, monkeypatch
+):
+    """Mailgun signs a subaccount's events with the subaccount's key (`signature`) and the
+    primary account's (`parent-signature`): configuring the parent's key is enough."""
+    monkeypatch.setenv("ABM_MAILGUN_WEBHOOK_SIGNING_KEY", "parent-key")
+    reset_settings()
+    mailgun = TestClient(create_app(get_settings()))
+    from_subaccount = mailgun_body("subaccount-key", MAILGUN_EVENT, parent="parent-key")
+    response = mailgun.post("/webhooks/mailgun", content=from_subaccount)
+    assert response.status_code == 200 and response.json()["stored"] == 1
+
+    forged = mailgun_body("subaccount-key", {**MAILGUN_EVENT, "id": "mg-9"}, parent="guess")
+    assert mailgun.post("/webhooks/mailgun", content=forged).status_code == 403
+    assert _stored(engine) == [("mailgun:mg-1", "click")]
+
+
+def test_mailgun_accepts_any_of_several_signing_keys(client, engine, monkeypatch):
+    monkeypatch.setenv("ABM_MAILGUN_WEBHOOK_SIGNING_KEY", "old-key,\n new-key")
+    reset_settings()
+    mailgun = TestClient(create_app(get_settings()))
+    for number, key in enumerate(("old-key", "new-key")):
+        event = {**MAILGUN_EVENT, "id": f"mg-{number}"}
+        assert (
+            mailgun.post("/webhooks/mailgun", content=mailgun_body(key, event)).status_code == 200
+        )
+    stranger = mailgun_body("old-key,\n new-key", {**MAILGUN_EVENT, "id": "mg-x"})
+    assert mailgun.post("/webhooks/mailgun", content=stranger).status_code == 403
+    assert len(_stored(engine)) == 2
+
+
+@pytest.mark.parametrize("separator", [",", " ", "\n", " , "])
+def test_sendgrid_accepts_any_of_several_public_keys_so_a_key_can_be_rotated(
+    client, engine, monkeypatch, separator
+):
+    new_key = ec.generate_private_key(ec.SECP256R1())
+    monkeypatch.setenv(
+        "ABM_SENDGRID_WEBHOOK_PUBLIC_KEY", separator.join([PUBLIC_KEY, public_key_b64(new_key)])
+    )
+    reset_settings()
+    rotated = TestClient(create_app(get_settings()))
+    now = str(int(time.time()))
+    for number, key in enumerate((PRIVATE_KEY, new_key)):
+        body = _events(sg_event_id=f"evt-{number}")
+        response = rotated.post("/webhooks/sendgrid", content=body, headers=sign(body, now, key))
+        assert response.status_code == 200, response.text
+    body = _events(sg_event_id="evt-other")
+    other = ec.generate_private_key(ec.SECP256R1())
+    assert (
+        rotated.post("/webhooks/sendgrid", content=body, headers=sign(body, now, other)).status_code
+        == 403
+    )
+    assert len(_stored(engine)) == 2
+
+
+def test_a_malformed_sendgrid_key_does_not_shut_out_the_good_one_but_alone_refuses_all(
+    client, engine, monkeypatch
+):
+    monkeypatch.setenv("ABM_SENDGRID_WEBHOOK_PUBLIC_KEY", f"not-a-key {PUBLIC_KEY}")
+    reset_settings()
+    mixed = TestClient(create_app(get_settings()))
+    body = _events()
+    headers = sign(body, str(int(time.time())))
+    assert mixed.post("/webhooks/sendgrid", content=body, headers=headers).status_code == 200
+
+    monkeypatch.setenv("ABM_SENDGRID_WEBHOOK_PUBLIC_KEY", "bm90LWEta2V5")
+    reset_settings()
+    broken = TestClient(create_app(get_settings()))
+    response = broken.post("/webhooks/sendgrid", content=body, headers=headers)
+    assert response.status_code == 403
+    assert "ABM_SENDGRID_WEBHOOK_PUBLIC_KEY" in response.json()["error"]
+
+
+def test_sendgrid_keys_are_read_bare_or_wrapped_in_pem_lines_and_bad_ones_named():
+    from connectors.email.sendgrid_events import load_public_keys
+
+    wrapped = "-----BEGIN PUBLIC KEY-----\n" + PUBLIC_KEY[:40] + "\n" + PUBLIC_KEY[40:]
+    wrapped += "\n-----END PUBLIC KEY-----"
+    other = public_key_b64(ec.generate_private_key(ec.SECP256R1()))
+    keys, problems = load_public_keys(f"{wrapped}\n{other}, bm90LWEta2V5")
+    assert len(keys) == 2
+    assert problems == ["key 3 of 3: not base64 of a DER public key"]
+    assert load_public_keys(None) == ([], []) and load_public_keys(" , ") == ([], [])

@@ -9,7 +9,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from abm.cli import accounts, campaigns, data, engagement, reporting
+from abm.cli import accounts, campaigns, data, doctor, engagement, operations, reporting
 from abm.cli.common import err
 from core.errors import AbmError
 from models.db import DatabaseError
@@ -30,8 +30,10 @@ app.add_typer(campaigns.campaign_app, name="campaign")
 app.add_typer(engagement.engagement_app, name="engagement")
 app.add_typer(engagement.webhooks_app, name="webhooks")
 app.add_typer(engagement.crm_app, name="crm")
+app.add_typer(operations.suppressions_app, name="suppressions")
 app.command("report")(reporting.report)
 app.command("demo")(reporting.demo)
+app.command("doctor")(doctor.doctor)
 
 
 def main() -> None:

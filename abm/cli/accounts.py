@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from abm.cli.common import JsonOption, cells, err, open_engine, out, print_json
+from abm.cli.common import JsonOption, cells, err, open_engine, out, print_json, stage_option
 from core.errors import AbmError
 from core.settings import get_settings
 
@@ -21,7 +21,7 @@ stakeholders_app = typer.Typer(help="Buying-committee mapping.")
 @accounts_app.command("list")
 def accounts_list(
     tier: Annotated[int | None, typer.Option(min=1, max=3)] = None,
-    stage: Annotated[str | None, typer.Option()] = None,
+    stage: Annotated[str | None, typer.Option(callback=stage_option)] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Accounts with score, tier, stage and engagement."""
@@ -50,10 +50,12 @@ def accounts_list(
 
 @accounts_app.command("show")
 def accounts_show(domain: str, as_json: JsonOption = False) -> None:
-    """One account: score with reasons, committee with roles and gaps, engagement, stages."""
+    """One account: score with reasons, committee with roles and gaps, stages, and a
+    timeline of what we sent, what its people did and how its stage moved."""
     from models.queries import get_account
     from stages.committee.coverage import coverage
     from stages.engagement.journey import stage_history
+    from stages.engagement.timeline import account_timeline
     from stages.targeting.scoring import load_icp_rules
 
     engine = open_engine()
@@ -61,6 +63,7 @@ def accounts_show(domain: str, as_json: JsonOption = False) -> None:
     if account is None:
         raise AbmError(f"no account with domain {domain!r}")
     account["stage_history"] = stage_history(engine, account["id"])
+    account["timeline"] = account_timeline(engine, account["id"])
     required = load_icp_rules(get_settings().icp_rules).committee.required_roles
     reachable = [c["role"] for c in account["contacts"] if c["status"] == "active"]
     cover = coverage(reachable, required)
@@ -113,15 +116,33 @@ def accounts_show(domain: str, as_json: JsonOption = False) -> None:
                 highlight=False,
                 markup=False,
             )
-    if account["engagement"]:
-        out.print("\n[bold]Recent engagement[/]")
-        for event in account["engagement"][:15]:
-            out.print(
-                f"  {event['occurred_at']:%Y-%m-%d %H:%M} {event['type']:<12} "
-                f"{event['email'] or '(account)'}",
-                highlight=False,
-                markup=False,
-            )
+    if account["timeline"]:
+        _print_timeline(account["timeline"])
+
+
+# Timeline entries `accounts show` prints, the latest; --json has them all.
+TIMELINE_SHOWN = 40
+
+
+def _print_timeline(entries: list[dict]) -> None:
+    """The latest entries, oldest first: when, what, who, and the source or reason."""
+    earlier = len(entries) - TIMELINE_SHOWN
+    out.print("\n[bold]Timeline[/]")
+    if earlier > 0:
+        out.print(f"  ({earlier} earlier entries: --json lists them all)", markup=False)
+    for entry in entries[-TIMELINE_SHOWN:]:
+        details = [entry["what"]]
+        if entry.get("contact"):
+            details.append(("to " if entry["kind"] != "event" else "by ") + entry["contact"])
+        if entry["kind"] == "event":
+            details.append(f"from {entry['source']}")
+        if entry["kind"] == "stage":
+            details.append(f"({entry['source']}): {entry['reason']}")
+        out.print(
+            f"  {entry['at']:%Y-%m-%d %H:%M} {entry['kind']:<17} {' '.join(details)}",
+            highlight=False,
+            markup=False,
+        )
 
 
 @accounts_app.command("set-stage")

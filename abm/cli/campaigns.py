@@ -1,15 +1,22 @@
-"""Campaign files: validate, preview, run, pause, resume, status."""
+"""Campaign files: validate, preview, run, pause, resume, status, people."""
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from abm.cli.common import JsonOption, err, open_engine, out, print_json
+from abm.cli.common import JsonOption, cells, err, open_engine, out, print_json
 from core.settings import get_settings
+from core.vocabulary import PersonState
+
+# Rows `campaign people` prints unless told otherwise: a screenful, with a count of the rest.
+PEOPLE_SHOWN = 100
 
 campaign_app = typer.Typer(help="Campaign files: validate, run, status.")
 
@@ -17,8 +24,10 @@ campaign_app = typer.Typer(help="Campaign files: validate, run, status.")
 @campaign_app.command("validate")
 def campaign_validate(file: Path) -> None:
     """Check a campaign file and render every template it uses with sample data."""
+    from connectors.checks import require_send_ready
     from stages.delivery.preview import validate_campaign
 
+    require_send_ready(get_settings())
     for line in validate_campaign(file, get_settings()):
         err.print(line, highlight=False, markup=False)
 
@@ -69,15 +78,21 @@ def campaign_run(
 ) -> None:
     """Run the campaign flow now (an ad-hoc run, on the configured Prefect API)."""
     from abm.prefect_runtime import run_flow_quietly
+    from connectors.checks import require_send_ready
 
+    require_send_ready(get_settings())  # a configuration error stops it before Prefect starts
     campaign_id = _campaign_id(file)
     with _LedgerProgress(open_engine(), campaign_id, enabled=not dry_run):
         summary = run_flow_quietly(str(file), limit=limit, simulate=False, dry_run=dry_run)
     if summary.get("paused"):
         err.print("[yellow]the campaign is paused: nothing was sent[/]")
+        err.print(f"why: {summary.get('paused_because')}", markup=False)
     if dry_run and not as_json:
         err.print("dry run: nothing was sent; 'sent' counts what would go out now")
     _summary(summary, as_json)
+    if summary.get("paused_because") and not summary.get("paused"):  # paused by this run
+        err.print(f"paused: {summary['paused_because']}", style="red", markup=False)
+        raise typer.Exit(1)
 
 
 class _LedgerProgress:
@@ -178,10 +193,83 @@ def campaign_status(file: Path, as_json: JsonOption = False) -> None:
 
     key, _ = load_campaign(file)
     engine = open_engine()
-    _summary(ledger_summary(engine, campaign_id_for(engine, key)), as_json)
+    _summary(ledger_summary(engine, campaign_id_for(engine, key)), as_json, file)
 
 
-def _summary(summary: dict[str, Any], as_json: bool) -> None:
+@campaign_app.command("people")
+def campaign_people(
+    file: Path,
+    account: Annotated[str | None, typer.Option(help="only this account's domain")] = None,
+    state: Annotated[
+        PersonState | None, typer.Option(case_sensitive=False, help="only rows in this state")
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, help=f"at most N rows (default {PEOPLE_SHOWN}; --json: all)"),
+    ] = None,
+    offset: Annotated[int, typer.Option(min=0, help="skip the first N rows (next page)")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Each person in the campaign: step, state, next due time and the reason in plain words."""
+    from core.campaign_file import load_campaign
+    from core.domains import domain_or_none
+    from stages.delivery.ledger import campaign_id_for
+    from stages.delivery.people import campaign_people, count_people
+
+    key, campaign = load_campaign(file)
+    engine = open_engine()
+    campaign_id = campaign_id_for(engine, key)
+    domain = (domain_or_none(account) or account.strip().lower()) if account else None
+    steps = [step.id for step in campaign.steps]
+    shown = limit if limit is not None or as_json else PEOPLE_SHOWN
+    rows = campaign_people(engine, campaign_id, steps, state, domain, shown, offset)
+    if as_json:
+        _stream_json(rows)
+        return
+    table = Table("account", "email", "name", "step", "state", "next due", "reason")
+    listed = 0
+    for row in rows:
+        listed += 1
+        step = f"{row['step']} ({row['variant']})" if row["variant"] else row["step"]
+        due = f"{row['due_at']:%Y-%m-%d %H:%M} UTC" if row["due_at"] else ""
+        table.add_row(
+            *cells(
+                row["account_domain"],
+                row["email"],
+                row["name"] or "",
+                step,
+                row["state"],
+                due,
+                row["reason"] or "",
+            )
+        )
+    total = count_people(engine, campaign_id, state, domain)
+    if listed:
+        out.print(table)
+    rest = total - offset - listed
+    if rest > 0:
+        err.print(
+            f"rows {offset + 1}-{offset + listed} of {total}; {rest} more: "
+            f"--offset {offset + listed} for the next page, --state or --account to narrow, "
+            "--json for all",
+            markup=False,
+        )
+    else:
+        err.print(f"{total} rows", markup=False)
+
+
+def _stream_json(rows: Iterable[dict[str, Any]]) -> None:
+    """A JSON list written as the rows come, one object a line: a campaign of any size
+    lists without being held in memory."""
+    sys.stdout.write("[")
+    separator = "\n"
+    for row in rows:
+        sys.stdout.write(separator + json.dumps(row, default=str, ensure_ascii=False))
+        separator = ",\n"
+    sys.stdout.write("\n]\n" if separator != "\n" else "]\n")
+
+
+def _summary(summary: dict[str, Any], as_json: bool, file: Path | None = None) -> None:
     from stages.report.text import skip_reason_text
 
     if as_json:
@@ -198,5 +286,14 @@ def _summary(summary: dict[str, Any], as_json: bool) -> None:
             f"{summary['left_audience_pending']} planned messages are for people no longer in "
             "the audience (the campaign file or the accounts changed): they will be skipped "
             "as left_audience when due",
+            markup=False,
+        )
+    if summary.get("paused_because") and file is not None:
+        out.print(f"paused: {summary['paused_because']}", markup=False)
+    held = [state for state in ("deferred", "skipped", "failed") if summary.get(state)]
+    if file is not None and held:
+        err.print(
+            f"who and why: abm campaign people {file} --state {held[0]}"
+            + (f" (or {', '.join(held[1:])})" if held[1:] else ""),
             markup=False,
         )

@@ -35,3 +35,16 @@ def open_engine() -> Engine:
     engine = get_engine(get_settings().database_url)
     require_current_schema(engine)
     return engine
+
+
+def stage_option(value: str | None) -> str | None:
+    """A `--stage` option read as people write it (`MQA`); a usage error listing the stages
+    when it is none of them."""
+    from core.vocabulary import parse_stage
+
+    if value is None:
+        return None
+    try:
+        return parse_stage(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None

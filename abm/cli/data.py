@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from abm.cli.common import err, open_engine
+from core.domains import show
 from core.settings import get_settings
 from models.db import get_engine, migrate
 
 import_app = typer.Typer(help="Import accounts, contacts or suppressions from CSV.")
+StrictOption = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="reject a row instead of keeping it with a field left blank, mapped or converted",
+    ),
+]
+SHOWN = 10  # rejects and warnings printed; the files beside the source have all of them
 
 
 def init() -> None:
@@ -24,39 +34,60 @@ def init() -> None:
         err.print(f"database {where} migrated from {before or 'empty'} to revision {after}")
 
 
-def _import(kind: str, path: Path) -> None:
+def _import(kind: str, path: Path, strict: bool) -> None:
+    """Run one import and print what happened: notes, the first rejects and warnings (the
+    rest are counted and in the files), then the counts as the last line. Exit 1 when a
+    row was rejected; warnings alone are not a failure, every row went in."""
     from stages.importing import import_file
 
-    report = import_file(kind, path, open_engine(), get_settings())
+    report = import_file(kind, path, open_engine(), get_settings(), strict=strict)
     for line in report.notes:
         err.print(line, markup=False, highlight=False)
-    for reject in report.rejects[:10]:
+    for reject in report.rejects[:SHOWN]:
         err.print(f"{path}:{reject.line}: {reject.reason}", style="yellow", markup=False)
-    if len(report.rejects) > 10:
-        err.print(f"[yellow]... and {len(report.rejects) - 10} more[/]")
+    if len(report.rejects) > SHOWN:
+        err.print(f"[yellow]... and {len(report.rejects) - SHOWN} more[/]")
+    for warning in report.warnings[:SHOWN]:
+        err.print(
+            f"{path}:{warning.line}: warning: {warning.field} '{show(warning.value)}': "
+            f"{warning.action}",
+            style="cyan",
+            markup=False,
+            highlight=False,
+        )
+    if report.warning_count > SHOWN:
+        err.print(f"[cyan]... and {report.warning_count - SHOWN} more warnings[/]")
     if report.rejects_path:
         err.print(f"rejected rows with reasons: {report.rejects_path}", highlight=False)
-    print(f"imported={report.imported} updated={report.updated} rejected={len(report.rejects)}")
+    if report.warnings_path:
+        err.print(
+            f"rows kept with a field left blank, mapped or converted: {report.warnings_path}",
+            highlight=False,
+        )
+    print(
+        f"imported={report.imported} updated={report.updated} "
+        f"rejected={len(report.rejects)} warned={report.warned}"
+    )
     if report.rejects:
         raise typer.Exit(1)
 
 
 @import_app.command("accounts")
-def import_accounts(file: Path) -> None:
+def import_accounts(file: Path, strict: StrictOption = False) -> None:
     """Upsert accounts by domain."""
-    _import("accounts", file)
+    _import("accounts", file, strict)
 
 
 @import_app.command("contacts")
-def import_contacts(file: Path) -> None:
+def import_contacts(file: Path, strict: StrictOption = False) -> None:
     """Upsert contacts by email (their accounts must be imported first)."""
-    _import("contacts", file)
+    _import("contacts", file, strict)
 
 
 @import_app.command("suppressions")
-def import_suppressions(file: Path) -> None:
+def import_suppressions(file: Path, strict: StrictOption = False) -> None:
     """Emails or domains never to contact."""
-    _import("suppressions", file)
+    _import("suppressions", file, strict)
 
 
 def score() -> None:

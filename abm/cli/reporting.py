@@ -25,6 +25,7 @@ def report(
     data = report_data(open_engine())
     if html:
         try:
+            html.parent.mkdir(parents=True, exist_ok=True)
             html.write_text(render_html(data), encoding="utf-8")
         except OSError as exc:
             raise AbmError(f"{html}: cannot write: {exc.strerror}") from None
@@ -45,7 +46,8 @@ def report(
         f"[bold]{h['targeted']}[/] target accounts: {h['reached']} reached, {h['engaged']} "
         f"engaged or further, {h['mqa']} MQA or further; {h['fully_covered']} with every "
         f"committee role. Emails sent {h['emails_sent']}, click rate {rate(h['click_rate'])}, "
-        f"reply rate {rate(h['reply_rate'])}.",
+        f"reply rate {rate(h['reply_rate'])}. LinkedIn tasks {h['linkedin_tasks']} (for reps), "
+        f"audience adds {h['audience_adds']}.",
         highlight=False,
     )
     counts = ("planned", "sent", "skipped", "deferred", "failed")

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Sequence
 from typing import Any
 
-from connectors.email.webhook_events import MAX_CLOCK_SKEW_SECONDS, BadEvents, BadSignature
+from connectors.email.webhook_events import (
+    MAX_CLOCK_SKEW_SECONDS,
+    BadEvents,
+    BadSignature,
+    split_keys,
+)
 
 # Mailgun event -> our event type (failed is a hard bounce only when `severity` is permanent).
 MAILGUN_TYPES: dict[str, str | None] = {
@@ -21,25 +27,35 @@ MAILGUN_TYPES: dict[str, str | None] = {
 }
 
 
-def verify_mailgun_signature(signing_key: str, signature: dict[str, Any], now: float) -> None:
-    """HMAC-SHA256 of timestamp + token with the webhook signing key, as Mailgun signs.
+def verify_mailgun_signature(
+    signing_keys: str | Sequence[str], signature: dict[str, Any], now: float
+) -> None:
+    """HMAC-SHA256 of timestamp + token, as Mailgun signs, with any of the signing keys (the
+    setting's text, or keys already split). An event on a subaccount's domain also carries
+    `parent-signature`, the same HMAC with the primary account's key, so the parent's key
+    alone accepts every subaccount's events.
 
     Compared as bytes: compare_digest refuses str with non-ASCII characters (TypeError), and
     a forged block may hold any text, lone surrogates included (kept by surrogatepass)."""
+    keys = split_keys(signing_keys) if isinstance(signing_keys, str) else list(signing_keys)
+    if not keys:
+        raise BadSignature("no signing key is configured")
     try:
-        timestamp, token, given = (
-            str(signature["timestamp"]),
-            str(signature["token"]),
-            str(signature["signature"]),
-        )
+        timestamp, token = str(signature["timestamp"]), str(signature["token"])
+        fields = ["signature", *(["parent-signature"] if "parent-signature" in signature else [])]
+        given = [str(signature[field]).encode("utf-8", "surrogatepass") for field in fields]
         sent_at = int(timestamp)
     except (KeyError, TypeError, ValueError, RecursionError):
         raise BadSignature("malformed signature block") from None
     if abs(now - sent_at) > MAX_CLOCK_SKEW_SECONDS:
         raise BadSignature("stale timestamp: replayed or delayed by more than 5 minutes")
     signed = (timestamp + token).encode("utf-8", "surrogatepass")
-    expected = hmac.new(signing_key.encode(), signed, hashlib.sha256).hexdigest().encode()
-    if not hmac.compare_digest(expected, given.encode("utf-8", "surrogatepass")):
+    matched = False
+    for key in keys:
+        expected = hmac.new(key.encode(), signed, hashlib.sha256).hexdigest().encode()
+        for value in given:
+            matched |= hmac.compare_digest(expected, value)
+    if not matched:
         raise BadSignature("signature does not match")
 
 

@@ -1,5 +1,7 @@
 """The outbox backend: every message becomes a real RFC 5322 `.eml` file, named after its
-Message-ID, so writing the same message twice leaves one file (exactly once by construction)."""
+Message-ID, so writing the same message twice leaves one file (exactly once by construction).
+With a DKIM signer each file is signed as SMTP would send it, so it can be checked or relayed
+as it is."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from email.policy import compat32
 from pathlib import Path
 
 from connectors.email.base import EmailBackend, SendResult
+from connectors.email.dkim import DkimSigner
 
 _CRLF = compat32.clone(linesep="\r\n")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
@@ -27,8 +30,9 @@ class OutboxBackend(EmailBackend):
     idempotent = True
     batch_size = 500
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, signer: DkimSigner | None = None) -> None:
         self.directory = Path(directory)
+        self.signer = signer
 
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -42,7 +46,10 @@ class OutboxBackend(EmailBackend):
                 results.append(SendResult("", "permanent", error="message has no Message-ID"))
                 continue
             path = self.directory / eml_name(message_id)
-            _write_once(path, message.as_bytes(policy=_CRLF))
+            data = message.as_bytes(policy=_CRLF)
+            if self.signer is not None:
+                data = self.signer.sign(data)
+            _write_once(path, data)
             results.append(SendResult(message_id, "accepted", provider_id=path.name))
         return results
 

@@ -9,6 +9,10 @@ SendGrid's click tracking can rewrite them. Every message is rebuilt from its te
 values and compared with the original before it is sent this way; one that does not fit
 (another template, a repeated recipient, more than 10,000 bytes of differences) goes to a
 later request, sent literally when nothing else shares it.
+
+Every request states its `tracking_settings` (the campaign's clicks and opens, SendGrid's own
+unsubscribe link always off) and every message carries our Message-ID as a header and its
+campaign, step and variant in `custom_args`, which come back on each event.
 """
 
 from __future__ import annotations
@@ -26,6 +30,14 @@ from typing import Any
 
 import httpx
 
+from connectors.email.attribution import (
+    CAMPAIGN_HEADER,
+    MESSAGE_ID_HEADER,
+    STEP_HEADER,
+    VARIANT_HEADER,
+    Attribution,
+    read_tracking,
+)
 from connectors.email.base import EmailBackend, SendResult
 from connectors.http import ApiClient, ApiError
 from core.errors import ConfigError
@@ -35,8 +47,43 @@ MAX_PERSONALIZATIONS = 1000  # spec: personalizations.maxItems; docs: 1,000 reci
 MAX_SUBSTITUTION_BYTES = 10_000  # spec: substitutions, per personalization
 MAX_SCHEDULE_AHEAD = 72 * 3600  # spec: send_at "cannot be scheduled more than 72 hours"
 SEND_AT_HEADER = "X-ABM-Send-At"
-FORWARDED_HEADERS = ("List-Unsubscribe", "List-Unsubscribe-Post")
+# Headers passed on as they are. Message-ID is not among those the spec says may not be
+# set (`personalizations.headers`), so replies quote ours in In-Reply-To; X-ABM-Message-Id
+# keeps it should a relay replace it. X-ABM-Send-At and X-ABM-Tracking are instructions to
+# this backend and stay here.
+FORWARDED_HEADERS = (
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+    "Message-ID",
+    CAMPAIGN_HEADER,
+    STEP_HEADER,
+    VARIANT_HEADER,
+)
 CREDENTIALS_HINT = " (check ABM_SENDGRID_API_KEY; the key needs the Mail Send permission)"
+SENDER_HINT = (
+    " (the From address is not a verified Sender Identity in SendGrid: verify it there, or "
+    "set ABM_SENDER or the campaign's `sender` to one that is)"
+)
+
+
+def refusal(error: ApiError) -> str | None:
+    """Why SendGrid refuses us, not a recipient (so no later message would get through), or
+    None. From SendGrid's v3 Mail Send docs: 401 is a missing or wrong key, 403 a key
+    without the Mail Send permission or a From address that is not a verified Sender
+    Identity (it names `from`), 413 a request too large; a 400 that does not blame only
+    personalizations comes from our settings or content, not from one person."""
+    fields = {(field or "").split(".")[0].split("[")[0] for field, _ in error.errors}
+    if error.status == 403 and "from" in fields:
+        return str(error).replace("credentials rejected", "sender refused") + SENDER_HINT
+    if error.status in (401, 403):
+        return str(error) + CREDENTIALS_HINT
+    if error.status == 413:
+        return f"{error} (a request over SendGrid's 30 MB limit: smaller messages)"
+    if error.status == 400 and fields != {"personalizations"}:
+        return f"{error} (a setting, not a recipient: check ABM_SENDER and the campaign file)"
+    return None
+
+
 PARTS = ("text/plain", "text/html")  # SendGrid wants text/plain first
 # Bodies of one template join a request only when this similar; the rest start their own.
 MIN_SIMILARITY = 0.5
@@ -60,14 +107,16 @@ class _Mail:
     subject: str
     bodies: tuple[str | None, str | None]
     headers: dict[str, str]
+    custom_args: dict[str, str]
     category: str | None
     send_at: int | None
+    tracking: tuple[bool, bool]  # clicks, opens
 
     @property
     def request_key(self) -> tuple[object, ...]:
         """What every message of one request must share."""
         shape = tuple(body is not None for body in self.bodies)
-        return (self.sender["email"], self.sender.get("name"), self.category, shape)
+        return (self.sender["email"], self.sender.get("name"), self.category, shape, self.tracking)
 
 
 def _header_text(value: object) -> str:
@@ -129,7 +178,9 @@ def _parse(index: int, message: Message, now: float) -> _Mail:
     subject = _header_text(message["Subject"] or "")
     if not subject:
         raise _Unsendable("no Subject")
-    category = _header_text(message["X-ABM-Campaign"] or "")[:255] or None
+    category = _header_text(message[CAMPAIGN_HEADER] or "")[:255] or None
+    headers = {h: " ".join(str(message[h]).split()) for h in FORWARDED_HEADERS if message[h]}
+    tracking = read_tracking(message)
     return _Mail(
         index=index,
         message_id=message_id,
@@ -137,9 +188,11 @@ def _parse(index: int, message: Message, now: float) -> _Mail:
         to=_address(message, "To"),
         subject=subject,
         bodies=_bodies(message),
-        headers={h: " ".join(str(message[h]).split()) for h in FORWARDED_HEADERS if message[h]},
+        headers={**headers, MESSAGE_ID_HEADER: message_id},
+        custom_args=Attribution.of(message, message_id).args(),
         category=category,
         send_at=_send_at(message, now),
+        tracking=(tracking.clicks, tracking.opens),
     )
 
 
@@ -214,10 +267,16 @@ class _Batch:
 
     def body(self, members: list[tuple[_Mail, dict[str, str]]], sandbox: bool) -> dict[str, Any]:
         first = members[0][0]
+        clicks, opens = first.tracking
         body: dict[str, Any] = {
             "personalizations": [_personalization(m, values) for m, values in members],
             "from": first.sender,
             "content": self.content,
+            "tracking_settings": {
+                "click_tracking": {"enable": clicks, "enable_text": False},
+                "open_tracking": {"enable": opens},
+                "subscription_tracking": {"enable": False},
+            },
         }
         if first.category:
             body["categories"] = [first.category]
@@ -230,7 +289,7 @@ def _personalization(mail: _Mail, substitutions: dict[str, str]) -> dict[str, An
     entry: dict[str, Any] = {
         "to": [mail.to],
         "subject": mail.subject,
-        "custom_args": {"abm_message_id": mail.message_id},
+        "custom_args": mail.custom_args,
     }
     if mail.headers:
         entry["headers"] = mail.headers
@@ -413,7 +472,7 @@ class SendGridBackend(EmailBackend):
                     if fatal:
                         for mail, _ in batch.members:
                             results[mail.index] = SendResult(
-                                mail.message_id, "permanent", error=f"not sent: {fatal}"
+                                mail.message_id, "blocked", error=f"not sent: {fatal}"
                             )
                     else:
                         fatal = self._send(batch, results)
@@ -443,12 +502,17 @@ class SendGridBackend(EmailBackend):
                         )
                     members = [m for k, m in enumerate(members) if k not in blamed]
                     continue
-                rejected = exc.status in (401, 403)
-                error = str(exc) + (CREDENTIALS_HINT if rejected else "")
-                outcome = "retryable" if exc.retryable else "permanent"
+                refused = refusal(exc)
+                if refused:
+                    outcome, error = "blocked", refused
+                elif exc.maybe_processed:
+                    outcome, error = "uncertain", str(exc)
+                else:
+                    outcome = "retryable" if exc.retryable else "permanent"
+                    error = str(exc)
                 for mail, _ in members:
                     results[mail.index] = SendResult(mail.message_id, outcome, error=error)
-                return error if rejected else None
+                return refused
             provider_id = response.headers.get("X-Message-Id")
             for mail, _ in members:
                 results[mail.index] = SendResult(mail.message_id, "accepted", provider_id)

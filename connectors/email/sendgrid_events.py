@@ -7,6 +7,8 @@ import base64
 import binascii
 import json
 import math
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -14,7 +16,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from connectors.email.webhook_events import MAX_CLOCK_SKEW_SECONDS, BadEvents, BadSignature
+from connectors.email.webhook_events import (
+    MAX_CLOCK_SKEW_SECONDS,
+    BadEvents,
+    BadSignature,
+    split_keys,
+)
 
 # SendGrid event -> our event type; None: recorded by the provider, not engagement.
 SENDGRID_TYPES: dict[str, str | None] = {
@@ -31,30 +38,68 @@ SENDGRID_TYPES: dict[str, str | None] = {
     "group_resubscribe": None,
 }
 REQUIRED_ORDER = ("event", "sg_event_id", "timestamp", "email")
+_PEM_KEY = re.compile(r"-----BEGIN PUBLIC KEY-----(.*?)-----END PUBLIC KEY-----", re.DOTALL)
 REQUIRED_FIELDS = frozenset(REQUIRED_ORDER)
 
 
-def verify_sendgrid_signature(
-    public_key_b64: str, signature_b64: str, timestamp: str, body: bytes, now: float
-) -> None:
-    """ECDSA P-256 / SHA-256 over timestamp + raw body, as SendGrid signs event webhooks."""
+def load_public_key(text: str) -> ec.EllipticCurvePublicKey:
+    """One key as SendGrid shows it (base64 of the DER public key); ValueError saying what
+    is wrong with it otherwise."""
     try:
-        key = load_der_public_key(base64.b64decode(public_key_b64))
+        key = load_der_public_key(base64.b64decode(text, validate=True))
+    except (ValueError, binascii.Error):
+        raise ValueError("not base64 of a DER public key") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ValueError("not an elliptic-curve (ECDSA) public key")
+    return key
+
+
+def load_public_keys(value: str | None) -> tuple[list[ec.EllipticCurvePublicKey], list[str]]:
+    """The usable keys of ABM_SENDGRID_WEBHOOK_PUBLIC_KEY (several while a key is rotated;
+    each as SendGrid shows it, or wrapped in PEM lines) and, for each one that is not,
+    `key N of M: why`."""
+    text = value or ""
+    texts = ["".join(body.split()) for body in _PEM_KEY.findall(text)]
+    texts += split_keys(_PEM_KEY.sub(" ", text))
+    keys, problems = [], []
+    for number, text in enumerate(texts, start=1):
+        try:
+            keys.append(load_public_key(text))
+        except ValueError as exc:
+            problems.append(f"key {number} of {len(texts)}: {exc}")
+    return keys, problems
+
+
+def verify_sendgrid_signature(
+    public_keys: str | Sequence[ec.EllipticCurvePublicKey],
+    signature_b64: str,
+    timestamp: str,
+    body: bytes,
+    now: float,
+) -> None:
+    """ECDSA P-256 / SHA-256 over timestamp + raw body, as SendGrid signs event webhooks;
+    any one of the keys (the setting's text, or keys already loaded) may have signed."""
+    keys = load_public_keys(public_keys)[0] if isinstance(public_keys, str) else public_keys
+    if not keys:
+        raise BadSignature("no usable public key is configured")
+    try:
         signature = base64.b64decode(signature_b64)
     except (ValueError, binascii.Error):
-        raise BadSignature("malformed key or signature") from None
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise BadSignature("the configured key is not an elliptic-curve public key")
+        raise BadSignature("malformed signature") from None
     try:
         sent_at = int(timestamp)
     except ValueError:
         raise BadSignature("malformed timestamp") from None
     if abs(now - sent_at) > MAX_CLOCK_SKEW_SECONDS:
         raise BadSignature("stale timestamp: replayed or delayed by more than 5 minutes")
-    try:
-        key.verify(signature, timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
-        raise BadSignature("signature does not match") from None
+    signed = timestamp.encode() + body
+    for key in keys:
+        try:
+            key.verify(signature, signed, ec.ECDSA(hashes.SHA256()))
+            return
+        except InvalidSignature:
+            continue
+    raise BadSignature("signature does not match")
 
 
 # The latest time a datetime can hold; events claiming to be later (or before 1970, or not a

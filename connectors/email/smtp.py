@@ -3,7 +3,11 @@ accepted, retryable or permanent.
 
 SMTP cannot de-duplicate by Message-ID, so `batch_size` is 1: the ledger commits after every
 message and a crash leaves at most one message uncertain. A per-message problem never raises;
-the ledger always gets one result per message. Only a bad URL raises (`ConfigError`)."""
+the ledger always gets one result per message. Only a bad URL raises (`ConfigError`).
+
+Each message goes out with `X-ABM-Message-Id` and the tag header of the relay (`relay`,
+ABM_SMTP_RELAY), so that the relay's events name the message and not only the person, and
+signed when a DKIM signer is given (connectors/email/attribution.py, dkim.py)."""
 
 from __future__ import annotations
 
@@ -20,8 +24,17 @@ from email.utils import getaddresses
 from functools import cache, lru_cache, partial
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from connectors.email.attribution import (
+    MESSAGE_ID_HEADER,
+    Attribution,
+    read_tracking,
+    relay_headers,
+)
 from connectors.email.base import EmailBackend, Outcome, SendResult
+from connectors.email.dkim import DkimSigner
+from connectors.email.message import header_block
 from core.errors import ConfigError
+from core.settings import SMTP_RELAYS
 
 _CRLF = compat32.clone(linesep="\r\n")
 _URL_FORMS = (
@@ -125,6 +138,11 @@ class _Unavailable(Exception):
     """No usable connection (connect, TLS or AUTH failed): the rest of the batch must wait."""
 
 
+class _Refused(_Unavailable):
+    """The relay refuses our credentials or its certificate fails verification: nothing
+    gets through until a person fixes a setting, so the run stops and nothing is dead."""
+
+
 class _Dropped(Exception):
     """The connection went away under a transaction; the message may be tried again."""
 
@@ -165,21 +183,36 @@ class SmtpBackend(EmailBackend):
     batch_size = 1
 
     def __init__(
-        self, url: str, timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None
+        self,
+        url: str,
+        timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+        relay: str = "generic",
+        signer: DkimSigner | None = None,
     ) -> None:
         self.url = SmtpUrl.parse(url)
         if not timeout > 0:
             raise ConfigError("SMTP timeout must be a positive number of seconds")
+        if relay not in SMTP_RELAYS:
+            raise ConfigError(f"SMTP relay {relay!r}: use one of {', '.join(SMTP_RELAYS)}")
         self.timeout = timeout
         self.ssl_context = ssl_context
+        self.relay = relay
+        self.signer = signer
         self._connection: smtplib.SMTP | None = None
 
     @classmethod
     def from_url(
-        cls, url: str, *, timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None
+        cls,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+        relay: str = "generic",
+        signer: DkimSigner | None = None,
     ) -> SmtpBackend:
         """The backend `ABM_SMTP_URL` describes."""
-        return cls(url, timeout=timeout, ssl_context=ssl_context)
+        return cls(url, timeout=timeout, ssl_context=ssl_context, relay=relay, signer=signer)
 
     def __repr__(self) -> str:
         return f"SmtpBackend({str(self.url)!r})"
@@ -200,7 +233,7 @@ class SmtpBackend(EmailBackend):
         results: list[SendResult] = []
         unavailable: str | None = None
         for message in messages:
-            envelope = _envelope(message)
+            envelope = _envelope(message, self.relay, self.signer)
             if isinstance(envelope, SendResult):
                 results.append(envelope)
                 continue
@@ -208,9 +241,11 @@ class SmtpBackend(EmailBackend):
                 try:
                     results.append(self._send(envelope))
                     continue
+                except _Refused as exc:
+                    unavailable, outcome = str(exc), "blocked"
                 except _Unavailable as exc:
-                    unavailable = str(exc)
-            results.append(SendResult(envelope.message_id, "retryable", error=unavailable))
+                    unavailable, outcome = str(exc), "retryable"
+            results.append(SendResult(envelope.message_id, outcome, error=unavailable))
         return results
 
     def _send(self, envelope: _Envelope) -> SendResult:
@@ -266,6 +301,10 @@ class SmtpBackend(EmailBackend):
         self._reset(connection)
         outcome: Outcome = "permanent" if 500 <= code < 600 else "retryable"
         error = self._redact(f"{stage}: {_reply_text(code, reply)}")
+        if outcome == "permanent" and stage == "MAIL FROM":
+            # the server refuses our sender, not this recipient: no later message gets past
+            outcome = "blocked"
+            error += " (the relay refuses the From address: check ABM_SENDER and the relay)"
         return SendResult(envelope.message_id, outcome, error=error)
 
     def _reset(self, connection: smtplib.SMTP) -> None:
@@ -305,6 +344,12 @@ class SmtpBackend(EmailBackend):
             if url.user is not None:
                 stage = f"AUTH as {url.user}"
                 connection.login(url.user, url.password or "")
+        except (smtplib.SMTPAuthenticationError, ssl.SSLCertVerificationError) as exc:
+            if connection is not None:
+                connection.close()
+            raise _Refused(
+                self._redact(f"SMTP {stage} failed: {_describe(exc)} (check ABM_SMTP_URL)")
+            ) from None
         except (_Unavailable, OSError, ValueError) as exc:
             if connection is not None:
                 connection.close()
@@ -375,8 +420,11 @@ def _data(connection: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
         return exc.smtp_code, exc.smtp_error
 
 
-def _envelope(message: Message) -> _Envelope | SendResult:
-    """MAIL FROM is the From address, RCPT TO the To addresses; a message without them fails."""
+def _envelope(
+    message: Message, relay: str = "generic", signer: DkimSigner | None = None
+) -> _Envelope | SendResult:
+    """MAIL FROM is the From address, RCPT TO the To addresses; a message without them fails.
+    The data is the message with our attribution headers in front, signed by `signer`."""
     message_id = str(message.get("Message-ID") or "").strip()
     if not message_id:
         return SendResult("", "permanent", error="message has no Message-ID")
@@ -387,10 +435,23 @@ def _envelope(message: Message) -> _Envelope | SendResult:
     if not recipients:
         return SendResult(message_id, "permanent", error="To holds no valid address")
     try:
-        data = message.as_bytes(policy=_CRLF)
+        data = header_block(_attribution(message, message_id, relay)) + message.as_bytes(
+            policy=_CRLF
+        )
+        if signer is not None:
+            data = signer.sign(data)
     except Exception as exc:  # one malformed message must not stop the batch
         return SendResult(message_id, "permanent", error=f"cannot serialise message: {exc}")
     return _Envelope(message_id, senders[0], recipients, data)
+
+
+def _attribution(message: Message, message_id: str, relay: str) -> list[tuple[str, str]]:
+    """`X-ABM-Message-Id` (a relay may replace the Message-ID) and the relay's tag header."""
+    headers = [] if message.get(MESSAGE_ID_HEADER) else [(MESSAGE_ID_HEADER, message_id)]
+    if relay != "generic":
+        attribution = Attribution.of(message, message_id)
+        headers += relay_headers(relay, attribution, read_tracking(message))
+    return headers
 
 
 def _addresses(message: Message, header: str) -> tuple[str, ...] | None:

@@ -2,7 +2,13 @@
 
 from pathlib import Path
 
-from connectors.linkedin.client import LinkedInAuthError, LinkedInConnector, hash_email
+from connectors.linkedin.client import (
+    LinkedInAuthError,
+    LinkedInConfigError,
+    LinkedInConnector,
+    account_urn,
+    hash_email,
+)
 from connectors.linkedin.sandbox import ANALYTICS_FILE, LEADS_FILE, SANDBOX_FILES, present_files
 from connectors.linkedin.tasks import export_rep_tasks, task_key
 from core.settings import Settings
@@ -12,7 +18,9 @@ __all__ = [
     "LEADS_FILE",
     "SANDBOX_FILES",
     "LinkedInAuthError",
+    "LinkedInConfigError",
     "LinkedInConnector",
+    "account_urn",
     "export_rep_tasks",
     "get_connector",
     "hash_email",
@@ -38,4 +46,6 @@ def get_connector(settings: Settings) -> LinkedInConnector:
         access_token=settings.linkedin_access_token,
         ad_account=settings.linkedin_ad_account,
         base_url=settings.linkedin_base_url,
+        version=settings.linkedin_version,
+        source_platform=settings.linkedin_source_platform or None,
     )

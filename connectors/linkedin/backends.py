@@ -8,9 +8,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from connectors.backend import Backend, SendResult
+from connectors.backend import Backend, Outcome, SendResult
 from connectors.linkedin.client import LinkedInConnector
 from connectors.linkedin.tasks import export_rep_tasks
+from core.errors import ConfigError
 
 
 class RepTaskBackend(Backend[Mapping[str, object]]):
@@ -32,8 +33,11 @@ class RepTaskBackend(Backend[Mapping[str, object]]):
 
 class MatchedAudienceBackend(Backend[str]):
     """Each item is a contact's email or an account's domain, added to one named segment.
-    LinkedIn answers 201 for a member already there, so a replayed batch is harmless. Any
-    failure leaves the whole batch retryable: the segment either took it or it did not."""
+    LinkedIn answers 201 for a member already there, so a replayed batch is harmless. A
+    failure applies to the whole batch, since the segment either took it or it did not: a
+    configuration error (a missing setting, a refused token, a sunset API version, a
+    sourcePlatform LinkedIn does not know) blocks it until a person fixes the setting;
+    anything else leaves it retryable."""
 
     name = "linkedin-audience"
     idempotent = True
@@ -60,5 +64,6 @@ class MatchedAudienceBackend(Backend[str]):
                     segment = connector.upload_contact_audience(self.audience, list(messages))
         except Exception as exc:
             error = f"linkedin: {type(exc).__name__}: {exc}"[:1000]
-            return [SendResult("", "retryable", error=error) for _ in messages]
+            outcome: Outcome = "blocked" if isinstance(exc, ConfigError) else "retryable"
+            return [SendResult("", outcome, error=error) for _ in messages]
         return [SendResult("", "accepted", provider_id=str(segment)) for _ in messages]

@@ -42,15 +42,18 @@ from connectors.linkedin.sandbox import (
 )
 from core.domains import domain_or_none
 from core.errors import ConfigError
+from core.settings import LINKEDIN_SOURCE_PLATFORM, LINKEDIN_VERSION
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["sandbox", "api"]
 
 DEFAULT_BASE_URL = "https://api.linkedin.com"
-# Versions are monthly (YYYYMM) and each is supported for at least a year; a missing or
-# sunset version is refused, so this is a setting to bump, not a constant to forget.
-DEFAULT_VERSION = "202608"
+# Versions are monthly (YYYYMM) and each is supported for about a year; a missing or sunset
+# version is refused (426), so this is a setting (ABM_LINKEDIN_VERSION), not a constant.
+DEFAULT_VERSION = LINKEDIN_VERSION
+DEFAULT_SOURCE_PLATFORM = LINKEDIN_SOURCE_PLATFORM
+VERSIONING_DOCS = "https://learn.microsoft.com/en-us/linkedin/marketing/versioning"
 RESTLI_PROTOCOL_VERSION = "2.0.0"
 # Reported ceiling for one BATCH_CREATE call to /dmpSegments/{id}/users or /companies; the
 # default stays well below it so that one failed call replays little.
@@ -76,6 +79,20 @@ def hash_email(email: str) -> str:
     Normalising first matters: " Jane@Acme.com" and "jane@acme.com" must hash the same or
     the member is not matched."""
     return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
+
+
+def account_urn(ad_account: str) -> str:
+    """`urn:li:sponsoredAccount:<id>` from the numeric id or the URN itself; ConfigError
+    naming ABM_LINKEDIN_AD_ACCOUNT for anything else."""
+    value = ad_account.strip()
+    if value.isdigit():
+        return f"urn:li:sponsoredAccount:{value}"
+    if re.fullmatch(r"urn:li:sponsoredAccount:\d+", value):
+        return value
+    raise ConfigError(
+        f"ABM_LINKEDIN_AD_ACCOUNT={ad_account!r}: use the numeric ad account id "
+        "or urn:li:sponsoredAccount:<id>"
+    )
 
 
 def _digest(*parts: object) -> bytes:
@@ -105,12 +122,17 @@ class _Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-class LinkedInAuthError(ConfigError):
-    """LinkedIn refused the credentials: expired, revoked or missing a permission."""
+class LinkedInConfigError(ConfigError):
+    """LinkedIn refused a request for a reason only a setting can fix (a sunset version, a
+    sourcePlatform it does not know, a dead token): retrying the same request cannot help."""
 
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class LinkedInAuthError(LinkedInConfigError):
+    """LinkedIn refused the credentials: expired, revoked or missing a permission."""
 
 
 class LinkedInConnector(Closing):
@@ -118,7 +140,8 @@ class LinkedInConnector(Closing):
 
     `mode="api"` needs `access_token` (sent only as `Authorization: Bearer`) and
     `ad_account` (numeric id or `urn:li:sponsoredAccount:...`); audience uploads also need
-    the `source_platform` value LinkedIn assigns when it grants Audiences API access.
+    a `source_platform` (`LIST_UPLOAD` for an advertiser's own lists, or the value LinkedIn
+    assigned a DMP partner when it granted Audiences API access).
     `mode="sandbox"` needs `sandbox_dir` (where its requests are written) and reads
     analytics and leads only from the files in `sandbox_files` (none when None); lines it
     could not use land in `sandbox_problems`, plain-words remarks in `sandbox_notes`.
@@ -146,7 +169,10 @@ class LinkedInConnector(Closing):
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
         if not re.fullmatch(r"\d{6}", version):
-            raise ConfigError(f"LinkedIn API version {version!r}: use YYYYMM, e.g. 202608")
+            raise ConfigError(
+                f"ABM_LINKEDIN_VERSION={version!r}: use a LinkedIn API version as YYYYMM, "
+                f"e.g. {DEFAULT_VERSION}"
+            )
         self.mode: Mode = mode
         self.version = version
         self.batch_size = batch_size
@@ -161,7 +187,7 @@ class LinkedInConnector(Closing):
         self._next_file: int | None = None
         self.sandbox_problems: list[str] = []
         self.sandbox_notes: list[str] = []
-        self.account_urn = self._account_urn(ad_account) if ad_account else None
+        self.account_urn = account_urn(ad_account) if ad_account else None
         if mode == "sandbox":
             if sandbox_dir is None:
                 raise ConfigError("LinkedIn sandbox mode needs a folder for its request files")
@@ -184,18 +210,6 @@ class LinkedInConnector(Closing):
             burst=int(REQUESTS_PER_SECOND),
             transport=transport,
             sleep=sleep,
-        )
-
-    @staticmethod
-    def _account_urn(ad_account: str) -> str:
-        value = ad_account.strip()
-        if value.isdigit():
-            return f"urn:li:sponsoredAccount:{value}"
-        if re.fullmatch(r"urn:li:sponsoredAccount:\d+", value):
-            return value
-        raise ConfigError(
-            f"ABM_LINKEDIN_AD_ACCOUNT={ad_account!r}: use the numeric ad account id "
-            "or urn:li:sponsoredAccount:<id>"
         )
 
     def _headers(self, token: str) -> dict[str, str]:
@@ -240,8 +254,9 @@ class LinkedInConnector(Closing):
         platform = self.source_platform or ("ABM_SANDBOX" if self.mode == "sandbox" else None)
         if not platform:
             raise ConfigError(
-                "LinkedIn audience uploads need the sourcePlatform value LinkedIn assigns when "
-                "it grants Audiences API access; pass it as source_platform"
+                "LinkedIn audience uploads need a sourcePlatform: set "
+                f"ABM_LINKEDIN_SOURCE_PLATFORM ({DEFAULT_SOURCE_PLATFORM} for your own lists, "
+                "or the value LinkedIn assigned your app when it granted Audiences API access)"
             )
         source_id = "abm-" + _digest(kind, name.strip()).hex()[:24]
         segment_id, created = self._find_or_create_segment(kind, name.strip(), source_id, platform)
@@ -514,11 +529,35 @@ class LinkedInConnector(Closing):
         try:
             response = self._http.request(method, target, **kwargs)
         except ApiError as exc:
-            if exc.status in (401, 403):
-                raise self._auth_error(exc) from None
+            refusal = self._configuration_error(exc, path)
+            if refusal is not None:
+                raise refusal from None
             raise
         parsed = response.json() if response.content else None
         return _Reply(parsed, dict(response.headers))
+
+    def _configuration_error(self, exc: ApiError, path: str) -> LinkedInConfigError | None:
+        """The setting to fix when LinkedIn's answer is one a retry cannot change: 401/403
+        (the token), 426 (a version LinkedIn no longer serves) or 400 to the DMP segment
+        finder or create call, whose every field comes from settings; None otherwise."""
+        if exc.status in (401, 403):
+            return self._auth_error(exc)
+        if exc.status == 426:
+            return LinkedInConfigError(
+                f"LinkedIn no longer serves API version {self.version} (HTTP 426: "
+                f"{exc.reason}). Set ABM_LINKEDIN_VERSION to a version from the last 12 "
+                f"months (YYYYMM), see {VERSIONING_DOCS}",
+                status=426,
+            )
+        if exc.status == 400 and path == "/rest/dmpSegments":
+            return LinkedInConfigError(
+                f"LinkedIn refused to find or create the audience segment (HTTP 400: "
+                f"{exc.reason}). Check ABM_LINKEDIN_SOURCE_PLATFORM={self.source_platform} "
+                "(the sourcePlatform LinkedIn gave you; LIST_UPLOAD for your own lists) and "
+                f"ABM_LINKEDIN_AD_ACCOUNT ({self.account_urn})",
+                status=400,
+            )
+        return None
 
     def _auth_error(self, exc: ApiError) -> LinkedInAuthError:
         if exc.status == 401:

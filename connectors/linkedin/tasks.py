@@ -29,6 +29,7 @@ COLUMNS = (
     "linkedin_url",
     "action",
     "text",
+    "owner",
 )
 ACTIONS = ("connect", "message")
 # Spreadsheet apps run a cell that starts with one of these as a formula: a contact name
@@ -60,9 +61,29 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _existing_keys(path: Path) -> set[str]:
+def _existing(path: Path) -> tuple[list[str], set[str]]:
+    """The file's header and the task keys already in it."""
     with path.open(encoding="utf-8-sig", newline="") as handle:
-        return {row.get("task_key") or "" for row in csv.DictReader(handle)}
+        reader = csv.DictReader(handle)
+        keys = {row.get("task_key") or "" for row in reader}
+        return list(reader.fieldnames or ()), keys
+
+
+def _add_columns(path: Path, header: list[str]) -> list[str]:
+    """A file written before a column was added (`owner`) gets it, blank in its rows, so
+    new rows never land under the wrong heading. Rewritten beside it and swapped in."""
+    wider = header + [name for name in COLUMNS if name not in header]
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=wider, restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    return wider
 
 
 def _ends_with_newline(path: Path) -> bool:
@@ -76,12 +97,13 @@ def export_rep_tasks(path: Path, tasks: list[dict]) -> int:
 
     Each task has `campaign`, `step`, `contact` (email or id: the key, not written apart),
     `action` (`connect` or `message`), `text`, and optionally `account_domain`,
-    `contact_name`, `title`, `linkedin_url`. The header is written once, with the file."""
+    `contact_name`, `title`, `linkedin_url`, `owner` (the account's owner, for routing).
+    The header is written once, with the file; columns a person added to it are kept."""
     rows = [_row(task) for task in tasks]
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path):
         fresh = not path.exists() or path.stat().st_size == 0
-        seen = set() if fresh else _existing_keys(path)
+        header, seen = (list(COLUMNS), set()) if fresh else _existing(path)
         new_rows = []
         for row in rows:
             if row["task_key"] not in seen:
@@ -89,11 +111,13 @@ def export_rep_tasks(path: Path, tasks: list[dict]) -> int:
                 new_rows.append(row)
         if not new_rows:
             return 0
+        if not set(COLUMNS) <= set(header):
+            header = _add_columns(path, header)
         repair = not fresh and not _ends_with_newline(path)
         with path.open("a", encoding="utf-8", newline="") as handle:
             if repair:
                 handle.write("\r\n")
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer = csv.DictWriter(handle, fieldnames=header, restval="")
             if fresh:
                 writer.writeheader()
             writer.writerows(new_rows)

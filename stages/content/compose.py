@@ -6,6 +6,7 @@ from __future__ import annotations
 from email.message import Message
 from typing import Any
 
+from connectors.email.attribution import attribution_headers
 from core.campaign_file import CampaignFile, Step
 from core.settings import Settings
 from core.unsubscribe import make_token
@@ -88,6 +89,8 @@ class Composer:
             "tier": row["tier"],
             "country": row["country"],
             "employees": row["employees"],
+            # the extra columns of accounts.csv (`owner`, `segment`...), by column name
+            "attributes": row.get("account_attributes") or {},
         }
         footer = {
             "postal_address": self.settings.postal_address,
@@ -127,6 +130,7 @@ class Composer:
             message_id=self.message_id(row["delivery_id"], row["contact_id"]),
             unsubscribe_url=unsubscribe_url,
             campaign_key=self.campaign_key,
+            extra_headers=attribution_headers(self.step.id, variant, self.campaign.tracking),
         )
 
     def linkedin_text(self, row: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, formataddr, parseaddr
@@ -397,8 +398,10 @@ def build_message(
     message_id: str,
     unsubscribe_url: str,
     campaign_key: str,
+    extra_headers: Sequence[tuple[str, str]] = (),
 ) -> OutgoingEmail:
     """An RFC 5322 message with text and HTML parts and RFC 8058 one-click unsubscribe.
+    `extra_headers`: attribution (step, variant, what may be tracked), no personal data.
 
     Every header value passes through `header_text`, so no line break from data or
     configuration can start a header of its own."""
@@ -413,6 +416,7 @@ def build_message(
         ("List-Unsubscribe", f"<{header_text(unsubscribe_url)}>"),
         ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
         ("X-ABM-Campaign", header_text(campaign_key)),
+        *((name, header_text(value)) for name, value in extra_headers),
     ]
     return OutgoingEmail(headers, parts.text, parts.html, boundary)
 

@@ -409,13 +409,32 @@ def campaign_paused(engine: Engine, campaign_id: int) -> bool:
     return status == "paused"
 
 
-def set_campaign_status(engine: Engine, campaign_id: int, status: str) -> None:
+def set_campaign_status(
+    engine: Engine, campaign_id: int, status: str, reason: str | None = None
+) -> None:
+    """Pause or resume; a pause keeps its reason in plain words (a person's pause, a wrong
+    API key, a bounce rate past the threshold) for `campaign status` and the run summary."""
     with session_scope(engine) as session:
         session.execute(
             update(Campaign)
             .where(Campaign.id == campaign_id)
-            .values(status=status, updated_at=utcnow())
+            .values(
+                status=status,
+                status_reason=reason[:1000] if reason and status == "paused" else None,
+                updated_at=utcnow(),
+            )
         )
+
+
+def pause_reason(engine: Engine, campaign_id: int) -> str | None:
+    """Why the campaign is paused, or None when it is not."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(Campaign.status, Campaign.status_reason).where(Campaign.id == campaign_id)
+        ).first()
+    if row is None or row.status != "paused":
+        return None
+    return row.status_reason or "paused by a person (`abm campaign pause`)"
 
 
 def ledger_summary(engine: Engine, campaign_id: int) -> dict[str, Any]:
@@ -435,16 +454,24 @@ def ledger_summary(engine: Engine, campaign_id: int) -> dict[str, Any]:
                 .group_by(Delivery.skip_reason)
             ).all()
         )
-        deferred = connection.execute(
-            select(func.count()).where(
-                Delivery.campaign_id == campaign_id,
-                Delivery.state == "planned",
-                Delivery.last_error.like("deferred:%"),
-            )
-        ).scalar_one()
+        deferred = dict(
+            connection.execute(
+                select(Delivery.last_error, func.count())
+                .where(
+                    Delivery.campaign_id == campaign_id,
+                    Delivery.state == "planned",
+                    Delivery.last_error.like("deferred:%"),
+                )
+                .group_by(Delivery.last_error)
+            ).all()
+        )
     return {
         "planned": sum(states.values()),
-        "deferred": deferred,
+        "deferred": sum(deferred.values()),
+        # why they wait: a cap, a sending window, the daily limit, the warm-up, the send rate
+        "deferred_by_reason": {
+            str(why).removeprefix("deferred:").strip(): n for why, n in sorted(deferred.items())
+        },
         "sent": states.get("sent", 0),
         "skipped": states.get("skipped", 0),
         "failed": states.get("failed", 0) + states.get("dead", 0),
@@ -452,6 +479,7 @@ def ledger_summary(engine: Engine, campaign_id: int) -> dict[str, Any]:
         "pending": sum(states.get(state, 0) for state in ("planned", "rendered", "sending")),
         "in_flight": states.get("rendered", 0) + states.get("sending", 0),
         "skipped_by_reason": {str(k): v for k, v in sorted(reasons.items())},
+        "paused_because": pause_reason(engine, campaign_id),
     }
 
 

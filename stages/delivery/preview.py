@@ -10,7 +10,7 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
-from jinja2 import TemplateError
+from jinja2 import TemplateError, UndefinedError
 from jinja2.sandbox import SecurityError
 from sqlalchemy import Engine, select
 
@@ -21,7 +21,7 @@ from core.vocabulary import FUNCTIONS, ROLES, SENIORITIES
 from models.tables import Account, Campaign, Contact, Delivery
 from stages.content.compose import Composer
 from stages.content.rendering import choose_variant, template_names
-from stages.delivery.send import PERSON_COLUMNS
+from stages.delivery.send import PERSON_COLUMNS, with_account_attributes
 
 
 def _industries(names: frozenset[str], channel: str, templates: list[str]) -> list[str | None]:
@@ -87,6 +87,14 @@ def validate_campaign(path: Path, settings: Settings) -> list[str]:
     ]
 
 
+# The sample account has no extra columns: any account may lack one, and then the message
+# would fail to render when it is due. A fallback makes the template safe for all.
+_FALLBACK_HINT = (
+    "; a field not every person or account has (such as an extra column, "
+    "account.attributes.NAME) needs a fallback: {{ account.attributes.NAME | default('') }}"
+)
+
+
 def _render_or_explain(
     composer: Composer, step: Step, row: dict[str, Any], path: Path, settings: Settings
 ) -> Message | str:
@@ -102,8 +110,9 @@ def _render_or_explain(
         ) from None
     except TemplateError as exc:
         where = _template_location(exc, settings.templates_dir) or step.channel
+        hint = _FALLBACK_HINT if isinstance(exc, UndefinedError) else ""
         raise ConfigError(
-            f"{path}: step {step.id!r}: {where}: {exc.message or exc} {audience}"
+            f"{path}: step {step.id!r}: {where}: {exc.message or exc} {audience}{hint}"
         ) from None
     except AbmError:
         raise
@@ -166,6 +175,7 @@ def preview(
         if row is None:
             who = email or "any contact"
             raise AbmError(f"no {who} at account {domain!r} (import them first)")
+        row = with_account_attributes(connection, [dict(row)])[0]
         campaign_id = connection.execute(select(Campaign.id).where(Campaign.key == key)).scalar()
         ledger = None
         if campaign_id is not None:

@@ -23,7 +23,7 @@ from connectors.channels import channel_backend
 from connectors.email import EmailBackend, SendResult
 from core.campaign_file import CampaignFile, Step
 from core.settings import Settings
-from models.db import session_scope
+from models.db import chunked, session_scope
 from models.store import (
     DriverStatement,
     update_by_id,
@@ -45,7 +45,10 @@ from stages.delivery.ledger import (
     claim,
     outcome_row,
     record_outcomes,
+    set_campaign_status,
 )
+from stages.delivery.rates import paced_batch_size, slot_ahead, wait_for
+from stages.delivery.reputation import pause_if_unhealthy
 from stages.delivery.send_rules import check_chunk, defer
 
 PERSON_COLUMNS = (
@@ -89,12 +92,41 @@ def _load_rows(engine: Engine, ids: list[int]) -> list[dict[str, Any]]:
         .order_by(Delivery.id)
     )
     with engine.connect() as connection:
-        return [dict(row) for row in connection.execute(query).mappings()]
+        rows = [dict(row) for row in connection.execute(query).mappings()]
+        return with_account_attributes(connection, rows)
+
+
+def with_account_attributes(
+    connection: Connection, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The rows, each with its account's extra columns as `account_attributes`. Read once
+    per account, not once per row: a chunk holds many people of few accounts, and each
+    account's JSON is decoded once and shared by its people's rows."""
+    found: dict[int, dict[str, Any]] = {}
+    for batch in chunked(sorted({row["account_id"] for row in rows}), 2000):
+        found.update(
+            connection.execute(
+                select(Account.id, Account.attributes).where(Account.id.in_(batch))
+            ).all()
+        )
+    for row in rows:
+        row["account_attributes"] = found.get(row["account_id"]) or {}
+    return rows
 
 
 def _result_row(row: dict[str, Any], result: SendResult) -> dict[str, Any]:
+    """The ledger row for what the provider said. Only a per-recipient permanent error (or
+    retries used up) makes a row `dead`; `blocked` gives the row back untouched, `uncertain`
+    keeps it out of any automatic re-send."""
     if result.accepted:
         return outcome_row(row, provider_id=result.provider_id, sent_at=utcnow())
+    error = (result.error or result.outcome)[:1000]
+    if result.outcome == "blocked":
+        return outcome_row(
+            row, state="planned", attempts=row["attempts"] - 1, last_error=f"blocked: {error}"
+        )
+    if result.outcome == "uncertain":
+        return outcome_row(row, state="uncertain", last_error=error)
     retry = result.outcome == "retryable" and row["attempts"] < MAX_ATTEMPTS
     return outcome_row(
         row,
@@ -124,7 +156,7 @@ def rehearse(
     `sent` counts what would be sent; render failures count as `dead`."""
     campaign, step, composer = _step_composer(settings, context)
     to_send, skipped, deferred, reasons = check_chunk(
-        engine, context, campaign, step, composer, _load_rows(engine, ids)
+        engine, context, campaign, step, composer, _load_rows(engine, ids), rehearsal=True
     )
     outcome = ChunkOutcome(
         skipped=len(skipped), deferred=len(deferred), skipped_by_reason=dict(reasons)
@@ -149,6 +181,7 @@ def deliver(
     """Claim, check, render, send and record one chunk of ledger rows."""
     outcome = ChunkOutcome()
     campaign, step, composer = _step_composer(settings, context)
+    pause_if_unhealthy(engine, settings, context.campaign_id)  # the reputation circuit breaker
     if campaign_paused(engine, context.campaign_id):
         return outcome
     token, claimed = claim(engine, ids, timedelta(seconds=settings.lease_seconds))
@@ -188,6 +221,7 @@ def _composer_for(
             "contact_name": " ".join(p for p in (row["first_name"], row["last_name"]) if p),
             "title": row["title"] or "",
             "linkedin_url": row.get("linkedin_url") or "",
+            "owner": (row.get("account_attributes") or {}).get("owner") or "",
         }
 
     return rep_task
@@ -241,15 +275,23 @@ def _deliver_claimed(
     with backend, engine.connect() as connection:
         ledger = _SendLedger(connection, token, context.campaign_id)
         results: list[dict[str, Any]] = []
-        for start in range(0, len(to_send), backend.batch_size):
+        size = paced_batch_size(
+            backend.batch_size, settings.send_rate_per_second if step.channel == "email" else None
+        )
+        for start in range(0, len(to_send), size):
             messages, failed = [], []
-            for row in to_send[start : start + backend.batch_size]:
+            for row in to_send[start : start + size]:
                 try:
                     messages.append((row, compose(row)))
                 except Exception as exc:  # a template error for one person must not stop all
                     failed.append(
                         outcome_row(row, state="dead", last_error=f"render: {exc}"[:1000])
                     )
+            if (slot := slot_ahead([row for row, _ in messages])) is not None:
+                ledger.advance(results, [], (), [])  # outcomes in before waiting for the slot
+                _count(outcome, results)
+                results = []
+                wait_for(slot)
             handed = ledger.advance(
                 results + failed, [row for row, _ in messages], islice(to_send, start, None), failed
             )
@@ -262,6 +304,9 @@ def _deliver_claimed(
             results = [
                 _result_row(row, result) for (row, _), result in zip(messages, sent, strict=True)
             ]
+            blocked = next((r for r in sent if r.outcome == "blocked"), None)
+            if blocked is not None:  # the next advance sees the pause and gives the rest back
+                pause_blocked(engine, context.campaign_id, backend.name, blocked.error)
         ledger.advance(results, [], (), [])
         _count(outcome, results)
     return outcome
@@ -348,11 +393,23 @@ def _released(row: dict[str, Any]) -> dict[str, Any]:
     return {"_id": row["delivery_id"], "state": "planned", "attempts": row["attempts"] - 1}
 
 
+def pause_blocked(engine: Engine, campaign_id: int, backend: str, error: str | None) -> None:
+    """Stop every chunk of the campaign: the provider refused us, not a recipient (a wrong
+    key, an unverified sender), so every later message would fail the same way."""
+    set_campaign_status(
+        engine,
+        campaign_id,
+        "paused",
+        f"{backend} refused to send: {error or 'configuration error'}. Nothing was lost: the "
+        "messages stay planned. Fix it, then `abm campaign resume FILE`.",
+    )
+
+
 def _count(outcome: ChunkOutcome, results: list[dict[str, Any]]) -> None:
     for result in results:
         if result["state"] == "sent":
             outcome.sent += 1
-        elif result["state"] == "failed":
+        elif result["state"] in ("failed", "planned", "uncertain"):
             outcome.failed += 1
         else:
             outcome.dead += 1

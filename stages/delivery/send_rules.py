@@ -1,6 +1,7 @@
 """The rules that protect people, evaluated when a message leaves: suppressions, consent,
-stop rules, account holds, frequency caps and sending windows. The send loop asks them for
-each chunk just before sending; every message held back gets its reason."""
+stop rules, account holds, frequency caps and sending windows; then what the sender's relay
+and reputation allow (send rate, daily limit, warm-up: `stages.delivery.rates`). The send
+loop asks them for each chunk just before sending; every message held back gets its reason."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from models.tables import (
 from stages.content.compose import Composer
 from stages.delivery.ledger import LEFT_AUDIENCE, DeliveryContext, outcome_row, record_outcomes
 from stages.delivery.pacing import cap_frees_at, local_zone, next_window_opening
+from stages.delivery.rates import admit, send_limits
 from stages.targeting.audience import accounts_outside, person_outside
 
 # stop_if conditions that are engagement events (unsubscribed/bounced are contact statuses)
@@ -234,9 +236,13 @@ def check_chunk(
     step: Step,
     composer: Composer,
     rows: list[dict[str, Any]],
+    rehearsal: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[tuple[dict, datetime, str]], Counter]:
     """The rules that protect people, for one chunk at the moment of sending: returns the
-    rows that may go now, the skipped ones (with reasons) and the deferred ones."""
+    rows that may go now, the skipped ones (with reasons) and the deferred ones.
+
+    `rows` are the chunk's claimed rows; a `rehearsal` (dry run) claimed none and books no
+    place on the send rate's schedule."""
     channel = "email" if step.channel == "email" else "linkedin"
     suppressed = suppressed_contact_ids(engine, [row["contact_id"] for row in rows], channel)
     stopped = stop_reasons(engine, context.campaign_id, step, rows)
@@ -269,6 +275,15 @@ def check_chunk(
     if step.channel == "email":
         to_send, capped = _hold_back(engine, campaign, to_send)
         deferred += capped
+        to_send, limited = admit(
+            engine,
+            send_limits(composer.settings),
+            to_send,
+            composer.sender.email.split("@")[1],
+            own_claimed=0 if rehearsal else len(rows),
+            book=not rehearsal,
+        )
+        deferred += limited
     return to_send, skipped, deferred, reasons
 
 

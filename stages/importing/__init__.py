@@ -1,7 +1,8 @@
 """Import accounts, contacts and suppressions from CSV files.
 
 Callers import from the package, so the split into reading (`csv_file`), parsing
-(`records`), rejects files (`rejects`) and the database import (`load`) stays internal.
+(`records`, cell by cell in `fields` and `values`), rejects and warnings files (`rejects`,
+`warnings_file`) and the database import (`load`) stays internal.
 """
 
 from stages.importing.csv_file import CsvRow, CsvTable, ImportFileError, Reject, read_csv
@@ -14,8 +15,10 @@ from stages.importing.records import (
 )
 from stages.importing.rejects import rejects_path, write_rejects
 from stages.importing.values import (
+    EXPLICIT_BLANKS,
     PERSONAL_MAILBOX_DOMAINS,
     AmbiguousNumber,
+    consent_alias,
     normalise_consent,
     normalise_country,
     normalise_domain,
@@ -24,18 +27,30 @@ from stages.importing.values import (
     normalise_timezone,
     parse_number,
     read_money,
+    timezone_alias,
+)
+from stages.importing.warnings_file import (
+    WARNINGS_KEPT,
+    FieldWarning,
+    WarningLog,
+    warnings_path,
 )
 
 __all__ = [
+    "EXPLICIT_BLANKS",
     "IMPORT_BATCH_ROWS",
     "PERSONAL_MAILBOX_DOMAINS",
+    "WARNINGS_KEPT",
     "AmbiguousNumber",
     "CsvRow",
     "CsvTable",
+    "FieldWarning",
     "ImportFileError",
     "ImportReport",
     "ParseResult",
     "Reject",
+    "WarningLog",
+    "consent_alias",
     "import_file",
     "normalise_consent",
     "normalise_country",
@@ -50,5 +65,7 @@ __all__ = [
     "read_csv",
     "read_money",
     "rejects_path",
+    "timezone_alias",
+    "warnings_path",
     "write_rejects",
 ]

@@ -1,7 +1,9 @@
-"""Import one CSV file into the database: read, parse, upsert and report the rejects.
+"""Import one CSV file into the database: read, parse, upsert and report the rejects and
+the warnings.
 
 The only part of the importing stage that touches the database; contacts stream through in
-batches so memory does not grow with the file.
+batches, and their warnings straight to the warnings file, so memory does not grow with the
+file.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import gc
 import heapq
 import itertools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,7 @@ from stages.importing.records import (
 )
 from stages.importing.rejects import write_rejects
 from stages.importing.values import normalise_email
+from stages.importing.warnings_file import WARNINGS_KEPT, FieldWarning, WarningLog
 
 if TYPE_CHECKING:
     from models.store import UpsertCounts
@@ -48,7 +51,10 @@ __all__ = ["IMPORT_BATCH_ROWS", "ImportReport", "import_file"]
 
 @dataclass
 class ImportReport:
-    """What an import did, for the command line and the demo."""
+    """What an import did, for the command line and the demo.
+
+    `warnings` are the first `WARNINGS_KEPT` of `warning_count` (all are in
+    `warnings_path`); `warned` counts the kept rows with at least one."""
 
     imported: int
     updated: int
@@ -56,6 +62,10 @@ class ImportReport:
     rejects: list[Reject]
     rejects_path: Path | None
     notes: list[str]
+    warnings: list[FieldWarning] = field(default_factory=list)
+    warned: int = 0
+    warning_count: int = 0
+    warnings_path: Path | None = None
 
 
 IMPORT_BATCH_ROWS = 20_000
@@ -68,33 +78,48 @@ def import_file(
     settings: Settings,
     *,
     batch_rows: int = IMPORT_BATCH_ROWS,
+    strict: bool = False,
 ) -> ImportReport:
-    """Read, validate and bulk-upsert one CSV file; rejected rows go to FILE.rejects.csv.
+    """Read, validate and bulk-upsert one CSV file; rejected rows go to FILE.rejects.csv,
+    warnings about kept rows to FILE.warnings.csv.
 
     Good rows are written even when others are rejected; re-importing the same file
-    changes nothing; a file that cannot be read changes nothing. Contacts stream through in
-    batches of `batch_rows`, so memory does not grow with the file (see `_import_contacts`)."""
+    changes nothing; a file that cannot be read changes nothing. Only identity rejects a
+    row; a cell that cannot be used is blanked, mapped or converted with a warning, or with
+    `strict` rejects its row. Contacts stream through in batches of `batch_rows`, so memory
+    does not grow with the file (see `_import_contacts`)."""
     from models import store
 
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be at least 1, not {batch_rows}")
+    if kind not in ("accounts", "contacts", "suppressions"):
+        raise ValueError(f"unknown import kind {kind!r}")
+    path = Path(path)
+    log = WarningLog(WARNINGS_KEPT, source=path)
     staged = 0
-    if kind == "contacts":
-        table, rejects, merged, counts = _import_contacts(Path(path), engine, settings, batch_rows)
-    else:
-        table = read_csv(Path(path))
-        if kind == "accounts":
-            rates = load_currency_rates(settings.currency_rates)
-            result = parse_accounts(table, settings.currency, rates)
-            counts = store.upsert_accounts(engine, result.records)
-            staged = _set_stages(engine, Path(path), result)
-        elif kind == "suppressions":
-            result = parse_suppressions(table)
-            added = store.add_suppressions(engine, result.records)
-            counts = store.UpsertCounts(imported=added, unchanged=len(result.records) - added)
+    try:
+        if kind == "contacts":
+            table, rejects, merged, counts = _import_contacts(
+                path, engine, settings, batch_rows, strict, log
+            )
         else:
-            raise ValueError(f"unknown import kind {kind!r}")
-        rejects, merged = result.rejects, result.duplicates_merged
+            table = read_csv(path)
+            log.format_like(table.delimiter, table.encoding)
+            if kind == "accounts":
+                rates = load_currency_rates(settings.currency_rates)
+                result = parse_accounts(table, settings.currency, rates, strict=strict, log=log)
+                counts = store.upsert_accounts(engine, result.records)
+                staged = _set_stages(engine, path, result)
+            else:
+                result = parse_suppressions(table, strict=strict, log=log)
+                added = store.add_suppressions(engine, result.records)
+                counts = store.UpsertCounts(imported=added, unchanged=len(result.records) - added)
+            rejects, merged = result.rejects, result.duplicates_merged
+        written = write_rejects(path, table, rejects)
+        warned_path = log.finish()
+    except BaseException:
+        log.discard()
+        raise
     notes = []
     if staged:
         notes.append(f"{path}: stages set: {staged} (kept in each account's stage history)")
@@ -104,7 +129,6 @@ def import_file(
         notes.append(f"{path}: {merged} duplicate rows merged")
     if counts.unchanged:
         notes.append(f"{path}: {counts.unchanged} rows already up to date")
-    written = write_rejects(Path(path), table, rejects)
     return ImportReport(
         imported=counts.imported,
         updated=counts.updated,
@@ -112,6 +136,10 @@ def import_file(
         rejects=rejects,
         rejects_path=written,
         notes=notes,
+        warnings=log.kept,
+        warned=log.rows,
+        warning_count=log.count,
+        warnings_path=warned_path,
     )
 
 
@@ -132,7 +160,7 @@ def _set_stages(engine: Engine, path: Path, result: ParseResult) -> int:
 
 
 def _import_contacts(
-    path: Path, engine: Engine, settings: Settings, batch_rows: int
+    path: Path, engine: Engine, settings: Settings, batch_rows: int, strict: bool, log: WarningLog
 ) -> tuple[CsvTable, list[Reject], int, UpsertCounts]:
     """Import contacts in two passes over the file, each in constant memory.
 
@@ -141,16 +169,17 @@ def _import_contacts(
     merges, classifies and upserts `batch_rows` rows at a time, in one transaction
     (`store.contact_batches`); a contact whose email repeats in a later batch waits in a
     `_Carry` until its last row, so duplicates merge, and are counted, as if the whole file
-    were read at once. Returns the table (header only), the rejects, the number of rows
-    merged into others and the upsert counts.
+    were read at once. Warnings go to `log` as the rows are parsed. Returns the table
+    (header only), the rejects, the number of rows merged into others and the upsert counts.
     """
     from models import store
     from stages.committee.titles import classify_title, load_title_table
 
     source = inspect_source(path)
+    log.format_like(source.delimiter, source.encoding)
     bits = 1 << min(26, max(16, source.file.size().bit_length()))
     scan, repeated = read_rows(source, functools.partial(_repeated, key=_email_key, bits=bits))
-    parse = contact_parser(scan.table([]), store.known_domains(engine))
+    parse = contact_parser(scan.table([]), store.known_domains(engine), strict=strict, log=log)
     titles = load_title_table(settings.title_rules)
     rows = Rows(source, check_quotes=scan.check_quotes)
     pending = iter(rows)

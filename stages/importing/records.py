@@ -1,7 +1,9 @@
 """Turn CSV rows into clean, de-duplicated account, contact and suppression records.
 
 Kept free of the database, so it is cheap to test exhaustively: every data row ends up
-either in a record or in a `Reject` with a reason, never silently dropped.
+either in a record or in a `Reject` with a reason, never silently dropped. A row is
+rejected for its identity only; any other cell that cannot be used as written is left blank,
+mapped or converted, and a warning says so (`fields`), unless the parse is `strict`.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from core.currency import CurrencyRates, load_currency_rates
 from core.domains import HOST, TRIM, show
 from core.vocabulary import parse_stage
 from stages.importing.csv_file import CsvRow, CsvTable, ImportFileError, Reject, bulk
+from stages.importing.fields import FieldReader, Fix, file_under, known_parent, lenient
 from stages.importing.values import (
     PERSONAL_MAILBOX_DOMAINS,
     SEPARATOR_JUNK,
+    consent_alias,
+    is_explicit_blank,
     nfc,
     normalise_consent,
     normalise_country,
@@ -28,7 +33,9 @@ from stages.importing.values import (
     normalise_timezone,
     parse_number,
     read_money,
+    timezone_alias,
 )
+from stages.importing.warnings_file import FieldWarning, WarningLog
 
 __all__ = ["ParseResult", "parse_accounts", "parse_contacts", "parse_suppressions"]
 
@@ -39,7 +46,9 @@ class ParseResult:
 
     `record_lines[i]` lists the lines merged into `records[i]`, so the caller can point at
     the source when the database refuses a record. Invariant:
-    rows_read == len(records) + duplicates_merged + len(rejects).
+    rows_read == len(records) + duplicates_merged + len(rejects). `warnings` are on kept
+    rows only (all of them, or the first few when the log streams to a file);
+    `warned_rows` counts the rows with at least one.
     """
 
     records: list[dict]
@@ -47,6 +56,8 @@ class ParseResult:
     rows_read: int
     duplicates_merged: int
     record_lines: list[list[int]] = field(default_factory=list)
+    warnings: list[FieldWarning] = field(default_factory=list)
+    warned_rows: int = 0
 
 
 _ACCOUNT_NAME_COLUMNS = ("name", "company", "company_name", "account_name", "organization")
@@ -102,7 +113,7 @@ class Merger:
             elif value is not None and value != "":
                 target[name] = value
 
-    def result(self, table: CsvTable, rejects: list[Reject]) -> ParseResult:
+    def result(self, table: CsvTable, rejects: list[Reject], log: WarningLog) -> ParseResult:
         rejects.sort(key=lambda r: r.line)
         return ParseResult(
             records=self.records,
@@ -110,6 +121,8 @@ class Merger:
             rows_read=len(table.rows) + len(table.rejects),
             duplicates_merged=self.merged,
             record_lines=self.lines,
+            warnings=log.kept,
+            warned_rows=log.rows,
         )
 
 
@@ -128,39 +141,6 @@ def _field(errors: list[str], name: str, raw: str, parse: Callable[[str], Any]) 
     except ValueError as exc:
         errors.append(f"{name}: {exc}")
         return None
-
-
-_MEMO_SIZE = 1 << 14
-
-
-class _Memo:
-    """A field parser that remembers each raw value's outcome or error message.
-
-    Columns such as time zone, consent or account domain repeat thousands of times. The
-    memory is bounded (`_MEMO_SIZE` values, then it starts again), so that a streaming
-    import of many accounts' contacts stays flat.
-    """
-
-    __slots__ = ("cache", "label", "parse")
-
-    def __init__(self, label: str, parse: Callable[[str], Any]) -> None:
-        self.label = f"{label}: " if label else ""
-        self.parse = parse
-        self.cache: dict[str, tuple[Any, str | None]] = {}
-
-    def __call__(self, raw: str, errors: list[str]) -> Any:
-        hit = self.cache.get(raw)
-        if hit is None:
-            try:
-                hit = (self.parse(raw), None)
-            except ValueError as exc:
-                hit = (None, f"{self.label}{exc}")
-            if len(self.cache) >= _MEMO_SIZE:
-                self.cache.clear()
-            self.cache[raw] = hit
-        if hit[1] is not None:
-            errors.append(hit[1])
-        return hit[0]
 
 
 _TECH_SPLIT = re.compile(r"[;|,]")
@@ -201,17 +181,33 @@ def _non_negative(value: float | None, raw: str) -> float | None:
     return value
 
 
+Warns = list[tuple[str, str, str]]
+"""A row's warnings while it is read: (field, value, action)."""
+
+
+def _keep(log: WarningLog, line: int, warns: Warns) -> None:
+    """Hand a kept row's warnings to the log and empty the list for the next row."""
+    log.add(line, warns)
+    warns.clear()
+
+
 _ACCOUNT_FIELDS = ("domain", "industry", "employees", "annual_revenue", "country", "technologies")
 
 
 @bulk
 def parse_accounts(
-    table: CsvTable, currency: str = "USD", rates: CurrencyRates | None = None
+    table: CsvTable,
+    currency: str = "USD",
+    rates: CurrencyRates | None = None,
+    *,
+    strict: bool = False,
+    log: WarningLog | None = None,
 ) -> ParseResult:
-    """Account records keyed by normalised domain; bad rows become rejects with reasons.
-    Employees are a whole number; revenue is converted into `currency` with `rates`.
-    A `stage` column is a journey stage (any case), which the import sets and records in the
-    stage history, not a free attribute."""
+    """Account records keyed by normalised domain; rows without a usable domain become
+    rejects with reasons. Employees are a whole number; revenue is converted into
+    `currency` with `rates`. A `stage` column is a journey stage (any case), which the
+    import sets and records in the stage history, not a free attribute. A number, tier or
+    stage that cannot be used is left blank with a warning in `log` (`strict`: rejected)."""
     header = table.header
     if "domain" not in header:
         raise _missing_column(table, "'domain'")
@@ -222,22 +218,31 @@ def parse_accounts(
     others = [c for c in header if c not in used]
     european = table.delimiter == ";"
     rates = rates or load_currency_rates()
+    log = log if log is not None else WarningLog()
 
     def count(raw: str) -> float | None:
         return _non_negative(parse_number(raw, european=european, integer=True), raw)
 
-    def money(raw: str) -> float | None:
-        value, _ = read_money(
-            raw, european=european, currency=currency, usd_per_unit=rates.usd_per_unit
+    def money(raw: str) -> float | Fix | None:
+        value, note = read_money(
+            raw,
+            european=european,
+            currency=currency,
+            usd_per_unit=rates.usd_per_unit,
+            rates_date=rates.date,
         )
-        return _non_negative(value, raw)
+        _non_negative(value, raw)
+        if note is None:
+            return value
+        return Fix(value, note, f"'{show(raw)}' is not in {currency} (without --strict: {note})")
 
-    employees_memo = _Memo("employees", count)
-    revenue_memo = _Memo("annual_revenue", money)
-    tier_memo = _Memo("tier", _tier)
-    stage_memo = _Memo("stage", _stage)
+    employees_memo = FieldReader("employees", count, strict=strict)
+    revenue_memo = FieldReader("annual_revenue", money, strict=strict)
+    tier_memo = FieldReader("tier", lenient(_tier), strict=strict)
+    stage_memo = FieldReader("stage", lenient(_stage), strict=strict)
     merger = Merger(list_keys=("technologies",), dict_keys=("attributes",))
     rejects = list(table.rejects)
+    warns: Warns = []
     for row in table.rows:
         v = row.values
         errors: list[str] = []
@@ -248,16 +253,19 @@ def parse_accounts(
             domain = None
             errors.append("domain: missing (every account needs its web domain)")
         raw = v.get("employees", "")
-        employees = employees_memo(raw, errors) if raw else None
+        employees = employees_memo(raw, errors, warns) if raw else None
         raw = v.get("annual_revenue", "")
-        revenue = revenue_memo(raw, errors) if raw else None
+        revenue = revenue_memo(raw, errors, warns) if raw else None
         raw = v[tier_col] if tier_col else ""
-        tier = tier_memo(raw, errors) if raw else None
+        tier = tier_memo(raw, errors, warns) if raw else None
         raw = v[stage_col] if stage_col else ""
-        stage = stage_memo(raw, errors) if raw else None
+        stage = stage_memo(raw, errors, warns) if raw else None
         if errors:
             rejects.append(Reject(row.line, "; ".join(errors), v))
+            warns.clear()
             continue
+        if warns:
+            _keep(log, row.line, warns)
         record = {
             "domain": domain,
             "name": _text(v[name_col]) if name_col else None,
@@ -271,7 +279,7 @@ def parse_accounts(
             "attributes": _attributes(v, others),
         }
         merger.add(domain, record, row.line)
-    return merger.result(table, rejects)
+    return merger.result(table, rejects, log)
 
 
 _CONTACT_TEXT_FIELDS = ("first_name", "last_name", "title")
@@ -286,28 +294,27 @@ _CONTACT_FIELDS = (
 )
 
 
-def _known_parent(domain: str, known: set[str]) -> str | None:
-    """eu.acme.com -> acme.com when only the parent is a known account."""
-    labels = domain.split(".")
-    for i in range(1, len(labels) - 1):
-        parent = ".".join(labels[i:])
-        if parent in known:
-            return parent
-    return None
-
-
 @bulk
-def parse_contacts(table: CsvTable, known_domains: Collection[str]) -> ParseResult:
+def parse_contacts(
+    table: CsvTable,
+    known_domains: Collection[str],
+    *,
+    strict: bool = False,
+    log: WarningLog | None = None,
+) -> ParseResult:
     """Contact records keyed by normalised email, each linked to an already imported account.
 
     The account comes from `account_domain`, else from the email's domain (or its parent
     domain when only that is a known account). Personal mailboxes need an explicit account.
+    An address at another imported account than `account_domain` files the person there
+    (`file_under`). Other fields that cannot be used are blanked or mapped with a warning.
     """
-    parse = contact_parser(table, known_domains)
+    log = log if log is not None else WarningLog()
+    parse = contact_parser(table, known_domains, strict=strict, log=log)
     merger = contact_merger()
     rejects = list(table.rejects)
     parse(table.rows, merger, rejects)
-    return merger.result(table, rejects)
+    return merger.result(table, rejects, log)
 
 
 def contact_merger() -> Merger:
@@ -315,10 +322,11 @@ def contact_merger() -> Merger:
 
 
 def contact_parser(
-    table: CsvTable, known_domains: Collection[str]
+    table: CsvTable, known_domains: Collection[str], *, strict: bool, log: WarningLog
 ) -> Callable[[Iterable[CsvRow], Merger, list[Reject]], None]:
     """`parse_contacts` for a file's header, as a function of a batch of its rows: the import
-    calls it once per batch, keeping what it has learnt about repeated values."""
+    calls it once per batch, keeping what it has learnt about repeated values. The kept
+    rows' warnings go to `log` as the rows are read."""
     header = table.header
     if "email" not in header:
         raise _missing_column(table, "'email'")
@@ -335,17 +343,25 @@ def contact_parser(
             )
         if email_domain in known:
             return email_domain
-        parent = _known_parent(email_domain, known)
+        parent = known_parent(email_domain, known)
         if parent is None:
             raise ValueError(f"unknown account '{email_domain}' (import accounts first)")
         return parent
 
-    account_memo = _Memo("account_domain", normalise_domain)
-    derived_memo = _Memo("", account_of)
-    timezone_memo = _Memo("timezone", normalise_timezone)
-    consent_memo = _Memo("consent", normalise_consent)
-    derived_cache, timezone_cache = derived_memo.cache, timezone_memo.cache
-    consent_cache = consent_memo.cache
+    def filed(key: str) -> str | Fix:
+        email_domain, named = key.split(" ")
+        return file_under(email_domain, named, known)
+
+    account_memo = FieldReader("account_domain", lenient(normalise_domain), identity=True)
+    derived_memo = FieldReader("", account_of, identity=True)
+    filing_memo = FieldReader("account_domain", filed, strict=strict)
+    linkedin_reader = FieldReader("linkedin_url", lenient(normalise_linkedin_url), strict=strict)
+    timezone_memo = FieldReader(
+        "timezone", lenient(normalise_timezone, timezone_alias), strict=strict
+    )
+    consent_memo = FieldReader("consent", lenient(normalise_consent, consent_alias), strict=strict)
+    account_cache, derived_cache = account_memo.cache, derived_memo.cache
+    timezone_cache, consent_cache = timezone_memo.cache, consent_memo.cache
     columns = {name: name if name in header else None for name in _CONTACT_FIELDS}
     first_c, last_c, title_c = columns["first_name"], columns["last_name"], columns["title"]
     account_c, linkedin_c, country_c = domain_col, columns["linkedin_url"], columns["country"]
@@ -353,6 +369,7 @@ def contact_parser(
 
     def parse(rows: Iterable[CsvRow], merger: Merger, rejects: list[Reject]) -> None:
         index, records, record_lines = merger.index, merger.records, merger.lines
+        warns: Warns = []
         for row in rows:
             v = row.values
             errors: list[str] = []
@@ -365,36 +382,47 @@ def contact_parser(
                     errors.append(f"email: {exc}")
             else:
                 errors.append("email: missing (every contact needs an email address)")
-            raw = v[account_c] if account_c else ""
+            cell = v[account_c] if account_c else ""
             account = None
-            if raw:
-                account = account_memo(raw, errors)
-                if account is not None and account not in known:
+            if cell:
+                hit = account_cache.get(cell)
+                account = hit[0] if hit and hit[1] is None else account_memo(cell, errors, warns)
+            if account is not None:
+                if account not in known:
                     errors.append(f"unknown account '{account}' (import accounts first)")
-            elif email is not None:
+                elif email is not None and not (
+                    email.endswith(account) and email[-len(account) - 1] == "@"
+                ):
+                    raw = email[email.rindex("@") + 1 :]
+                    account = filing_memo(f"{raw} {account}", errors, warns, cell)
+            elif email is not None and not errors:  # no account_domain, or "n/a"
                 raw = email[email.rindex("@") + 1 :]
                 hit = derived_cache.get(raw)
-                account = hit[0] if hit and hit[1] is None else derived_memo(raw, errors)
+                account = hit[0] if hit and hit[1] is None else derived_memo(raw, errors, warns)
             linkedin = None
             raw = v[linkedin_c] if linkedin_c else ""
             if raw:
                 try:
                     linkedin = normalise_linkedin_url(raw)
-                except ValueError as exc:
-                    errors.append(f"linkedin_url: {exc}")
+                except ValueError:
+                    linkedin = linkedin_reader.once(raw, errors, warns)
             timezone = None
             raw = v[timezone_c] if timezone_c else ""
             if raw:
                 hit = timezone_cache.get(raw)
-                timezone = hit[0] if hit and hit[1] is None else timezone_memo(raw, errors)
+                timezone = hit[0] if hit and hit[1] is None else timezone_memo(raw, errors, warns)
             consent = None
             raw = v[consent_c] if consent_c else ""
             if raw:
                 hit = consent_cache.get(raw)
-                consent = hit[0] if hit and hit[1] is None else consent_memo(raw, errors)
+                consent = hit[0] if hit and hit[1] is None else consent_memo(raw, errors, warns)
             if errors:
                 rejects.append(Reject(row.line, "; ".join(errors), v))
+                if warns:
+                    warns.clear()
                 continue
+            if warns:
+                _keep(log, row.line, warns)
             first = v[first_c] if first_c else ""
             last = v[last_c] if last_c else ""
             title = v[title_c] if title_c else ""
@@ -442,11 +470,15 @@ def _suppressed_domain(raw: str) -> str:
 
 
 @bulk
-def parse_suppressions(table: CsvTable) -> ParseResult:
+def parse_suppressions(
+    table: CsvTable, *, strict: bool = False, log: WarningLog | None = None
+) -> ParseResult:
     """Suppression records (kind, value, channel, reason) from email, domain or value columns.
 
     A row naming both an email and a domain is rejected rather than guessed: suppressing a
-    whole company by mistake, or only one person, are both costly.
+    whole company by mistake, or only one person, are both costly. A channel that cannot be
+    read suppresses every channel, with a warning (`strict`: rejected): a request not to be
+    contacted is never dropped for a typo.
     """
     header = table.header
     sources = [c for c in ("email", "domain", "value") if c in header]
@@ -455,8 +487,10 @@ def parse_suppressions(table: CsvTable) -> ParseResult:
     has_channel = "channel" in header
     has_reason = "reason" in header
 
+    log = log if log is not None else WarningLog()
     merger = Merger()
     rejects = list(table.rejects)
+    warns: Warns = []
     for row in table.rows:
         v = row.values
         errors: list[str] = []
@@ -477,13 +511,23 @@ def parse_suppressions(table: CsvTable) -> ParseResult:
                 kind, value = "domain", _field(errors, column, raw, _suppressed_domain)
         channel = "all"
         raw_channel = v["channel"] if has_channel else ""
-        if raw_channel:
+        if raw_channel and not is_explicit_blank(raw_channel):
             channel = _CHANNELS.get(SEPARATOR_JUNK.sub("_", raw_channel.lower()), "")
             if not channel:
-                errors.append(f"channel: '{show(raw_channel)}' is not one of all, email, linkedin")
+                problem = f"'{show(raw_channel)}' is not one of all, email, linkedin"
+                if strict:
+                    errors.append(f"channel: {problem}")
+                else:
+                    channel = "all"
+                    warns.append(
+                        ("channel", raw_channel, f"suppressed on every channel: {problem}")
+                    )
         if errors:
             rejects.append(Reject(row.line, "; ".join(errors), v))
+            warns.clear()
             continue
+        if warns:
+            _keep(log, row.line, warns)
         record = {
             "kind": kind,
             "value": value,
@@ -491,4 +535,4 @@ def parse_suppressions(table: CsvTable) -> ParseResult:
             "reason": _text(v["reason"]) if has_reason else None,
         }
         merger.add((kind, value, channel), record, row.line)
-    return merger.result(table, rejects)
+    return merger.result(table, rejects, log)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stages.importing.csv_file import CsvTable, Reject
 
-__all__ = ["rejects_path", "write_rejects"]
+__all__ = ["rejects_path", "source_mode", "write_rejects"]
 
 
 def rejects_path(source: Path) -> Path:
@@ -56,7 +56,7 @@ def write_rejects(source: Path, table: CsvTable, rejects: list[Reject]) -> Path 
             for reject in rejects:
                 values = reject.values
                 writer.writerow([reject.line, reject.reason, *(values.get(k, "") for k in keys)])
-        os.chmod(tmp, _rejects_mode(source))
+        os.chmod(tmp, source_mode(source))
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -64,9 +64,10 @@ def write_rejects(source: Path, table: CsvTable, rejects: list[Reject]) -> Path 
     return target
 
 
-def _rejects_mode(source: Path) -> int:
-    """The rejects file holds rows of the source (people's names and emails): it gets the
-    source's permissions, never wider (it used to be world-readable whatever the source)."""
+def source_mode(source: Path) -> int:
+    """The rejects and warnings files hold values of the source (people's names and emails):
+    they get the source's permissions, never wider (a rejects file used to be
+    world-readable whatever the source)."""
     try:
         return stat.S_IMODE(os.stat(source).st_mode) & 0o666
     except OSError:

@@ -13,15 +13,19 @@ import re
 import unicodedata
 import zoneinfo
 from collections.abc import Mapping
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from core.domains import HOST, TRIM, check_host, normalise_domain, show
 
 __all__ = [
+    "EXPLICIT_BLANKS",
     "PERSONAL_MAILBOX_DOMAINS",
     "SEPARATOR_JUNK",
     "AmbiguousNumber",
+    "consent_alias",
+    "is_explicit_blank",
     "nfc",
     "normalise_consent",
     "normalise_country",
@@ -31,6 +35,7 @@ __all__ = [
     "normalise_timezone",
     "parse_number",
     "read_money",
+    "timezone_alias",
 ]
 
 nfc = functools.partial(unicodedata.normalize, "NFC")
@@ -93,7 +98,18 @@ def normalise_email(raw: str) -> str:
     )
 
 
-_NO_NUMBER = frozenset({"", "-", "–", "—", "?", "n/a", "na", "none", "null", "unknown", "tbd"})
+EXPLICIT_BLANKS = frozenset(
+    {"-", "–", "—", "?", "n/a", "na", "n.a.", "#n/a", "none", "null", "nil", "unknown", "tbd"}
+)
+"""What people type for "no value" (lowercase): read as a blank cell, without a warning."""
+_NO_NUMBER = frozenset({"", *EXPLICIT_BLANKS})
+
+
+def is_explicit_blank(raw: str) -> bool:
+    """True for "n/a", "-", "none", "unknown" and the like: a blank, said out loud."""
+    return raw.strip(TRIM).lower() in EXPLICIT_BLANKS
+
+
 # "$" is taken as US dollars and "¥" as yen (documented); "kr" names four currencies, so it
 # is refused with a request for the code.
 _SYMBOLS = {"$": "USD", "€": "EUR", "£": "GBP", "¥": "JPY", "₹": "INR"}
@@ -254,11 +270,16 @@ def parse_number(raw: str, *, european: bool = False, integer: bool = False) -> 
 
 
 def read_money(
-    raw: str, *, european: bool, currency: str, usd_per_unit: Mapping[str, float]
+    raw: str,
+    *,
+    european: bool,
+    currency: str,
+    usd_per_unit: Mapping[str, float],
+    rates_date: date | None = None,
 ) -> tuple[float | None, str | None]:
     """An amount in `currency`, and a note when it was written in another one and converted
-    with `usd_per_unit` (the dated rates file). An unknown currency is an error, never
-    taken as `currency`: "SEK 300m" is not 300 million dollars."""
+    with `usd_per_unit` (the rates file, of `rates_date`, which the note names). An unknown
+    currency is an error, never taken as `currency`: "SEK 300m" is not 300 million dollars."""
     s = raw.strip(TRIM).lower()
     if s in _NO_NUMBER:
         return None, None
@@ -276,7 +297,8 @@ def read_money(
                 f"{currency}"
             )
     converted = value * usd_per_unit[written] / usd_per_unit[currency]
-    return round(converted, 2), f"converted from {written} to {currency}: {converted:,.0f}"
+    dated = f" at the rates of {rates_date.isoformat()}" if rates_date else ""
+    return round(converted, 2), f"converted from {written} to {currency}{dated}: {converted:,.0f}"
 
 
 _COUNTRY_NAMES = {
@@ -350,12 +372,61 @@ def _timezone_names() -> dict[str, str]:
     return {name.lower(): name for name in zoneinfo.available_timezones()}
 
 
+# Abbreviations that name one set of clock rules, and the IANA zone that keeps them. They
+# win over the legacy IANA names "EST", "HST" and "CET": a New Yorker marked EST keeps
+# daylight saving. Every CET country has kept the EU's rules since 1996, so Berlin stands
+# for all of them.
+_ZONE_ABBREVIATIONS = {
+    **dict.fromkeys(("pst", "pdt", "pt", "pacific_time"), "America/Los_Angeles"),
+    **dict.fromkeys(("est", "edt", "et", "eastern_time"), "America/New_York"),
+    "cdt": "America/Chicago",
+    "mdt": "America/Denver",
+    **dict.fromkeys(("akst", "akdt"), "America/Anchorage"),
+    "hst": "Pacific/Honolulu",
+    **dict.fromkeys(("cet", "cest", "mez", "mesz"), "Europe/Berlin"),
+    "jst": "Asia/Tokyo",
+    "kst": "Asia/Seoul",
+    "sgt": "Asia/Singapore",
+    "hkt": "Asia/Hong_Kong",
+    **dict.fromkeys(("nzst", "nzdt"), "Pacific/Auckland"),
+}
+# Abbreviations with more than one meaning: never guessed.
+_AMBIGUOUS_ZONES = {
+    "cst": "US Central (America/Chicago), China (Asia/Shanghai) or Cuba (America/Havana)",
+    "ist": "India (Asia/Kolkata), Ireland (Europe/Dublin) or Israel (Asia/Jerusalem)",
+    "bst": "British Summer Time (Europe/London) or Bangladesh (Asia/Dhaka)",
+    "mst": "US Mountain with daylight saving (America/Denver) or Arizona without (America/Phoenix)",
+    "ast": "Atlantic (America/Halifax) or Arabia (Asia/Riyadh)",
+    "aest": "Sydney with daylight saving (Australia/Sydney) or Queensland without "
+    "(Australia/Brisbane)",
+}
+_OFFSET = re.compile(r"(?:utc|gmt)?\s*[+\-−]\s*[0-9]{1,2}(?::?[0-9]{2})?", re.IGNORECASE)
+
+
+def _zone_key(s: str) -> str:
+    return s.replace(" ", "_").lower()
+
+
+def timezone_alias(raw: str) -> str | None:
+    """The IANA zone a common abbreviation ("PST", "CET") stands for, or None."""
+    return _ZONE_ABBREVIATIONS.get(_zone_key(raw.strip(TRIM)))
+
+
 def normalise_timezone(raw: str) -> str | None:
-    """The canonical IANA name ("europe/berlin" -> "Europe/Berlin"); blank gives None."""
+    """The canonical IANA name ("europe/berlin" -> "Europe/Berlin"); blank gives None.
+
+    Abbreviations are refused, saying the zone they stand for (`timezone_alias`) or why
+    they cannot be read, and so are UTC offsets, which know nothing of daylight saving."""
     s = raw.strip(TRIM)
     if not s:
         return None
-    canonical = _timezone_names().get(s.replace(" ", "_").lower())
+    key = _zone_key(s)
+    alias = _ZONE_ABBREVIATIONS.get(key)
+    if alias:
+        raise ValueError(f"'{show(s)}' is an abbreviation, not a time zone name such as {alias}")
+    if key in _AMBIGUOUS_ZONES:
+        raise ValueError(f"'{show(s)}' could be {_AMBIGUOUS_ZONES[key]}; write the time zone name")
+    canonical = _timezone_names().get(key)
     if canonical:
         return canonical
     if "/" in s and s.isascii() and ".." not in s:
@@ -365,6 +436,11 @@ def normalise_timezone(raw: str) -> str | None:
             pass
         else:
             return s
+    if _OFFSET.fullmatch(s):
+        raise ValueError(
+            f"'{show(s)}' is an offset, which does not follow daylight saving; write a time "
+            "zone name such as Europe/Berlin"
+        )
     raise ValueError(
         f"'{show(s)}' is not a time zone name such as Europe/Berlin or America/New_York"
     )
@@ -378,6 +454,19 @@ _CONSENT = {
     "none": "none",
 }
 SEPARATOR_JUNK = re.compile(r"[\s-]+")
+# Informal answers a CRM export holds instead of the lawful basis; "none" means no consent.
+_CONSENT_ALIASES = {
+    **dict.fromkeys(("yes", "y", "true", "1"), "opt_in"),
+    **dict.fromkeys(("li", "legitimate_interests"), "legitimate_interest"),
+    **dict.fromkeys(
+        ("no", "n", "false", "0", "opt_out", "opted_out", "optout", "unsubscribed"), "none"
+    ),
+}
+
+
+def consent_alias(raw: str) -> str | None:
+    """The lawful basis an informal answer stands for ("yes", "LI", "no"), or None."""
+    return _CONSENT_ALIASES.get(SEPARATOR_JUNK.sub("_", raw.strip(TRIM).lower()))
 
 
 def normalise_consent(raw: str) -> str | None:

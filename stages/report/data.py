@@ -46,6 +46,14 @@ STEP_COUNTS = (
     "uncertain",
     "pending",
 )
+# What a sent ledger row is, by its step's channel: an email, a note or message handed to a
+# rep (LinkedIn's API cannot message people), or a person added to a matched audience. They
+# are counted apart: only emails are "sent" to the person, and only they have response rates.
+SENT_BY_CHANNEL = {
+    "email": "emails_sent",
+    "linkedin_task": "linkedin_tasks",
+    "linkedin_audience": "audience_adds",
+}
 # LinkedIn analytics arrive as one row per account and day carrying a count.
 COUNTED_EVENTS = ("ad_impression", "ad_click")
 # Volumes that would flatten the weekly chart (opens also mislead: privacy proxies open
@@ -368,9 +376,10 @@ def _campaigns(connection: Connection) -> list[dict[str, Any]]:
         for row in rows:
             all_reasons.update(row["skipped_by_reason"])
         totals["skipped_by_reason"] = dict(sorted(all_reasons.items()))
+        for channel, figure in SENT_BY_CHANNEL.items():
+            totals[figure] = sum(row["sent"] for row in rows if row["channel"] == channel)
         email = [row for row in rows if row["channel"] == "email"]
-        emails_sent = sum(row["sent"] for row in email)
-        totals["emails_sent"] = emails_sent
+        emails_sent = totals["emails_sent"]
         totals["click_rate"] = rate(sum(row["clicks"] for row in email), emails_sent)
         totals["reply_rate"] = rate(sum(row["replies"] for row in email), emails_sent)
         campaigns.append(
@@ -489,6 +498,8 @@ def _headline(
         "mqa": targeted["at_least"]["mqa"],
         "opportunity": targeted["at_least"]["opportunity"],
         "emails_sent": sent,
+        "linkedin_tasks": sum(c["totals"]["linkedin_tasks"] for c in campaigns),
+        "audience_adds": sum(c["totals"]["audience_adds"] for c in campaigns),
         **responses,
         "open_rate": rate(responses["opens"], sent),
         "click_rate": rate(responses["clicks"], sent),

@@ -22,6 +22,7 @@ from stages.report.text import (
     days_text,
     number,
     percent,
+    sent_text,
     skip_reason_text,
     verdict_text,
     when_text,
@@ -120,6 +121,11 @@ def _kpis(h: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("Engaged or further", number(h["engaged"]), share(h["engaged"])),
         ("MQA or further", number(h["mqa"]), share(h["mqa"])),
         ("Emails sent", number(h["emails_sent"]), "across all campaigns"),
+        (
+            "LinkedIn tasks",
+            number(h["linkedin_tasks"]),
+            f"for reps, not emails; {number(h['audience_adds'])} audience adds",
+        ),
         ("Click rate", percent(h["click_rate"]), f"{number(h['clicks'])} emails clicked"),
         ("Reply rate", percent(h["reply_rate"]), f"{number(h['replies'])} emails answered"),
         (
@@ -213,13 +219,14 @@ def _campaign_sentence(campaign: dict[str, Any]) -> str:
         )
         return f"Nothing sent yet.{held}"
     rates = (
-        f"; click rate {percent(t['click_rate'])}, reply rate {percent(t['reply_rate'])}"
+        f"; emails' click rate {percent(t['click_rate'])}, reply rate {percent(t['reply_rate'])}"
         if t["emails_sent"]
         else ""
     )
+    reached = campaign["accounts_reached"]
     return (
-        f"{number(t['sent'])} messages sent to people at {number(campaign['accounts_reached'])} "
-        f"accounts{rates}."
+        f"{sent_text(t)}, for people at {number(reached)} "
+        f"{'account' if reached == 1 else 'accounts'}{rates}."
     )
 
 
@@ -350,6 +357,13 @@ def _glossary() -> list[tuple[str, str]]:
             "programmatic one-to-many campaigns.",
         ),
         ("Reached", "At least one message was sent to someone at the account."),
+        (
+            "Emails, LinkedIn tasks and audience adds",
+            "Counted apart: an email goes to the person; a LinkedIn task is a connection "
+            "request or message handed to a rep to send by hand; an audience add puts the "
+            "person in a LinkedIn matched audience for ads. Only emails have open, click and "
+            "reply rates.",
+        ),
         (
             "Open, click and reply rates",
             "Sent emails that were opened, clicked or answered, "

@@ -37,6 +37,8 @@ def report_markdown(data: dict[str, Any]) -> str:
         f"**{number(h['targeted'])}** target accounts · **{number(h['reached'])}** reached · "
         f"**{number(h['engaged'])}** engaged or further · **{number(h['mqa'])}** MQA or further · "
         f"**{number(h['emails_sent'])}** emails sent · "
+        f"**{number(h['linkedin_tasks'])}** LinkedIn tasks (for reps) · "
+        f"**{number(h['audience_adds'])}** LinkedIn audience adds · "
         f"click rate **{_md(percent(h['click_rate']))}** · "
         f"reply rate **{_md(percent(h['reply_rate']))}** · every committee role covered at "
         f"**{_md(percent(h['full_coverage_rate'], 0))}** of target accounts",

@@ -50,6 +50,23 @@ def number(value: int | float) -> str:
     return f"{value:,}"
 
 
+def sent_text(totals: dict[str, Any]) -> str:
+    """What went out, by channel, in words ("3 emails sent, 2 LinkedIn tasks for reps and 4
+    people added to LinkedIn audiences"): a rep's task or an audience add is not an email."""
+    emails, tasks, adds = (totals[k] for k in ("emails_sent", "linkedin_tasks", "audience_adds"))
+    parts = [
+        f"{number(emails)} {'email' if emails == 1 else 'emails'} sent" if emails else "",
+        f"{number(tasks)} LinkedIn {'task' if tasks == 1 else 'tasks'} for reps" if tasks else "",
+        f"{number(adds)} {'person' if adds == 1 else 'people'} added to LinkedIn audiences"
+        if adds
+        else "",
+    ]
+    said = [part for part in parts if part]
+    if len(said) < 2:
+        return "".join(said) or "nothing sent"
+    return f"{', '.join(said[:-1])} and {said[-1]}"
+
+
 def percent(rate: float | None, digits: int = 1) -> str:
     return "–" if rate is None else f"{rate * 100:.{digits}f}%"
 
