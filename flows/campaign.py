@@ -113,6 +113,8 @@ def _summary_markdown(key: str, summary: dict[str, Any]) -> str:
         f"| {summary['planned']} | {summary['sent']} | {summary['skipped']} "
         f"| {summary['failed']} | {summary['uncertain']} | {summary['pending']} |",
     ]
+    if summary.get("paused_because"):
+        lines += ["", f"**Paused:** {summary['paused_because']}"]
     if summary["skipped_by_reason"]:
         lines += ["", "| skipped because | messages |", "|---|---:|"]
         lines += [f"| {reason} | {n} |" for reason, n in summary["skipped_by_reason"].items()]
