@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from datetime import timedelta
 from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
@@ -123,6 +124,11 @@ class Settings(BaseSettings):
     warmup: str = Field(
         "off", description="off, on (the default ramp) or a YAML ramp file: day -> emails"
     )
+    recipient_domain_limits: str | None = Field(
+        None,
+        description="emails per hour or day to one recipient domain, all campaigns together: "
+        "gmail.com=500/h, outlook.com=2000/d",
+    )
     pause_complaint_percent: float = Field(
         0.3, gt=0, le=100, description="pause a campaign at this share of spam complaints"
     )
@@ -157,6 +163,12 @@ class Settings(BaseSettings):
     @classmethod
     def _sender_address(cls, value: str) -> str:
         return check_sender(value)
+
+    @field_validator("recipient_domain_limits")
+    @classmethod
+    def _domain_limits(cls, value: str | None) -> str | None:
+        parse_domain_limits(value)
+        return value
 
     @field_validator("public_url")
     @classmethod
@@ -226,6 +238,20 @@ def check_sender(value: str) -> str:
             f"the address {address!r} must be ASCII: write an international domain as xn--..."
         )
     return value
+
+
+_DOMAIN_LIMIT = re.compile(r"([a-z0-9.-]+\.[a-z]{2,})=([0-9]+)/(h|d)")
+
+
+def parse_domain_limits(text: str | None) -> dict[str, tuple[int, timedelta]]:
+    """`gmail.com=500/h, outlook.com=2000/d` as domain -> (emails, per how long)."""
+    limits: dict[str, tuple[int, timedelta]] = {}
+    for part in filter(None, (p.strip().lower() for p in (text or "").split(","))):
+        found = _DOMAIN_LIMIT.fullmatch(part.replace(" ", ""))
+        if found is None or int(found[2]) < 1:
+            raise ValueError(f"{part!r}: write domain=N/h or domain=N/d, like gmail.com=500/h")
+        limits[found[1]] = (int(found[2]), timedelta(hours=1 if found[3] == "h" else 24))
+    return limits
 
 
 def safe_url(url: str) -> str:

@@ -18,6 +18,7 @@ from sqlalchemy import (
 )
 
 from core.campaign_file import AccountRules, Audience, CampaignFile, Step, parse_wait
+from core.settings import parse_domain_limits
 from core.vocabulary import STAGES
 from models.db import chunked, session_scope
 from models.store import (
@@ -275,6 +276,9 @@ def check_chunk(
     if step.channel == "email":
         to_send, capped = _hold_back(engine, campaign, to_send)
         deferred += capped
+        limits = parse_domain_limits(composer.settings.recipient_domain_limits)
+        to_send, throttled = recipient_domain_throttle(engine, limits, to_send, utcnow())
+        deferred += throttled
         to_send, limited = admit(
             engine,
             send_limits(composer.settings),
@@ -345,6 +349,53 @@ def _hold_back(
             continue
         by_contact[row["contact_id"]].append(now)
         by_account[row["account_id"]].append(now)
+        ready.append(row)
+    return ready, deferred
+
+
+def recipient_domain_throttle(
+    engine: Engine,
+    limits: dict[str, tuple[int, timedelta]],
+    rows: list[dict[str, Any]],
+    now: datetime,
+) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], datetime, str]]]:
+    """Hold back what one mailbox provider would take as too much at once from us (for
+    example gmail.com=500/h, ABM_RECIPIENT_DOMAIN_LIMITS): emails sent to that domain in the
+    window, from every campaign, plus this chunk's. The rest wait until the oldest of them
+    leaves the window."""
+    wanted = {row["email"].rsplit("@", 1)[-1].lower() for row in rows} & set(limits)
+    if not wanted:
+        return rows, []
+    sent: dict[str, list[datetime]] = {domain: [] for domain in wanted}
+    with engine.connect() as connection:
+        for domain in wanted:
+            window = limits[domain][1]
+            sent[domain] = sorted(
+                connection.execute(
+                    select(Delivery.sent_at)
+                    .join(Contact, Contact.id == Delivery.contact_id)
+                    .where(
+                        Delivery.state == "sent",
+                        Delivery.channel == "email",
+                        Delivery.sent_at > now - window,
+                        Contact.email.like(f"%@{domain}"),
+                    )
+                ).scalars()
+            )
+    ready, deferred = [], []
+    for row in rows:
+        domain = row["email"].rsplit("@", 1)[-1].lower()
+        if domain not in wanted:
+            ready.append(row)
+            continue
+        most, window = limits[domain]
+        times = sent[domain]
+        if len(times) >= most:
+            hours = "hour" if window == timedelta(hours=1) else "day"
+            until = times[len(times) - most] + window
+            deferred.append((row, until, f"recipient domain limit ({domain}: {most} per {hours})"))
+            continue
+        times.append(now)
         ready.append(row)
     return ready, deferred
 

@@ -1,0 +1,87 @@
+"""A mailbox provider's own limit on what it takes from one sender in an hour or a day
+(ABM_RECIPIENT_DOMAIN_LIMITS) holds across campaigns; the rest wait, with the reason."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from abm.demo_data import write_demo_csvs
+from connectors.email.outbox import OutboxBackend
+from core.campaign_file import load_campaign
+from core.settings import get_settings, parse_domain_limits, reset_settings
+from models.tables import Contact, Delivery
+from stages.delivery.ledger import DeliveryContext, due_delivery_ids, plan_step, register_campaign
+from stages.delivery.send import deliver
+from stages.importing import import_file
+from stages.targeting.audience import target_account_ids
+from stages.targeting.scoring import load_icp_rules, rescore_accounts_in_db
+
+CAMPAIGN = Path(__file__).resolve().parents[1] / "campaigns" / "demo.yaml"
+
+
+def test_limits_are_read_as_written_and_a_typo_is_refused() -> None:
+    assert parse_domain_limits("gmail.com=500/h, Outlook.com = 2000/d") == {
+        "gmail.com": (500, timedelta(hours=1)),
+        "outlook.com": (2000, timedelta(hours=24)),
+    }
+    with pytest.raises(ValueError, match="domain=N/h"):
+        parse_domain_limits("gmail.com:500")
+
+
+def test_a_domain_gets_no_more_than_its_limit_and_the_rest_wait(engine, tmp_path, monkeypatch):
+    accounts, contacts = write_demo_csvs(tmp_path / "data", contacts=80)
+    import_file("accounts", accounts, engine, get_settings())
+    import_file("contacts", contacts, engine, get_settings())
+    rescore_accounts_in_db(engine, load_icp_rules())
+    key, campaign = load_campaign(CAMPAIGN)
+    campaign = campaign.model_copy(
+        update={"caps": campaign.caps.model_copy(update={"per_contact": None, "per_account": None})}
+    )
+    campaign_id = register_campaign(engine, key, campaign, CAMPAIGN)
+    plan_step(
+        engine, campaign_id, key, campaign.steps, 0, target_account_ids(engine, campaign.audience)
+    )
+    with engine.connect() as connection:
+        emails = connection.execute(
+            select(Contact.email).join(Delivery, Delivery.contact_id == Contact.id)
+        ).scalars()
+        busiest, planned = Counter(e.rsplit("@", 1)[1] for e in emails).most_common(1)[0]
+    assert planned > 2
+    monkeypatch.setenv("ABM_RECIPIENT_DOMAIN_LIMITS", f"{busiest}=2/h")
+    reset_settings()
+    context = DeliveryContext(
+        engine.url.render_as_string(False), campaign, campaign_id, key, "intro"
+    )
+
+    deliver(
+        engine,
+        get_settings(),
+        context,
+        due_delivery_ids(engine, campaign_id, "intro"),
+        OutboxBackend(tmp_path / "out"),
+    )
+
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                Contact.email,
+                Delivery.state,
+                Delivery.last_error,
+                Delivery.due_at,
+                Delivery.sent_at,
+            ).join(Contact, Contact.id == Delivery.contact_id)
+        ).all()
+    at_busiest = [r for r in rows if r.email.endswith("@" + busiest)]
+    sent = [r for r in at_busiest if r.state == "sent"]
+    held = [r for r in at_busiest if r.state == "planned"]
+    assert len(sent) == 2 and len(held) == planned - 2
+    assert all(f"recipient domain limit ({busiest}: 2 per hour)" in r.last_error for r in held)
+    first = min(r.sent_at for r in sent)
+    assert all(abs((r.due_at - (first + timedelta(hours=1))).total_seconds()) < 5 for r in held)
+    others = [r for r in rows if not r.email.endswith("@" + busiest)]
+    assert others and {r.state for r in others} <= {"sent", "skipped"}
