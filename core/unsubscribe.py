@@ -32,6 +32,9 @@ def _signature(payload: str, key: str) -> str:
     return _b64(signer.digest()[:16])
 
 
+MAX_ID = 2**31 - 1
+
+
 def make_token(contact_id: int, campaign_id: int, key: str) -> str:
     payload = _b64(f"{contact_id}.{campaign_id}".encode())
     return f"{payload}.{_signature(payload, key)}"
@@ -47,7 +50,11 @@ def read_token(token: str, key: str) -> tuple[int, int]:
     if not hmac.compare_digest(signature, _signature(payload, key)):
         raise BadToken("unsubscribe link is not valid")
     try:
-        contact, campaign = _unb64(payload).decode().split(".")
-        return int(contact), int(campaign)
+        contact, campaign = (int(part) for part in _unb64(payload).decode().split("."))
     except ValueError:
         raise BadToken("unsubscribe link is not valid") from None
+    # ids are positive 32-bit integers in every database we support; anything else was never
+    # a row of ours, and must not reach a query that would overflow on it
+    if not (0 < contact <= MAX_ID and 0 < campaign <= MAX_ID):
+        raise BadToken("unsubscribe link is not valid")
+    return contact, campaign

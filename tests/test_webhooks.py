@@ -176,6 +176,13 @@ def test_a_forged_unsubscribe_token_changes_nothing(client, engine):
         assert set(connection.execute(select(Contact.status)).scalars()) == {"active"}
 
 
+@pytest.mark.parametrize(("contact", "campaign"), [(2**70, 1), (1, 2**31), (-1, 1), (0, 1)])
+def test_a_signed_token_with_an_id_no_row_can_have_is_not_found(client, contact, campaign):
+    token = make_token(contact, campaign, "test-secret-key")  # signed with our key
+    assert client.get(f"/unsubscribe/{token}").status_code == 404
+    assert client.post(f"/unsubscribe/{token}").status_code == 404
+
+
 def mailgun_body(
     key: str, event: dict, timestamp: int | None = None, parent: str | None = None
 ) -> bytes:

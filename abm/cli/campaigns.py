@@ -79,10 +79,13 @@ def campaign_run(
     """Run the campaign flow now (an ad-hoc run, on the configured Prefect API)."""
     from abm.prefect_runtime import run_flow_quietly
     from connectors.checks import require_send_ready
+    from stages.delivery.ledger import ledger_summary
 
     require_send_ready(get_settings())  # a configuration error stops it before Prefect starts
     campaign_id = _campaign_id(file)
-    with _LedgerProgress(open_engine(), campaign_id, enabled=not dry_run):
+    engine = open_engine()
+    before = ledger_summary(engine, campaign_id)
+    with _LedgerProgress(engine, campaign_id, enabled=not dry_run):
         summary = run_flow_quietly(str(file), limit=limit, simulate=False, dry_run=dry_run)
     if summary.get("paused"):
         err.print("[yellow]the campaign is paused: nothing was sent[/]")
@@ -92,6 +95,19 @@ def campaign_run(
     _summary(summary, as_json)
     if summary.get("paused_because") and not summary.get("paused"):  # paused by this run
         err.print(f"paused: {summary['paused_because']}", style="red", markup=False)
+        raise typer.Exit(1)
+    if not dry_run:
+        failed = summary["failed"] - before["failed"]
+        doubtful = summary["uncertain"] - before["uncertain"]
+        if failed > 0 or doubtful > 0:  # exit 1: a scheduler or script must be able to tell
+            err.print(
+                f"{failed} messages failed and {doubtful} became uncertain in this run: "
+                f"abm campaign people {file} --state failed (or dead, uncertain)",
+                style="red",
+                markup=False,
+            )
+            raise typer.Exit(1)
+    elif summary.get("failed"):
         raise typer.Exit(1)
 
 
