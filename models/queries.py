@@ -73,6 +73,7 @@ def get_account(engine: Engine, domain: str) -> dict[str, Any] | None:
                 select(
                     StageChange.from_stage,
                     StageChange.to_stage,
+                    StageChange.source,
                     StageChange.reason,
                     StageChange.changed_at,
                 )

@@ -54,7 +54,6 @@ def accounts_show(domain: str, as_json: JsonOption = False) -> None:
     timeline of what we sent, what its people did and how its stage moved."""
     from models.queries import get_account
     from stages.committee.coverage import coverage
-    from stages.engagement.journey import stage_history
     from stages.engagement.timeline import account_timeline
     from stages.targeting.scoring import load_icp_rules
 
@@ -62,7 +61,6 @@ def accounts_show(domain: str, as_json: JsonOption = False) -> None:
     account = get_account(engine, domain.strip().lower())
     if account is None:
         raise AbmError(f"no account with domain {domain!r}")
-    account["stage_history"] = stage_history(engine, account["id"])
     account["timeline"] = account_timeline(engine, account["id"])
     required = load_icp_rules(get_settings().icp_rules).committee.required_roles
     reachable = [c["role"] for c in account["contacts"] if c["status"] == "active"]
