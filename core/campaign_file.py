@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from core.field_test import FieldTest
@@ -218,6 +219,28 @@ class AccountRules(BaseModel):
         return value
 
 
+class UncertainPolicy(BaseModel):
+    """What to do, without asking, with a message whose fate a crash left unknown once it has
+    stayed so for `after`: provider events usually settle it within minutes, so this only
+    decides the ones nothing settled. `resend` sends it again under the same Message-ID
+    (receivers that de-duplicate by Message-ID drop a second copy; others show it twice);
+    `mark_sent` counts it as sent (nobody gets a second copy; some may have got none)."""
+
+    model_config = ConfigDict(extra="forbid")
+    after: str = Field(description="how long a message stays uncertain first, e.g. 6h or 2d")
+    then: Literal["resend", "mark_sent"]
+
+    @field_validator("after")
+    @classmethod
+    def _after(cls, value: str) -> str:
+        parse_wait(value)
+        return value
+
+    @property
+    def wait(self) -> timedelta:
+        return parse_wait(self.after)
+
+
 class CampaignFile(BaseModel):
     """The schema of a campaign file; unknown keys are errors, not silently ignored."""
 
@@ -236,6 +259,9 @@ class CampaignFile(BaseModel):
     caps: Caps = Caps()
     sending_window: SendingWindow | None = None
     account_rules: AccountRules = AccountRules()
+    uncertain: UncertainPolicy | None = Field(
+        None, description="settle messages a crash left uncertain (default: the operator does)"
+    )
     steps: list[Step] = Field(min_length=1)
 
     @field_validator("sender")
@@ -258,3 +284,25 @@ def load_campaign(path: Path) -> tuple[str, CampaignFile]:
     campaign = load_model(path, CampaignFile)
     key = campaign.key or re.sub(r"[^a-z0-9_-]+", "-", path.stem.lower()).strip("-")
     return key, campaign
+
+
+def field_line(path: Path, *loc: int | str) -> int | None:
+    """The 1-based line of a field of a campaign file (`"steps", 1, "template"`), or of the
+    nearest enclosing one written in the file (a step whose template is its id); None when
+    the file cannot be read as YAML. For messages about a file `load_campaign` accepted."""
+    try:
+        node: yaml.Node | None = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    line = None
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            node = node.value[part] if part < len(node.value) else None
+        else:
+            node = None
+    return node.start_mark.line + 1 if node is not None else line

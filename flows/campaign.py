@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from connectors.email import get_backend
 from core.campaign_file import load_campaign
 from core.settings import Settings, get_settings
+from flows.preflight import preflight
 from flows.tasks import (
     deliver_chunk,
     map_stakeholders,
@@ -52,9 +53,9 @@ from stages.delivery.ledger import (
     register_campaign,
     release_expired_leases,
 )
-from stages.delivery.rates import send_limits
 from stages.delivery.reputation import pause_if_unhealthy
-from stages.engagement.rollup import engagement_rules_from, refuse_simulation_on_real_data
+from stages.delivery.uncertain import apply_policy
+from stages.engagement.rollup import refuse_simulation_on_real_data
 from stages.report import publish_artifact, report_data
 
 
@@ -264,11 +265,11 @@ def run_campaign(
     """Run one campaign file now: every step of the pipeline, idempotent on re-run."""
     logger = get_run_logger()
     settings = get_settings()
+    # every input (campaign file, rules, templates, backend settings) before anything is written
+    preflight(settings, campaign_file)
     database_url = settings.database_url
     engine = get_engine(database_url)
     require_current_schema(engine)
-    engagement_rules_from(settings)  # a bad ABM_ENGAGEMENT_RULES stops the run before it sends
-    send_limits(settings)  # and so does a bad ABM_WARMUP ramp file
     if simulate:  # the demo's switch: refused before anything is sent on real accounts
         refuse_simulation_on_real_data(engine)
     path = Path(campaign_file)
@@ -311,6 +312,16 @@ def run_campaign(
         # 3-4. plan, render and deliver, a chunk of contacts per task
         backend = get_backend(settings)
         release_expired_leases(engine, campaign_id, requeue=backend.idempotent)
+        if settled := apply_policy(engine, campaign_id, campaign.uncertain):
+            logger.warning(
+                "%d messages uncertain for %s or more: %s, as the campaign file's "
+                "`uncertain:` policy says",
+                settled,
+                campaign.uncertain.after,
+                "sent again under the same Message-ID"
+                if campaign.uncertain.then == "resend"
+                else "counted as sent",
+            )
         roles = list(campaign.audience.roles) if campaign.audience.roles else None
         task = (
             rehearse_chunk

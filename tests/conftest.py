@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -69,6 +70,14 @@ def sqlite_url(tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def engine(database_url: str) -> Engine:
     return get_engine(database_url)
+
+
+@pytest.fixture
+def planned(engine: Engine, tmp_path: Path) -> tuple[int, Any]:
+    """The demo campaign's first step planned for a few demo people (`sendgrid_delivery`)."""
+    from sendgrid_delivery import plan_intro
+
+    return plan_intro(engine, tmp_path)
 
 
 @pytest.fixture(autouse=True)

@@ -1,14 +1,16 @@
 """The worker `test_crash_resume.py` kills, as a small fork server so a restart costs a fork
 rather than seconds of imports. Settings come from the environment (`ABM_*`).
 
-    python tests/crash_worker.py CAMPAIGN_FILE STEP
+    python tests/crash_worker.py CAMPAIGN_FILE STEP [SENDERS]
 
 The parent imports everything, prints `ready`, then for every `go` line on stdin forks a
-fresh child, prints `started PID` and waits for a `reap` line before it collects the child
-(so the PID cannot be reused while the test may still SIGKILL it), then prints `exit CODE`
-or `signal NUMBER`. A child builds its own engine and SMTP connection and delivers every due
-row of the step in chunks of `ABM_CHUNK_SIZE`, as the campaign flow does, until nothing is
-due; then it prints `done` and its counts as JSON. End of stdin ends the parent."""
+fresh child in a process group of its own, prints `started PID` and waits for a `reap` line
+before it collects the child (so the PID cannot be reused while the test may still SIGKILL
+its group), then prints `exit CODE` or `signal NUMBER`. The child forks SENDERS - 1 more
+senders into its group (default 1: itself alone); each builds its own engine and SMTP
+connection and delivers its share of the due chunks of the step (`ABM_CHUNK_SIZE` rows), as
+the campaign flow's concurrent tasks do, until nothing is due. When every sender is done the
+child prints `done` and its counts as JSON. End of stdin ends the parent."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import json
 import os
 import sys
 import threading
+from contextlib import suppress
 from dataclasses import asdict
 from pathlib import Path
 
@@ -29,8 +32,10 @@ from stages.delivery.send import deliver
 MAX_PASSES = 50  # rows that stay due pass after pass must not spin forever
 
 
-def deliver_everything_due(campaign_file: str, step: str) -> int:
-    """One worker run: what a crashed run's replacement does. Returns the exit code."""
+def deliver_everything_due(campaign_file: str, step: str, sender: int = 0, senders: int = 1) -> int:
+    """One sender's run: what a crashed run's replacement does, taking every `senders`-th
+    chunk from the `sender`-th (the others' chunks, once they are gone, from any). Returns
+    the exit code."""
     settings = get_settings()
     engine = get_engine(settings.database_url)
     key, campaign = load_campaign(Path(campaign_file))
@@ -41,9 +46,11 @@ def deliver_everything_due(campaign_file: str, step: str) -> int:
     for _ in range(MAX_PASSES):
         ids = due_delivery_ids(engine, context.campaign_id, step)
         if not ids:
-            print("done", json.dumps(totals), flush=True)
+            if sender == 0:
+                print("done", json.dumps(totals), flush=True)
             return 0
-        for chunk in chunked(ids, settings.chunk_size):
+        chunks = list(chunked(ids, settings.chunk_size))
+        for chunk in chunks[sender::senders] or chunks:
             outcome = asdict(deliver(engine, settings, context, list(chunk), get_backend(settings)))
             for name in totals:
                 totals[name] += outcome[name]
@@ -51,10 +58,27 @@ def deliver_everything_due(campaign_file: str, step: str) -> int:
     return 2
 
 
-def child(campaign_file: str, step: str) -> None:
+def child(campaign_file: str, step: str, senders: int) -> None:
+    """The group's first sender: forks the others, sends its share, waits for theirs."""
+    os.setpgid(0, 0)
+    others = []
+    for sender in range(1, senders):
+        pid = os.fork()
+        if pid == 0:
+            sender_process(campaign_file, step, sender, senders)
+        others.append(pid)
+    sender_process(campaign_file, step, 0, senders, others)
+
+
+def sender_process(
+    campaign_file: str, step: str, sender: int, senders: int, others: list[int] | None = None
+) -> None:
     code = 1
     try:
-        code = deliver_everything_due(campaign_file, step)
+        code = max(
+            [deliver_everything_due(campaign_file, step, sender, senders)]
+            + [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in others or []]
+        )
     except BaseException:
         import traceback
 
@@ -65,7 +89,7 @@ def child(campaign_file: str, step: str) -> None:
         os._exit(code)
 
 
-def main(campaign_file: str, step: str) -> int:
+def main(campaign_file: str, step: str, senders: str = "1") -> int:
     print("ready", flush=True)
     for line in sys.stdin:
         if line.strip() != "go":
@@ -75,7 +99,9 @@ def main(campaign_file: str, step: str) -> int:
         assert threading.active_count() == 1, threading.enumerate()
         pid = os.fork()
         if pid == 0:
-            child(campaign_file, step)
+            child(campaign_file, step, int(senders))
+        with suppress(ProcessLookupError):  # as the child does: whichever runs first, it exists
+            os.setpgid(pid, pid)
         print(f"started {pid}", flush=True)
         command = sys.stdin.readline()
         _, status = os.waitpid(pid, 0)

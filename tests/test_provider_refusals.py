@@ -7,67 +7,18 @@ wire; the ledger, the send loop and the backend are the real ones."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import pytest
 import respx
+from sendgrid_delivery import BASE, KEY, deliver_through
 from sqlalchemy import select
 
-from abm.demo_data import write_demo_csvs
-from connectors.email.sendgrid import SendGridBackend
-from core.campaign_file import load_campaign
-from core.settings import get_settings
 from models.tables import Delivery
 from stages.delivery.ledger import (
-    DeliveryContext,
-    due_delivery_ids,
     ledger_summary,
-    plan_step,
-    register_campaign,
     set_campaign_status,
 )
-from stages.delivery.send import deliver
-from stages.importing import import_file
-from stages.targeting.audience import target_account_ids
-from stages.targeting.scoring import load_icp_rules, rescore_accounts_in_db
-
-CAMPAIGN = Path(__file__).resolve().parents[1] / "campaigns" / "demo.yaml"
-BASE = "https://api.sendgrid.com"
-KEY = "SG.wrong-key.abcdefghijklmnopqrstuvwxyz0123456789"
-
-
-@pytest.fixture
-def planned(engine, tmp_path):
-    accounts, contacts = write_demo_csvs(tmp_path / "data", contacts=40)
-    import_file("accounts", accounts, engine, get_settings())
-    import_file("contacts", contacts, engine, get_settings())
-    rescore_accounts_in_db(engine, load_icp_rules())
-    key, campaign = load_campaign(CAMPAIGN)
-    campaign = campaign.model_copy(
-        update={"caps": campaign.caps.model_copy(update={"per_contact": None, "per_account": None})}
-    )
-    campaign_id = register_campaign(engine, key, campaign, CAMPAIGN)
-    plan_step(
-        engine, campaign_id, key, campaign.steps, 0, target_account_ids(engine, campaign.audience)
-    )
-    context = DeliveryContext(
-        engine.url.render_as_string(False), campaign, campaign_id, key, "intro"
-    )
-    return campaign_id, context
-
-
-def _deliver(engine, context, router):
-    backend = SendGridBackend(
-        KEY, transport=httpx.MockTransport(router.handler), sleep=lambda _: None
-    )
-    return deliver(
-        engine,
-        get_settings(),
-        context,
-        due_delivery_ids(engine, context.campaign_id, "intro"),
-        backend,
-    )
 
 
 def _states(engine) -> dict[str, int]:
@@ -102,7 +53,7 @@ def test_a_refused_key_or_sender_pauses_the_campaign_and_loses_nothing(
                 status, json={"errors": [{"field": field, "message": message}]}
             )
         )
-        outcome = _deliver(engine, context, router)
+        outcome = deliver_through(engine, context, router)
     assert route.call_count == 1  # the first refusal stops the run
     assert outcome.sent == 0
     states = _states(engine)
@@ -115,7 +66,7 @@ def test_a_refused_key_or_sender_pauses_the_campaign_and_loses_nothing(
         router.post("/v3/mail/send").mock(
             return_value=httpx.Response(202, headers={"X-Message-Id": "m"})
         )
-        again = _deliver(engine, context, router)
+        again = deliver_through(engine, context, router)
         body = json.loads(router.calls[0].request.content)
     summary = ledger_summary(engine, campaign_id)
     assert again.sent == summary["sent"] > 0 and summary["paused_because"] is None
@@ -129,10 +80,10 @@ def test_a_500_after_the_request_left_makes_the_messages_uncertain_not_resent(en
     campaign_id, context = planned
     with respx.mock(base_url=BASE) as router:
         route = router.post("/v3/mail/send").mock(return_value=httpx.Response(500))
-        _deliver(engine, context, router)
+        deliver_through(engine, context, router)
     assert route.call_count == 1  # never sent twice by a retry
     assert ledger_summary(engine, campaign_id)["uncertain"] > 0
     with respx.mock(base_url=BASE, assert_all_called=False) as router:
         route = router.post("/v3/mail/send").mock(return_value=httpx.Response(202))
-        _deliver(engine, context, router)
+        deliver_through(engine, context, router)
     assert route.call_count == 0

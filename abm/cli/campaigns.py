@@ -1,4 +1,4 @@
-"""Campaign files: validate, preview, run, pause, resume, status, people."""
+"""Campaign files: validate, preview, run, pause, resume, status, people, resolve."""
 
 from __future__ import annotations
 
@@ -76,26 +76,31 @@ def campaign_run(
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Run the campaign flow now (an ad-hoc run, on the configured Prefect API)."""
+    """Run the campaign flow now (an ad-hoc run, on the configured Prefect API).
+
+    Exit codes: 0 all good; 1 messages of this run failed, died or became uncertain, or the
+    flow failed; 2 a configuration or input error (before anything is written or started);
+    3 the campaign is paused by a rule (the reputation circuit breaker, a provider's refusal)."""
     from abm.prefect_runtime import run_flow_quietly
-    from connectors.checks import require_send_ready
+    from flows.preflight import preflight
     from stages.delivery.ledger import ledger_summary
 
-    require_send_ready(get_settings())  # a configuration error stops it before Prefect starts
+    preflight(get_settings(), file)  # every input, before a row is written or Prefect starts
     campaign_id = _campaign_id(file)
     engine = open_engine()
     before = ledger_summary(engine, campaign_id)
     with _LedgerProgress(engine, campaign_id, enabled=not dry_run):
         summary = run_flow_quietly(str(file), limit=limit, simulate=False, dry_run=dry_run)
-    if summary.get("paused"):
+    by_rule = _paused_by_rule(engine, campaign_id)
+    if summary.get("paused") and not by_rule:  # a person paused it: as they asked
         err.print("[yellow]the campaign is paused: nothing was sent[/]")
         err.print(f"why: {summary.get('paused_because')}", markup=False)
     if dry_run and not as_json:
         err.print("dry run: nothing was sent; 'sent' counts what would go out now")
     _summary(summary, as_json)
-    if summary.get("paused_because") and not summary.get("paused"):  # paused by this run
-        err.print(f"paused: {summary['paused_because']}", style="red", markup=False)
-        raise typer.Exit(1)
+    if by_rule:  # this run or an earlier one: nothing goes out until a person resumes it
+        err.print(f"paused: {by_rule}", style="red", markup=False)
+        raise typer.Exit(PAUSED_BY_RULE_EXIT)
     if not dry_run:
         failed = summary["failed"] - before["failed"]
         doubtful = summary["uncertain"] - before["uncertain"]
@@ -109,6 +114,26 @@ def campaign_run(
             raise typer.Exit(1)
     elif summary.get("failed"):
         raise typer.Exit(1)
+
+
+# `campaign run`'s exit code when the campaign is paused by a rule rather than by a person
+PAUSED_BY_RULE_EXIT = 3
+
+
+def _paused_by_rule(engine: Any, campaign_id: int) -> str | None:
+    """Why a rule paused the campaign (the reputation circuit breaker, a provider's
+    refusal: each records its reason), or None when it is active or a person paused it."""
+    from sqlalchemy import select
+
+    from models.tables import Campaign
+
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(Campaign.status, Campaign.status_reason).where(Campaign.id == campaign_id)
+        ).first()
+    if row is None or row.status != "paused":
+        return None
+    return row.status_reason or None
 
 
 class _LedgerProgress:
@@ -274,6 +299,80 @@ def campaign_people(
         err.print(f"{total} rows", markup=False)
 
 
+@campaign_app.command("resolve")
+def campaign_resolve(
+    file: Path,
+    relay_log: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="a mail relay's log (Postfix, Exim, Sendmail) or a list of Message-IDs: "
+            "each uncertain message it names counts as sent"
+        ),
+    ] = None,
+    resend: Annotated[
+        bool, typer.Option(help="send the rest again, under the same Message-ID")
+    ] = False,
+    mark_sent: Annotated[bool, typer.Option(help="count the rest as sent")] = False,
+    account: Annotated[str | None, typer.Option(help="only this account's domain")] = None,
+    email: Annotated[str | None, typer.Option(help="only this person's message")] = None,
+    older_than: Annotated[
+        str | None, typer.Option(help="only messages uncertain for this long, e.g. 6h or 2d")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Settle messages a crash left uncertain (`campaign people --state uncertain` lists
+    them): the relay's log first, then --resend or --mark-sent for what it did not name."""
+    from core.campaign_file import load_campaign, parse_wait
+    from core.domains import domain_or_none
+    from stages.delivery.ledger import campaign_id_for
+    from stages.delivery.uncertain import (
+        Selection,
+        Settled,
+        count_uncertain,
+        mark_sent_by_message_id,
+        message_ids_in,
+        settle,
+    )
+
+    if resend and mark_sent:
+        raise typer.BadParameter("choose one of --resend and --mark-sent")
+    try:
+        wait = parse_wait(older_than) if older_than else None
+    except ValueError as exc:
+        raise typer.BadParameter(f"--older-than: {exc}") from None
+    key, _ = load_campaign(file)
+    engine = open_engine()
+    domain = (domain_or_none(account) or account.strip().lower()) if account else None
+    selection = Selection(campaign_id_for(engine, key), email, domain, wait)
+    if not (relay_log or resend or mark_sent):
+        waiting = count_uncertain(engine, selection)
+        raise typer.BadParameter(
+            f"{waiting} messages are uncertain here; say how to settle them: --relay-log "
+            "FILE (the ones your relay's log names count as sent), then --resend or --mark-sent"
+        )
+    settled = Settled()
+    for log in relay_log or []:
+        with log.open(encoding="utf-8", errors="replace") as lines:
+            named = message_ids_in(lines)
+        settled.marked_sent += mark_sent_by_message_id(
+            engine, named, f"named in the relay log {log.name}", selection.campaign_id
+        )
+    because = "operator: abm campaign resolve"
+    if resend:
+        settled.resent = settle(engine, selection, "resend", because)
+    elif mark_sent:
+        settled.marked_sent += settle(engine, selection, "mark_sent", because)
+    settled.left = count_uncertain(engine, selection)
+    if as_json:
+        print_json(settled.__dict__)
+        return
+    err.print(
+        f"{file}: {settled.marked_sent} counted as sent, {settled.resent} to be sent again "
+        f"under the same Message-ID at the next run, {settled.left} still uncertain",
+        markup=False,
+    )
+
+
 def _stream_json(rows: Iterable[dict[str, Any]]) -> None:
     """A JSON list written as the rows come, one object a line: a campaign of any size
     lists without being held in memory."""
@@ -306,6 +405,13 @@ def _summary(summary: dict[str, Any], as_json: bool, file: Path | None = None) -
         )
     if summary.get("paused_because") and file is not None:
         out.print(f"paused: {summary['paused_because']}", markup=False)
+    if summary.get("uncertain") and file is not None:
+        err.print(
+            f"{summary['uncertain']} messages are uncertain (a crash hit while they were being "
+            f"handed over): abm campaign people {file} --state uncertain lists them, "
+            f"abm campaign resolve {file} settles them",
+            markup=False,
+        )
     held = [state for state in ("deferred", "skipped", "failed") if summary.get(state)]
     if file is not None and held:
         err.print(

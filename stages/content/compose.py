@@ -127,7 +127,8 @@ class Composer:
             sender=self.sender,
             to_email=row["email"],
             to_name=name,
-            message_id=self.message_id(row["delivery_id"], row["contact_id"]),
+            message_id=row.get("message_id")
+            or self.message_id(row["delivery_id"], row["contact_id"]),
             unsubscribe_url=unsubscribe_url,
             campaign_key=self.campaign_key,
             extra_headers=attribution_headers(self.step.id, variant, self.campaign.tracking),

@@ -18,7 +18,7 @@ DEFERRED = "deferred:"
 WAITING = frozenset({"planned", "deferred", "failed"})
 UNCERTAIN = (
     "a crash left unknown whether it went out; it counts as sent once the provider's events "
-    "name its Message-ID"
+    "name its Message-ID, or when `abm campaign resolve` settles it"
 )
 
 

@@ -84,6 +84,7 @@ def _load_rows(engine: Engine, ids: list[int]) -> list[dict[str, Any]]:
             Delivery.step,
             Delivery.attempts,
             Delivery.variant,
+            Delivery.message_id,
             *PERSON_COLUMNS,
         )
         .join(Contact, Contact.id == Delivery.contact_id)
@@ -136,6 +137,36 @@ def _result_row(row: dict[str, Any], result: SendResult) -> dict[str, Any]:
     )
 
 
+def _render_failed(row: dict[str, Any], exc: Exception) -> dict[str, Any]:
+    """A message that could not be rendered was never sent: it stays retryable (`failed`,
+    its attempt given back), so fixing the template or the person's data and running again
+    sends it. Never `dead`: that is for a recipient the provider refused for good."""
+    return outcome_row(
+        row,
+        state="failed",
+        attempts=row["attempts"] - 1,
+        last_error=f"render: {exc}"[:1000],
+        due_at=utcnow() + RETRY_BACKOFF,
+    )
+
+
+def store_message_ids(engine: Engine, token: str, rows: list[dict[str, Any]]) -> None:
+    """Write each row's Message-ID before any of them is handed to a provider, so a message
+    whose fate a crash leaves unknown can still be matched by the provider's events, found
+    in a relay's log, or re-sent under the same Message-ID. One bulk write a chunk."""
+    if not rows:
+        return
+    table = Delivery.__table__
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("_id"), table.c.claimed_by == token)
+        .values(message_id=bindparam("message_id"))
+    )
+    ids = [{"_id": row["delivery_id"], "message_id": row["message_id"]} for row in rows]
+    with engine.begin() as connection:
+        connection.execute(statement, ids)
+
+
 def _step_composer(
     settings: Settings, context: DeliveryContext
 ) -> tuple[CampaignFile, Step, Composer]:
@@ -153,7 +184,7 @@ def rehearse(
     engine: Engine, settings: Settings, context: DeliveryContext, ids: list[int]
 ) -> ChunkOutcome:
     """A dry run of one chunk: the same checks and rendering, nothing sent, no row changed.
-    `sent` counts what would be sent; render failures count as `dead`."""
+    `sent` counts what would be sent; render failures count as `failed`, as in a real run."""
     campaign, step, composer = _step_composer(settings, context)
     to_send, skipped, deferred, reasons = check_chunk(
         engine, context, campaign, step, composer, _load_rows(engine, ids), rehearsal=True
@@ -167,7 +198,7 @@ def rehearse(
             compose(row)
             outcome.sent += 1
         except Exception:  # counted, like a real send would record it
-            outcome.dead += 1
+            outcome.failed += 1
     return outcome
 
 
@@ -267,6 +298,7 @@ def _deliver_claimed(
     defer(engine, token, deferred)
     outcome.skipped, outcome.deferred = len(skipped), len(deferred)
     outcome.skipped_by_reason = dict(reasons)
+    store_message_ids(engine, token, to_send)
 
     compose = _composer_for(context, step, composer)
     backend = channel_backend(
@@ -284,9 +316,7 @@ def _deliver_claimed(
                 try:
                     messages.append((row, compose(row)))
                 except Exception as exc:  # a template error for one person must not stop all
-                    failed.append(
-                        outcome_row(row, state="dead", last_error=f"render: {exc}"[:1000])
-                    )
+                    failed.append(_render_failed(row, exc))
             if (slot := slot_ahead([row for row, _ in messages])) is not None:
                 ledger.advance(results, [], (), [])  # outcomes in before waiting for the slot
                 _count(outcome, results)

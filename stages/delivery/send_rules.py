@@ -271,7 +271,10 @@ def check_chunk(
                 why += " (paused until `abm campaign resume --account`)"
             deferred.append((row, delayed[row["contact_id"]], why))
             continue
-        row["message_id"] = composer.message_id(row["delivery_id"], row["contact_id"])
+        # a message re-sent after an uncertain attempt keeps the Message-ID it went out with
+        row["message_id"] = row.get("message_id") or composer.message_id(
+            row["delivery_id"], row["contact_id"]
+        )
         to_send.append(row)
     if step.channel == "email":
         to_send, capped = _hold_back(engine, campaign, to_send)

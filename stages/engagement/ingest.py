@@ -15,12 +15,13 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 
 from connectors.email.sendgrid_events import DATA_FIELD_SET, DATA_FIELDS, SENDGRID_TYPES
-from models.db import chunked, session_scope
+from models.db import chunked
 from models.store import contacts_by_email
 from models.tables import Account, Contact, Delivery, utcnow
+from stages.delivery.uncertain import mark_sent_by_message_id
 from stages.engagement.rollup import EngagementRules, rollup_accounts, store_events
 
 
@@ -42,24 +43,8 @@ ACCEPTANCE_EVENTS = {"processed", "delivered", "deferred", "bounce", "dropped", 
 
 
 def reconcile_uncertain(engine: Engine, message_ids: set[str]) -> int:
-    """Rows a crash left `uncertain` whose message the provider reports having: `sent`."""
-    if not message_ids:
-        return 0
-    reconciled = 0
-    with session_scope(engine) as session:
-        for batch in chunked(sorted(message_ids), 2000):
-            result = session.execute(
-                update(Delivery)
-                .where(Delivery.message_id.in_(batch), Delivery.state == "uncertain")
-                .values(
-                    state="sent",
-                    sent_at=utcnow(),
-                    updated_at=utcnow(),
-                    last_error="reconciled from provider events",
-                )
-            )
-            reconciled += result.rowcount or 0
-    return reconciled
+    """Messages a crash left uncertain whose Message-ID the provider reports having: `sent`."""
+    return mark_sent_by_message_id(engine, message_ids, "reconciled from provider events")
 
 
 def _ledger_matches(engine: Engine, message_ids: set[str]) -> dict[str, tuple]:
