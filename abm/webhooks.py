@@ -4,7 +4,14 @@ Events are stored before the response is sent, and the accounts they touch rolle
 same transaction: a 2xx means they are durable and counted in the accounts' engagement
 scores and stages. A bad signature gets 401/403 and nothing is stored; a malformed body 400
 with the reason; a replayed event 200 and it is stored once. Every route that changes data
-fails closed: without its key (or token) configured it refuses every post."""
+fails closed: without its key (or token) configured it refuses every post.
+
+Every input is bounded (see abm/request_limits.py): each route has a body limit checked on the
+declared Content-Length before reading and counted while the body streams in, the inbound form
+has limits on its parts, the body-heavy posts have a few slots each and a time for their body
+to arrive, and the server itself (SERVER_LIMITS, passed to uvicorn by the command line) limits
+header size, connections and keep-alive. Unsubscribes take no slot: no flood of posts to the
+other routes can keep one from being answered."""
 
 from __future__ import annotations
 
@@ -14,10 +21,13 @@ import logging
 import time
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from abm.request_limits import BodyRefused, RequestLimits, RouteLimit, Slots
 from connectors.email.mailgun_events import mailgun_as_sendgrid, verify_mailgun_signature
 from connectors.email.sendgrid_events import (
     check_events,
@@ -42,7 +52,25 @@ log = logging.getLogger(__name__)
 
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
-MAX_BODY = 5_000_000
+MAX_BODY = 5_000_000  # an events post: a SendGrid batch, a Mailgun event
+UNSUBSCRIBE_MAX_BODY = 16 * 1024  # `List-Unsubscribe=One-Click`; also any path not listed
+# SendGrid refuses inbound messages over 30 MB itself; a parsed post is about that at most
+INBOUND_MAX_BODY = 32 * 1024 * 1024
+INBOUND_MAX_FILES = 100  # attachments, which are not read, but must fit
+INBOUND_MAX_FIELDS = 100  # SendGrid posts about 20
+INBOUND_MAX_FIELD = MAX_BODY  # one field (headers, text, html), held in memory
+EVENT_SLOTS = 8  # events posts at once (SendGrid and Mailgun together); more get 503
+INBOUND_SLOTS = 2  # inbound posts at once
+BODY_TIMEOUT = 60.0  # seconds for a body-heavy post's body to arrive, or 408
+# For uvicorn.run: the h11 implementation, whose header limit this sets (a request whose
+# header block passes it gets 400), at most this many connections at once (the rest get 503),
+# and idle keep-alive connections closed after a few seconds.
+SERVER_LIMITS = {
+    "http": "h11",
+    "h11_max_incomplete_event_size": 16 * 1024,
+    "limit_concurrency": 200,
+    "timeout_keep_alive": 5,
+}
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:Arial,sans-serif;max-width:32rem;margin:4rem auto;color:#222}}
@@ -77,9 +105,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         return PlainTextResponse("ok")
 
     async def sendgrid(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return JSONResponse({"error": "body too large"}, status_code=413)
+        body = await request.body()  # at most MAX_BODY: RequestLimits stops it there
         if not sendgrid_keys:
             return _closed(
                 "/webhooks/sendgrid",
@@ -104,9 +130,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def mailgun(request: Request) -> Response:
         if not mailgun_keys:
             return _closed("/webhooks/mailgun", "ABM_MAILGUN_WEBHOOK_SIGNING_KEY is not configured")
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return JSONResponse({"error": "body too large"}, status_code=413)
+        body = await request.body()  # at most MAX_BODY: RequestLimits stops it there
         try:
             payload = json.loads(body)
             signature, event = payload["signature"], payload["event-data"]
@@ -143,10 +167,24 @@ def create_app(settings: Settings | None = None) -> Starlette:
             )
         if not token_matches(request.query_params.get("token", ""), inbound_token):
             return _closed(route, "unknown token: the ?token= does not match")
-        try:
-            form = await request.form(max_part_size=MAX_BODY)
+        try:  # at most INBOUND_MAX_BODY is read; attachments past 1 MB spool to disk
+            form = await request.form(
+                max_files=INBOUND_MAX_FILES,
+                max_fields=INBOUND_MAX_FIELDS,
+                max_part_size=INBOUND_MAX_FIELD,
+            )
+        except BodyRefused:
+            raise  # over the body limit or its time: RequestLimits has answered
+        except HTTPException as exc:  # Starlette's word for the multipart parser's errors
+            if "maximum" in str(exc.detail).lower():  # "Maximum number of files is 100", ...
+                log.warning("refused a post to %s: %s", route, exc.detail)
+                return JSONResponse(
+                    {"error": f"inbound form over a limit: {exc.detail}"}, status_code=413
+                )
+            return JSONResponse({"error": f"not a form post: {exc.detail}"}, status_code=400)
         except Exception as exc:  # the multipart parser's own errors
             return JSONResponse({"error": f"not a form post: {exc}"}, status_code=400)
+        await form.close()  # attachments are not used: their spool files go now
         headers, sender = form.get("headers"), form.get("from")
         if not isinstance(headers, str) or not isinstance(sender, str):
             return JSONResponse({"error": "fields headers and from are required"}, status_code=400)
@@ -198,7 +236,23 @@ def create_app(settings: Settings | None = None) -> Starlette:
             )
         )
 
+    events = Slots(EVENT_SLOTS)
+    limits = [
+        RouteLimit("/webhooks/sendgrid", MAX_BODY, events, BODY_TIMEOUT),
+        RouteLimit("/webhooks/mailgun", MAX_BODY, events, BODY_TIMEOUT),
+        RouteLimit(
+            "/webhooks/sendgrid/inbound", INBOUND_MAX_BODY, Slots(INBOUND_SLOTS), BODY_TIMEOUT
+        ),
+        RouteLimit("/unsubscribe/{token}", UNSUBSCRIBE_MAX_BODY),
+    ]
     return Starlette(
+        middleware=[
+            Middleware(
+                RequestLimits,
+                routes=limits,
+                default=RouteLimit("any other path", UNSUBSCRIBE_MAX_BODY),
+            )
+        ],
         routes=[
             Route("/healthz", healthz),
             Route("/webhooks/sendgrid", sendgrid, methods=["POST"]),
@@ -206,5 +260,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/webhooks/mailgun", mailgun, methods=["POST"]),
             Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
             Route("/unsubscribe/{token}", unsubscribe_post, methods=["POST"]),
-        ]
+        ],
     )

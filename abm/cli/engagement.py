@@ -154,8 +154,8 @@ def webhooks_serve(
     """Serve POST /webhooks/sendgrid, GET and POST /unsubscribe/{token}, GET /healthz."""
     import uvicorn
 
-    from abm.webhooks import create_app
+    from abm.webhooks import SERVER_LIMITS, create_app
 
     open_engine()
     err.print(f"listening on http://{host}:{port} (Ctrl+C to stop)", highlight=False)
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning", **SERVER_LIMITS)
