@@ -54,6 +54,75 @@ def prepare_environment(quiet: bool = True) -> None:
         os.environ["PREFECT_LOGGING_SETTINGS_PATH"] = str(_file_logging_config(log_file))
 
 
+# In Prefect's home folder: the lock two first runs take turns on, and the mark that the
+# setup is done (with the Prefect version it was done for: an upgrade migrates again).
+SETUP_LOCK = "abm-setup.lock"
+SETUP_DONE = "abm-setup-done"
+
+
+def ensure_local_prefect_state() -> None:
+    """Set up the temporary local server's state once, safely when several processes start
+    at the same moment on a fresh state folder.
+
+    Without PREFECT_API_URL, each process starts its own temporary server on the same
+    SQLite database in PREFECT_HOME, and each server migrates it and registers Prefect's
+    blocks as it starts: two first runs at once migrate the same empty database together,
+    and one server fails to start ("duplicate column", "no such index"). Here, under an
+    exclusive lock on a file in PREFECT_HOME, the first process starts its server (the
+    migration and the block registration happen then, once), and marks the setup done;
+    the others wait for the lock, see the mark and start theirs on a database that is
+    ready. The server started here is the one the flow then uses (Prefect keeps one
+    temporary server a process). Call it after `prepare_environment`."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from prefect import __version__ as prefect_version
+    from prefect.settings import get_current_settings
+
+    current = get_current_settings()
+    if current.api.url or not current.server.ephemeral.enabled:
+        return  # a server someone runs (a profile's API URL), or none allowed: not ours
+    home = Path(current.home).expanduser()
+    done = home / SETUP_DONE
+    version = f"prefect {prefect_version}\n"
+    database = _sqlite_file(current.server.database.connection_url)
+    if _read(done) == version and (database is None or database.exists()):
+        return
+    import fcntl
+
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / SETUP_LOCK).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        if _read(done) == version and (database is None or database.exists()):
+            return  # another process set it up while this one waited
+        from prefect.server.api.server import SubprocessASGIServer
+
+        SubprocessASGIServer().start()  # migrates, registers blocks; stays up for the flow
+        partial = done.with_suffix(f".{os.getpid()}")
+        partial.write_text(version, encoding="utf-8")
+        partial.replace(done)
+
+
+def _sqlite_file(url: Any) -> Path | None:
+    """The file of Prefect's SQLite database (a deleted one is set up again), else None."""
+    from sqlalchemy.engine import make_url
+
+    text = url.get_secret_value() if hasattr(url, "get_secret_value") else url
+    try:
+        parsed = make_url(str(text)) if text else None
+    except Exception:
+        return None
+    if parsed is None or parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return None if parsed.database == ":memory:" else Path(parsed.database)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+
+
 class FlowFailed(AbmError):
     """The flow ran and failed; the details are in the Prefect log, not on the terminal."""
 
@@ -65,9 +134,10 @@ def run_flow_quietly(
 ) -> dict[str, Any]:
     """Run `run_campaign` in this process; Prefect's own logging goes to a file."""
     prepare_environment()
-    from flows.campaign import run_campaign
-
     try:
+        ensure_local_prefect_state()
+        from flows.campaign import run_campaign
+
         return run_campaign(
             campaign_file=campaign_file, limit=limit, simulate=simulate, dry_run=dry_run
         )
