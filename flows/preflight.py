@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from jinja2 import TemplateError, TemplateSyntaxError, meta
+from jinja2 import TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from connectors.checks import require_send_ready
@@ -105,7 +105,9 @@ def check_templates(settings: Settings, path: Path, campaign: CampaignFile) -> N
             folder = f"{step.channel}/{template}/"
             for name in sorted(n for n in names if n.startswith(folder)):
                 used_by = f"{where}: step {step.id!r}"
-                _compile(env, names, name, settings.templates_dir, used_by, checked)
+                tree = _compile(env, names, name, settings.templates_dir, used_by, checked)
+                if tree is not None:
+                    _check_links(tree, campaign, path, settings.templates_dir / name, used_by)
 
 
 def _compile(
@@ -115,10 +117,11 @@ def _compile(
     templates_dir: Path,
     used_by: str,
     checked: set[str],
-) -> None:
-    """Parse and compile one template file, then those it refers to by a fixed name."""
+) -> nodes.Template | None:
+    """Parse and compile one template file, then those it refers to by a fixed name; the
+    file's tree, or None when it was checked before."""
     if name in checked:
-        return
+        return None
     checked.add(name)
     try:
         source, filename, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
@@ -142,3 +145,47 @@ def _compile(
                 f"not in {templates_dir} (ABM_TEMPLATES_DIR)"
             )
         _compile(env, names, referred, templates_dir, used_by, checked)
+    return tree
+
+
+# A name used under these is asked about, not required: `links.x is defined`, `links.x | default`.
+_ASKING = {"defined", "undefined", "default", "d"}
+
+
+def _check_links(
+    tree: nodes.Node, campaign: CampaignFile, path: Path, template: Path, used_by: str
+) -> None:
+    """Every `links.NAME` a template needs is one the campaign file defines under `links:`:
+    otherwise every message of the step would fail to render, one by one, at send time."""
+
+    def needed(node: nodes.Node) -> str | None:
+        """NAME when `node` reads `links.NAME` or `links["NAME"]`."""
+        if not isinstance(node, nodes.Getattr | nodes.Getitem):
+            return None
+        if not (isinstance(node.node, nodes.Name) and node.node.name == "links"):
+            return None
+        name = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+        return name if isinstance(name, str) else None
+
+    used: dict[str, int] = {}  # name -> first line needing it
+    asked: set[str] = set()  # names the template asks about, so it copes without them
+
+    def walk(node: nodes.Node, asking: bool) -> None:
+        name = needed(node)
+        if name is not None:
+            if asking:
+                asked.add(name)
+            else:
+                used.setdefault(name, node.lineno)
+        for child in node.iter_child_nodes():
+            is_asking = isinstance(node, nodes.Test | nodes.Filter) and node.name in _ASKING
+            walk(child, asking or (is_asking and child is node.node))
+
+    walk(tree, False)
+    for name, line in used.items():
+        if name not in asked and name not in campaign.links:
+            defined = ", ".join(sorted(campaign.links)) or "none"
+            raise ConfigError(
+                f"{used_by}: template {template}:{line} uses links.{name}, which "
+                f"{path} does not define under `links:` (it defines: {defined})"
+            )

@@ -164,13 +164,13 @@ def test_a_missing_template_names_the_campaign_file_line_and_step(
 ) -> None:
     campaign = _write(
         tmp_path / "typo.yaml",
-        "name: Typo\nsteps:\n  - id: intro\n    template: intro\n  - id: next\n"
-        "    wait: 3d\n    template: intor\n",
+        "name: Typo\nlinks: {guide: https://acme.example/guide}\nsteps:\n  - id: intro\n"
+        "    template: intro\n  - id: next\n    wait: 3d\n    template: intor\n",
     )
     code, _out, err = run_abm(capsys, monkeypatch, "campaign", "run", str(campaign))
     message = " ".join(err.split())
     assert code == 2, err
-    assert f"{campaign}:7" in message and "'next'" in message and "email/intor" in message
+    assert f"{campaign}:8" in message and "'next'" in message and "email/intor" in message
     assert _rows(database) == (0, 0)
     assert not (abm_state / "prefect").exists()
 
@@ -184,11 +184,16 @@ def test_a_template_only_some_tiers_have_is_refused_for_the_others(tmp_path, mon
     monkeypatch.setenv("ABM_TEMPLATES_DIR", str(templates))
     reset_settings()
     tier_1 = _write(
-        tmp_path / "t1.yaml", "name: T1\naudience: {tiers: [1]}\nsteps: [{id: intro}]\n"
+        tmp_path / "t1.yaml",
+        "name: T1\nlinks: {guide: https://acme.example/g}\naudience: {tiers: [1]}\n"
+        "steps: [{id: intro}]\n",
     )
     preflight(get_settings(), tier_1)
-    every_tier = _write(tmp_path / "all.yaml", "name: All\nsteps:\n  - id: intro\n")
-    with pytest.raises(ConfigError, match=r"all\.yaml:3: step 'intro'.*body\.html\.j2.*tier 2"):
+    every_tier = _write(
+        tmp_path / "all.yaml",
+        "name: All\nlinks: {guide: https://a.example/g}\nsteps:\n  - id: intro\n",
+    )
+    with pytest.raises(ConfigError, match=r"all\.yaml:4: step 'intro'.*body\.html\.j2.*tier 2"):
         preflight(get_settings(), every_tier)
 
 
@@ -201,6 +206,29 @@ def test_the_shipped_campaigns_and_defaults_pass(monkeypatch):
     monkeypatch.setenv("ABM_WARMUP", "on")
     reset_settings()
     preflight(get_settings(), DEMO)
+
+
+def test_a_link_a_template_needs_and_the_campaign_lacks_is_named(tmp_path):
+    from flows.preflight import preflight
+
+    lacking = _write(tmp_path / "nolinks.yaml", "name: No links\nsteps:\n  - id: intro\n")
+    with pytest.raises(ConfigError) as caught:
+        preflight(get_settings(), lacking)
+    message = str(caught.value)
+    assert "nolinks.yaml:3: step 'intro'" in message and "uses links.guide" in message
+    assert "body.html.j2:" in message and "(it defines: none)" in message
+    asking = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", asking)
+    for body in (asking / "email" / "intro").rglob("body.html.j2"):
+        body.write_text(
+            "{% if links.guide is defined %}{{ links.guide }}{% endif %}"
+            "{{ links.other | default('') }}{{ unsubscribe_url }}"
+        )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ABM_TEMPLATES_DIR", str(asking))
+        reset_settings()
+        preflight(get_settings(), lacking)  # a template that asks first needs nothing
+    reset_settings()
 
 
 def test_a_missing_campaign_file_is_exit_2(database, tmp_path, monkeypatch, capsys, abm_state):
