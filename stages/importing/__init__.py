@@ -2,10 +2,13 @@
 
 Callers import from the package, so the split into reading (`csv_file`), parsing
 (`records`, cell by cell in `fields` and `values`), rejects and warnings files (`rejects`,
-`warnings_file`) and the database import (`load`) stays internal.
+`warnings_file`) and the database import (`load`) stays internal. `limits` says how much of
+a file is read at once and repeated in messages and files: a row of at most `MAX_ROW_CHARS`
+characters, a header of at most `MAX_COLUMNS` columns.
 """
 
 from stages.importing.csv_file import CsvRow, CsvTable, ImportFileError, Reject, read_csv
+from stages.importing.limits import MAX_COLUMNS, MAX_ROW_CHARS
 from stages.importing.load import IMPORT_BATCH_ROWS, ImportReport, import_file
 from stages.importing.records import (
     ParseResult,
@@ -39,6 +42,8 @@ from stages.importing.warnings_file import (
 __all__ = [
     "EXPLICIT_BLANKS",
     "IMPORT_BATCH_ROWS",
+    "MAX_COLUMNS",
+    "MAX_ROW_CHARS",
     "PERSONAL_MAILBOX_DOMAINS",
     "WARNINGS_KEPT",
     "AmbiguousNumber",

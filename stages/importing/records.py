@@ -19,6 +19,7 @@ from core.domains import HOST, TRIM, show
 from core.vocabulary import parse_stage
 from stages.importing.csv_file import CsvRow, CsvTable, ImportFileError, Reject, bulk
 from stages.importing.fields import FieldReader, Fix, file_under, known_parent, lenient
+from stages.importing.limits import listing
 from stages.importing.values import (
     PERSONAL_MAILBOX_DOMAINS,
     SEPARATOR_JUNK,
@@ -64,7 +65,7 @@ _ACCOUNT_NAME_COLUMNS = ("name", "company", "company_name", "account_name", "org
 
 
 def _missing_column(table: CsvTable, what: str) -> ImportFileError:
-    found = ", ".join(table.original_header or table.header)
+    found = listing(table.original_header or table.header)
     hint = ""
     if any("@" in h or HOST.fullmatch(h.lower()) for h in table.original_header):
         hint = "; the first row looks like data: does the file start with a header row?"

@@ -49,7 +49,8 @@ def warnings_path(source: Path) -> Path:
 
 
 def _cap(text: str, limit: int) -> str:
-    """A cell never grows without bound: a 5 MB value in the source is not copied whole."""
+    """A value never grows without bound: a 5 MB cell of the source is neither kept in
+    memory nor copied whole to the file."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -86,13 +87,12 @@ class WarningLog:
         keep = self.keep
         for field, value, action in found:
             self.count += 1
+            value, action = _cap(value, _VALUE_LIMIT), _cap(action, _ACTION_LIMIT)
             if keep is None or len(self.kept) < keep:
                 self.kept.append(FieldWarning(line, field, value, action))
             if self.source is not None:
                 writer = self._writer or self._open()
-                writer.writerow(
-                    (line, field, _cap(value, _VALUE_LIMIT), _cap(action, _ACTION_LIMIT))
-                )
+                writer.writerow((line, field, value, action))
 
     def _open(self) -> Any:
         assert self.source is not None
