@@ -297,13 +297,15 @@ def test_numbers_tier_and_stage_that_cannot_be_used_are_blank_with_a_warning(
         (2, "stage"),
         (3, "employees"),
         (3, "annual_revenue"),
+        (4, "employees"),  # kept as 1,200, but said: it is not written the file's way
     }
+    assert actions[4, "employees"] == "read as 1,200: a count of people cannot be a fraction"
     assert actions[2, "employees"] == "left blank: '3.4' is not a whole number"
     assert "XYZ" in actions[2, "annual_revenue"] and "does not list" in actions[2, "annual_revenue"]
     assert actions[2, "tier"] == "left blank: must be 1, 2 or 3 (or blank), not '4'"
     assert actions[2, "stage"].startswith("left blank: 'hot' is not a journey stage")
     assert actions[3, "employees"] == "left blank: '-3' is negative"
-    assert result.warned_rows == 2
+    assert result.warned_rows == 3
 
 
 def test_strict_accounts_reject_with_todays_reasons(tmp_path: Path) -> None:

@@ -105,9 +105,11 @@ def campaign_run(
         failed = summary["failed"] - before["failed"]
         doubtful = summary["uncertain"] - before["uncertain"]
         if failed > 0 or doubtful > 0:  # exit 1: a scheduler or script must be able to tell
+            settle = f"; abm campaign resolve {file} settles the uncertain" if doubtful else ""
             err.print(
-                f"{failed} messages failed and {doubtful} became uncertain in this run: "
-                f"abm campaign people {file} --state failed (or dead, uncertain)",
+                f"{failed} messages failed and {doubtful} became uncertain in this run (a "
+                "crash's leftovers count when the run found them): abm campaign people "
+                f"{file} --state failed (or dead, uncertain){settle}",
                 style="red",
                 markup=False,
             )

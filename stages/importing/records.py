@@ -23,6 +23,7 @@ from stages.importing.limits import listing
 from stages.importing.values import (
     PERSONAL_MAILBOX_DOMAINS,
     SEPARATOR_JUNK,
+    AmbiguousNumber,
     consent_alias,
     is_explicit_blank,
     nfc,
@@ -221,8 +222,18 @@ def parse_accounts(
     rates = rates or load_currency_rates()
     log = log if log is not None else WarningLog()
 
-    def count(raw: str) -> float | None:
-        return _non_negative(parse_number(raw, european=european, integer=True), raw)
+    def count(raw: str) -> float | Fix | None:
+        value = _non_negative(parse_number(raw, european=european, integer=True), raw)
+        try:
+            parse_number(raw, european=european)
+        except AmbiguousNumber:  # "3.400" in a comma file: a count cannot be 3.4
+            read = f"read as {value:,.0f}: a count of people cannot be a fraction"
+            return Fix(
+                value, read, f"'{show(raw)}' could be read two ways (without --strict: {read})"
+            )
+        except ValueError:
+            pass
+        return value
 
     def money(raw: str) -> float | Fix | None:
         value, note = read_money(
