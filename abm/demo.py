@@ -14,6 +14,7 @@ from rich.table import Table
 from sqlalchemy import Engine, func, select
 
 from abm.demo_data import BAD_CONTACT_ROWS, write_demo_csvs
+from abm.demo_tracking import TrackedDemo, simulate_tracked_engagement
 from abm.prefect_runtime import prefect_log_path, prepare_environment, run_flow_quietly
 from core.errors import AbmError
 from core.settings import REPO_ROOT, Settings, get_settings, reset_settings
@@ -98,6 +99,11 @@ def run_demo(contacts: int, out: Console, err: Console) -> None:
     )
     with err.status("starting a temporary Prefect server and running the flow"):
         summary = run_flow_quietly(str(DEMO_CAMPAIGN), limit=None, simulate=True)
+    err.print(
+        "[bold]3.[/] following tracked links and site visits of simulated people through "
+        "the web server (in process) ..."
+    )
+    tracked = simulate_tracked_engagement(engine, settings)
     elapsed = time.perf_counter() - started
 
     out.print()
@@ -127,6 +133,7 @@ def run_demo(contacts: int, out: Console, err: Console) -> None:
             "engagement comes from provider webhooks and `abm engagement sync`.",
             highlight=False,
         )
+    _print_tracked(out, tracked)
     top = sorted(list_accounts(engine), key=lambda r: -r["engagement_score"])[:3]
     if top:
         out.print(
@@ -160,6 +167,26 @@ def run_demo(contacts: int, out: Console, err: Console) -> None:
         "the demo's: unset ABM_DATABASE_URL, then `abm init` and `abm import ...`.",
         highlight=False,
     )
+
+
+def _print_tracked(out: Console, tracked: TrackedDemo) -> None:
+    """What the simulated clicks through our own redirect and the site visits did."""
+    if not tracked.clicks:
+        return
+    stored = tracked.stored
+    out.print(
+        f"Tracked links, SIMULATED: {tracked.clicks} simulated readers followed the tracked "
+        f"link in their .eml through the redirect server (`abm webhooks serve`): "
+        f"{stored['click']} clicks stored and counted, {stored['click_scanner']} by a mail "
+        f"scanner stored apart and not counted, then {stored['web_visit']} page views on the "
+        "demo site carrying the visitor id the click handed it (as the site script sends "
+        "them), counted for that person and account.",
+        highlight=False,
+    )
+    if tracked.example_link and tracked.example_target:
+        link = tracked.example_link
+        shown = link if len(link) <= 70 else link[:67] + "..."
+        out.print(f"  e.g. {shown} -> {tracked.example_target}", highlight=False)
 
 
 def _command_name() -> str:

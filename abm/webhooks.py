@@ -11,7 +11,11 @@ declared Content-Length before reading and counted while the body streams in, th
 has limits on its parts, the body-heavy posts have a few slots each and a time for their body
 to arrive, and the server itself (SERVER_LIMITS, passed to uvicorn by the command line) limits
 header size, connections and keep-alive. Unsubscribes take no slot: no flood of posts to the
-other routes can keep one from being answered."""
+other routes can keep one from being answered.
+
+The same server answers first-party tracking (abm/tracking.py): tracked links, the open pixel,
+the site script and its page views. Links and unsubscribe tokens signed with a key in
+ABM_PREVIOUS_SECRET_KEYS keep working after ABM_SECRET_KEY is rotated."""
 
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ import html
 import json
 import logging
 import time
+from collections.abc import Callable
+from datetime import datetime
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,6 +34,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from abm.request_limits import BodyRefused, RequestLimits, RouteLimit, Slots
+from abm.tracking import tracking_routes
 from connectors.email.mailgun_events import mailgun_as_sendgrid, verify_mailgun_signature
 from connectors.email.sendgrid_events import (
     check_events,
@@ -38,15 +45,21 @@ from connectors.email.sendgrid_events import (
 )
 from connectors.email.webhook_events import BadEvents, BadSignature, split_keys, token_matches
 from core.settings import Settings, get_settings
+from core.tracking_tokens import SigningKeys
 from core.unsubscribe import BadToken, read_token
 from models.db import get_engine
+from models.tables import utcnow
 from stages.engagement.ingest import (
     contact_display,
     ingest_sendgrid,
     reply_event,
     unsubscribe,
 )
-from stages.engagement.rollup import engagement_rules_from, store_events
+from stages.engagement.rollup import (
+    engagement_rules_from,
+    refuse_simulation_on_real_data,
+    store_events,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +102,20 @@ def _closed(route: str, reason: str) -> Response:
     return JSONResponse({"error": reason}, status_code=403)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """The receiver, bound to one configuration (tests pass their own)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    simulated: bool = False,
+    clock: Callable[[], datetime] = utcnow,
+) -> Starlette:
+    """The receiver, bound to one configuration (tests pass their own). `simulated` and
+    `clock` are for `abm demo` alone: in its own database of demo accounts it follows its
+    messages' links through this app, and every event stored is marked simulated."""
     settings = settings or get_settings()
     engine = get_engine(settings.database_url)
-    secret = settings.signing_key()
+    if simulated:
+        refuse_simulation_on_real_data(engine)
+    keys = SigningKeys.from_settings(settings)
     rules = engagement_rules_from(settings)
     sendgrid_keys, key_problems = load_public_keys(settings.sendgrid_webhook_public_key)
     for problem in key_problems:
@@ -199,10 +221,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         return JSONResponse({"stored": store_events(engine, [event], rules), "unmatched": 0})
 
     def _token(request: Request) -> tuple[int, int] | None:
-        try:
-            return read_token(request.path_params["token"], secret)
-        except BadToken:
-            return None
+        """(contact, campaign) of an unsubscribe token signed with the current key or, after
+        a rotation, a previous one: an unsubscribe link must never stop working."""
+        for key in keys.all():
+            try:
+                return read_token(request.path_params["token"], key)
+            except BadToken:
+                continue
+        return None
 
     async def unsubscribe_page(request: Request) -> Response:
         found = _token(request)
@@ -236,8 +262,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             )
         )
 
+    tracking, tracking_limits = tracking_routes(
+        settings, engine, rules, simulated=simulated, clock=clock
+    )
     events = Slots(EVENT_SLOTS)
     limits = [
+        *tracking_limits,
         RouteLimit("/webhooks/sendgrid", MAX_BODY, events, BODY_TIMEOUT),
         RouteLimit("/webhooks/mailgun", MAX_BODY, events, BODY_TIMEOUT),
         RouteLimit(
@@ -260,5 +290,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/webhooks/mailgun", mailgun, methods=["POST"]),
             Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
             Route("/unsubscribe/{token}", unsubscribe_post, methods=["POST"]),
+            *tracking,
         ],
     )

@@ -33,6 +33,7 @@ GOALS = {
     "outbox_vs_raw_renders": 0.5,
     "smtp_vs_bare_smtplib": 0.8,
 }
+CLICKS_GOAL = 1000.0  # tracked-link clicks a second through the redirect, each stored
 
 
 class BenchError(Exception):
@@ -416,6 +417,14 @@ class Measurements:
         _say(f"  limited / unlimited: {result['limited_vs_unlimited_overall']}")
         return result
 
+    def clicks(self, clicks: int) -> dict[str, Any]:
+        """Tracked-link clicks through the redirect server, each stored and counted
+        (`bench.click_redirect`)."""
+        _say(f"{clicks:,} tracked-link clicks through the redirect server ...")
+        result = self._run("click_redirect", "click_redirect", "--clicks", str(clicks))
+        _say(f"  {result['clicks_per_s']:,} clicks/s, {result['stored']:,} stored")
+        return result
+
     def e2e(self, contacts: int) -> dict[str, dict[str, Any]]:
         """The outbox run (and, up to --smtp-max-contacts, the SMTP run) of one size."""
         data = self.work / "data" / str(contacts)
@@ -469,6 +478,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             runs = {contacts: measure.e2e(contacts) for contacts in args.contacts}
             if args.send_limits and measure.smtp_url:
                 report["send_limits"] = measure.send_limits(args.send_limits)
+            if args.clicks:
+                report["clicks"] = measure.clicks(args.clicks)
             naive = measure.naive()
     except BaseException:
         _say(f"stopped; the logs are in {work}")
@@ -553,6 +564,7 @@ ROWS: tuple[tuple[str, str, float | None], ...] = (
     ("bare smtplib, one connection, msgs/s", "bare_smtplib_msgs_per_s", None),
     ("SMTP / bare smtplib (goal >= 0.8)", "smtp_vs_bare_smtplib", GOALS["smtp_vs_bare_smtplib"]),
     ("bare bulk inserts/s", "raw_bulk_inserts_per_s", None),
+    ("tracked-link clicks/s, stored (goal >= 1,000)", "clicks_per_s", CLICKS_GOAL),
     ("import, contacts/s", "import_contacts_per_s", None),
     ("e2e to outbox, s", "e2e_s", None),
     ("  import, s", "import_s", None),
@@ -582,6 +594,8 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
                 value: Any = result["peak_rss_mb_by_stage"].get(key.split("_")[0])
             elif key == "eml_files":
                 value = f"{result['eml_files']:,} / {result['ledger_rows']:,}"
+            elif key == "clicks_per_s":  # one run, not per size
+                value = report.get("clicks", {}).get(key)
             else:
                 value = result.get(key)
             text = _fmt(value)
@@ -658,6 +672,16 @@ def _notes(report: dict[str, Any]) -> list[str]:
             f"of its send time), the circuit breaker {limits['breaker_ms_per_chunk']} ms "
             f"({limits['breaker_share_of_chunk']:.2%})."
         )
+    clicks = report.get("clicks")
+    if clicks:
+        notes.append(
+            f"Tracked links: {clicks['clicks']:,} clicks through the redirect server "
+            f"(uvicorn, one process, {clicks['database']}) from {clicks['connections']} "
+            f"keep-alive loopback connections, {clicks['clicks_per_s']:,} clicks/s, each "
+            f"answered 302 once stored; {clicks['stored']:,} stored, latency p50 "
+            f"{clicks['latency_ms_p50']} ms, p99 {clicks['latency_ms_p99']} ms, server peak "
+            f"{clicks['server_peak_rss_mb']} MB."
+        )
     memory = report["memory"]
     if "peak_rss_x" in memory:
         notes.append(
@@ -722,6 +746,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="also measure, on N contacts over SMTP, the send path with every send limit "
         "set but none binding beside none set (default: not measured)",
+    )
+    parser.add_argument(
+        "--clicks",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="tracked-link clicks through the redirect server, each stored "
+        "(bench.click_redirect; default: 20000, 0: not measured)",
     )
     parser.add_argument("--naive-sample", type=int, default=500, metavar="N")
     parser.add_argument("--renders", type=int, default=5000, metavar="N", help="raw renders")

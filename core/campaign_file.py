@@ -14,7 +14,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
+from core.domains import normalise_domain
 from core.field_test import FieldTest
+from core.intent import IntentFilter
 from core.settings import check_sender
 from core.vocabulary import STAGES, Role, Stage
 from core.yamlfile import load_model
@@ -48,6 +50,9 @@ class Audience(BaseModel):
     icp: list[FieldTest] = Field(default=[], description="account filters, all must pass")
     required_roles: list[Role] = ["decision_maker", "approver", "specifier", "reviewer"]
     roles: list[Role] | None = Field(None, description="only people in these roles (default all)")
+    intent: IntentFilter | None = Field(
+        None, description="only accounts with recent intent on these topics (abm import intent)"
+    )
 
 
 class Variant(BaseModel):
@@ -190,13 +195,32 @@ class Utm(BaseModel):
 
 
 class Tracking(BaseModel):
-    """What the email provider may track in this campaign's messages, stated on every
-    request rather than left to the account's defaults. The provider's own unsubscribe link
-    (SendGrid's subscription tracking) is never asked for: every message carries ours."""
+    """What is tracked in this campaign's messages. A provider that tracks (SendGrid, or an
+    SMTP relay that takes tracking headers) is told on every request rather than left to the
+    account's defaults; its own unsubscribe link (SendGrid's subscription tracking) is never
+    asked for: every message carries ours. Elsewhere (outbox, console, a plain SMTP server)
+    we track ourselves: links in both parts go through our signed redirect, and the open
+    pixel is added only when the file says `opens: true` (first-party opens are off unless
+    asked for: image proxies and privacy protection make them unreliable)."""
 
     model_config = ConfigDict(extra="forbid")
-    clicks: bool = Field(True, description="links rewritten to count clicks (HTML part only)")
+    clicks: bool = Field(True, description="links rewritten to count clicks")
     opens: bool = Field(True, description="a tracking pixel; privacy proxies open mail too")
+    site_domains: list[str] = Field(
+        [],
+        description="your own website's domains: a click on a link to one hands your site "
+        "script a visitor id (default: ABM_SITE_DOMAINS)",
+    )
+
+    @field_validator("site_domains")
+    @classmethod
+    def _domains(cls, values: list[str]) -> list[str]:
+        return [normalise_domain(value) for value in values]
+
+    @property
+    def first_party_opens(self) -> bool:
+        """Our own open pixel: only when the campaign file writes `opens: true`."""
+        return self.opens and "opens" in self.model_fields_set
 
 
 class AccountRules(BaseModel):

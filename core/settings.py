@@ -15,6 +15,7 @@ from dotenv import load_dotenv
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.domains import normalise_domain
 from core.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +80,23 @@ class Settings(BaseSettings):
         "subaccount's events are accepted with the parent account's key",
         repr=False,
     )
+    imap_url: str | None = Field(
+        None,
+        description="the monitored mailbox `abm engagement mailbox` reads: "
+        "imaps://user:pass@host:993/INBOX, or imap://...:143/INBOX (STARTTLS)",
+        repr=False,
+    )
+    imap_ca_file: Path | None = Field(
+        None, description="PEM of the CA that signed the IMAP server's certificate (self-hosted)"
+    )
+    imap_processed_flag: str = Field(
+        "$AbmProcessed",
+        description="IMAP keyword set on every message the poller has read (empty: none; the "
+        "stored UID cursor marks them either way)",
+    )
+    imap_max_bytes: int = Field(
+        10_000_000, ge=10_000, description="larger messages are read up to this many bytes"
+    )
     linkedin_mode: str = "sandbox"
     linkedin_access_token: str | None = Field(None, repr=False)
     linkedin_base_url: str = "https://api.linkedin.com"
@@ -102,6 +120,24 @@ class Settings(BaseSettings):
     postal_address: str = "Demo Co, 1 Example Street, Springfield, 00000, United States"
     secret_key: str | None = Field(None, repr=False)
     public_url: str = "http://127.0.0.1:8025"
+    # First-party tracking (abm/tracking.py): links, the open pixel and the site script
+    previous_secret_keys: str | None = Field(
+        None,
+        description="keys ABM_SECRET_KEY had before a rotation, comma or whitespace "
+        "separated: links they signed keep working while they are listed (keep one 180 days)",
+        repr=False,
+    )
+    site_domains: str | None = Field(
+        None,
+        description="your own website's domains, comma separated: a tracked click on a link "
+        "to one hands the site script a visitor id (a campaign's tracking.site_domains wins)",
+    )
+    click_scanner_seconds: int = Field(
+        60, ge=0, le=3600, description="a click this soon after sending is a mail scanner's"
+    )
+    visitor_days: int = Field(
+        90, ge=1, le=730, description="how long after a click the site's page views count"
+    )
     icp_rules: Path | None = Field(None, description="ICP rules YAML replacing the default")
     title_rules: Path | None = Field(None, description="title table YAML merged over defaults")
     currency: str = Field(
@@ -182,6 +218,21 @@ class Settings(BaseSettings):
                 "must be ASCII without spaces: an international domain as xn--..., "
                 "other characters %-encoded"
             )
+        return value
+
+    @field_validator("site_domains")
+    @classmethod
+    def _site_domains(cls, value: str | None) -> str | None:
+        for part in filter(None, (p.strip() for p in (value or "").split(","))):
+            normalise_domain(part)  # a ValueError names the value that is not a domain
+        return value
+
+    @field_validator("imap_processed_flag")
+    @classmethod
+    def _imap_keyword(cls, value: str) -> str:
+        # an IMAP atom: no space, parentheses, brackets, wildcards, quotes or backslash
+        if value and not re.fullmatch(r"[!#$&'+,\-.0-9:;<=>?@A-Z^_`a-z|}~]{1,64}", value):
+            raise ValueError("must be an IMAP keyword such as $AbmProcessed (no spaces)")
         return value
 
     @field_validator("linkedin_mode")

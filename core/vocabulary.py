@@ -77,6 +77,24 @@ EVENT_TYPES = (
     "ad_click",
     "lead_form",
     "meeting",
+    # first-party tracking (abm/tracking.py): a mail scanner following a link, which is
+    # recorded but never counted; a page view on the user's own site after a click
+    "click_scanner",
+    "web_visit",
+    # third-party intent data (`abm import intent`): the account researches a topic
+    "intent",
 )
+# Where engagement comes from, in the order `abm accounts show` and the report split an
+# account's score by (`stages/engagement/sources.py` says which source each event is):
+# emails and the mailbox, LinkedIn (ads, lead forms), the user's own website, intent data;
+# `other` only for a channel none of these names.
+ENGAGEMENT_SOURCES = ("email", "linkedin", "web", "intent", "other")
+SOURCE_LABELS = {
+    "email": "email",
+    "linkedin": "LinkedIn",
+    "web": "web",
+    "intent": "intent",
+    "other": "other",
+}
 # Events that show a person (not a mail client's privacy proxy) engaged: breadth counts these.
 ENGAGED = frozenset({"click", "reply", "meeting", "lead_form", "ad_click"})

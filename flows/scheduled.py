@@ -7,6 +7,9 @@
 - `sync_engagement` (hourly, once switched on): LinkedIn ad analytics by company and
   lead-form responses since the stored cursors, then the accounts' scores and stages. In
   sandbox mode it reads only the sandbox files and, with none, does nothing.
+- `poll_mailbox` (every 5 minutes, once switched on): the monitored mailbox
+  (ABM_IMAP_URL) once: replies, delivery reports, complaints and auto-replies since the
+  stored cursor, stored once each with the suppressions and account rollups they cause.
 - `rescore_accounts` (nightly): ICP fit and tiers for all accounts, then engagement scores
   and stages, so time decay moves accounts even when nothing new happened; then every
   account changed since its last CRM push goes to the CRM (when one is configured).
@@ -27,6 +30,7 @@ from flows.tasks import push_crm_changes, score_accounts, write_back_engagement
 from models.db import get_engine, require_current_schema
 from models.tables import Account, Campaign
 from stages.engagement.linkedin_sync import sync_linkedin
+from stages.engagement.mailbox_poll import poll_mailbox as read_mailbox
 from stages.engagement.rollup import engagement_rules_from
 
 
@@ -86,3 +90,38 @@ def sync_engagement() -> dict[str, Any]:
             ids = list(connection.execute(select(Account.id)).scalars())
         changes = write_back_engagement(settings.database_url, ids)
     return {**asdict(report), "stage_changes": changes}
+
+
+@flow(name="poll-mailbox")
+def poll_mailbox() -> dict[str, Any]:
+    """Read the monitored mailbox once and store what is new; without ABM_IMAP_URL it does
+    nothing. A message that could not be read is a warning; a connection that kept dropping
+    fails the run (the next one resumes from the stored cursor)."""
+    logger = get_run_logger()
+    settings = get_settings()
+    if not settings.imap_url:
+        note = "ABM_IMAP_URL is not set: no mailbox to read"
+        logger.info(note)
+        return {"read": 0, "stored": 0, "notes": [note], "problems": []}
+    engine = get_engine(settings.database_url)
+    require_current_schema(engine)
+    report = read_mailbox(engine, settings)
+    for note in report.notes:
+        logger.info(note)
+    for problem in report.problems:
+        logger.warning(problem)
+    logger.info(
+        "%s: read %d, stored %d new events (%d replies, %d auto-replies, %d hard and %d soft "
+        "bounces, %d complaints)",
+        report.mailbox,
+        report.read,
+        report.stored,
+        report.replies,
+        report.auto_replies,
+        report.hard_bounces,
+        report.soft_bounces,
+        report.complaints,
+    )
+    if report.incomplete:
+        raise RuntimeError(report.problems[-1])
+    return report.as_dict()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -32,6 +32,11 @@ class Account(SQLModel, table=True):
     tier: int | None = Field(default=None, index=True)
     stage: str = Field(default="target", max_length=20, index=True)
     engagement_score: float = 0.0
+    # the engagement score by source (email, linkedin, web, intent, other), the breadth
+    # bonus and when the rollup worked them out (stages/engagement/sources.py)
+    engagement_sources: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True)
+    )
     scored_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -111,6 +116,15 @@ class EngagementEvent(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("provider", "provider_event_id", name="uq_event_provider_event_id"),
         Index("ix_event_account_time", "account_id", "occurred_at"),
+        # intent signals alone (a sliver of the events), for the audience and stage filters
+        # that ask "who surged lately": queries name the type as a literal to use it
+        Index(
+            "ix_event_intent_account_time",
+            "account_id",
+            "occurred_at",
+            sqlite_where=text("type = 'intent'"),
+            postgresql_where=text("type = 'intent'"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

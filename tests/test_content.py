@@ -1,5 +1,6 @@
 """Campaign files, template resolution, safe and correct content, variants, preview."""
 
+import re
 from collections import Counter
 from email import message_from_bytes
 from email.policy import default
@@ -11,6 +12,7 @@ from markupsafe import Markup
 from core.campaign_file import load_campaign, parse_wait
 from core.errors import ConfigError
 from core.settings import get_settings
+from core.tracking_tokens import SigningKeys, read_click_token
 from stages.content.email_html import add_utm, html_to_text
 from stages.content.rendering import (
     candidates,
@@ -25,6 +27,17 @@ from stages.content.rendering import (
 from stages.delivery.preview import validate_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _followed(text: str) -> str:
+    """The text with each tracked link (first-party click tracking, on by default with the
+    outbox) replaced by where it leads."""
+    keys = SigningKeys(get_settings().signing_key())
+    return re.sub(
+        r"http://127\.0\.0\.1:8025/c/([A-Za-z0-9_.-]+)",
+        lambda found: read_click_token(keys, found.group(1)).url,
+        text,
+    )
 
 
 def _write(path: Path, text: str) -> Path:
@@ -202,8 +215,8 @@ def test_css_is_inlined_and_utm_added_in_the_real_message(tmp_path):
     row = {**_ANA, "stage": "target", "variant": "a"}
     message = Composer(get_settings(), key, 1, campaign, step).email(row)
     parsed = message_from_bytes(message.as_bytes(), policy=default)
-    html = parsed.get_body(("html",)).get_content()
-    text = parsed.get_body(("plain",)).get_content()
+    html = _followed(parsed.get_body(("html",)).get_content())
+    text = _followed(parsed.get_body(("plain",)).get_content())
     assert "<style" not in html and 'style="' in html
     assert "utm_campaign=tier1-executive-programme" in html
     assert "utm_content=exec-intro-a" in text
@@ -220,7 +233,7 @@ def test_one_composer_gives_each_variant_its_own_utm_content():
     for variant in ("a", "b", "a"):
         message = composer.email({**row, "variant": variant})
         parsed = message_from_bytes(message.as_bytes(), policy=default)
-        text = parsed.get_body(("plain",)).get_content()
+        text = _followed(parsed.get_body(("plain",)).get_content())
         other = "b" if variant == "a" else "a"
         assert f"utm_content=exec-intro-{variant}" in text
         assert f"utm_content=exec-intro-{other}" not in text

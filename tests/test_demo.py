@@ -48,9 +48,12 @@ def test_the_demo_shows_engagement_labelled_as_simulated(flow_db: Engine) -> Non
     assert len(simulated) == len(events) > 0
     assert all(e.data.get("simulated") is True for e in simulated)
     assert {"open", "click"} <= {e.type for e in simulated}
+    # tracked links followed through the redirect server, and the site visits after them
+    assert {"click_scanner", "web_visit"} <= {e.type for e in simulated}
     summary = out.file.getvalue()
     assert "simulated" in summary.lower()
     assert str(len(simulated)) in summary
+    assert "Tracked links, SIMULATED" in summary
 
 
 def test_a_campaign_run_never_simulates_on_a_database_with_real_accounts(

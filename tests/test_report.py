@@ -298,7 +298,7 @@ def test_html_is_one_well_formed_self_contained_page(built):
     assert "<link" not in page and "src=" not in page and "url(" not in page
     assert "https://" not in page
     assert "20 Mar 2026, 12:00 UTC" in page
-    assert page.count("<section>") == 6
+    assert page.count("<section>") == 7  # ... engagement by source ...
 
 
 def test_no_contact_email_or_name_in_html_markdown_or_json(built):

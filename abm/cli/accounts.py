@@ -50,10 +50,13 @@ def accounts_list(
 
 @accounts_app.command("show")
 def accounts_show(domain: str, as_json: JsonOption = False) -> None:
-    """One account: score with reasons, committee with roles and gaps, stages, and a
-    timeline of what we sent, what its people did and how its stage moved."""
+    """One account: score with reasons, committee with roles and gaps, stages, engagement
+    by source (email, LinkedIn, web, intent) with what counted most, its intent topics, and
+    a timeline of what we sent, what its people did and how its stage moved."""
     from models.queries import get_account
     from stages.committee.coverage import coverage
+    from stages.engagement.breakdown import engagement_by_source
+    from stages.engagement.rollup import engagement_rules_from
     from stages.engagement.timeline import account_timeline
     from stages.targeting.scoring import load_icp_rules
 
@@ -61,6 +64,8 @@ def accounts_show(domain: str, as_json: JsonOption = False) -> None:
     account = get_account(engine, domain.strip().lower())
     if account is None:
         raise AbmError(f"no account with domain {domain!r}")
+    rules = engagement_rules_from(get_settings())
+    account["engagement_sources"], account["intent"] = engagement_by_source(engine, account, rules)
     account["timeline"] = account_timeline(engine, account["id"])
     required = load_icp_rules(get_settings().icp_rules).committee.required_roles
     reachable = [c["role"] for c in account["contacts"] if c["status"] == "active"]
@@ -105,6 +110,9 @@ def accounts_show(domain: str, as_json: JsonOption = False) -> None:
     out.print(table)
     out.print(f"covered: {', '.join(cover.covered) or 'none'}")
     out.print(f"[red]gaps: {', '.join(cover.gaps)}[/]" if cover.gaps else "gaps: none")
+    _print_sources(account["engagement_sources"])
+    if account["intent"]:
+        _print_intent(account["intent"])
     if account["stage_history"]:
         out.print("\n[bold]Stage history[/]")
         for change in account["stage_history"]:
@@ -120,6 +128,59 @@ def accounts_show(domain: str, as_json: JsonOption = False) -> None:
 
 # Timeline entries `accounts show` prints, the latest; --json has them all.
 TIMELINE_SHOWN = 40
+INTENT_SHOWN = 15
+
+
+def _print_sources(breakdown: dict) -> None:
+    """The score split by source and breadth, with what counted most in each source."""
+    from core.vocabulary import SOURCE_LABELS
+
+    when = f"{breakdown['as_of']:%Y-%m-%d %H:%M}"
+    how = "at the last rollup" if breakdown["kept"] else "worked out now"
+    out.print(
+        f"\n[bold]Engagement by source[/] (score {breakdown['score']:g}, {how}, {when} UTC)",
+        highlight=False,
+    )
+    table = Table("source", "points", "what counted most (points each)")
+    for source, points in breakdown["sources"].items():
+        top = breakdown["top"].get(source) or []
+        if source == "other" and not points and not top:
+            continue
+        shown = "; ".join(f"{item['what']} ({item['weight']:+g})" for item in top[:3])
+        table.add_row(*cells(SOURCE_LABELS.get(source, source), f"{points:g}", shown or "-"))
+    people, roles = breakdown["people"], breakdown["roles"]
+    table.add_row(
+        *cells(
+            "breadth",
+            f"{breakdown['breadth']:g}",
+            f"{people} {'person' if people == 1 else 'people'} and {roles} committee "
+            f"{'role' if roles == 1 else 'roles'} engaged",
+        )
+    )
+    out.print(table)
+
+
+def _print_intent(topics: list[dict]) -> None:
+    """Intent signals, newest first: topic, score, day, source and what each weighs now."""
+    out.print("\n[bold]Intent topics[/] (abm import intent; weights from `topics` in the rules)")
+    table = Table("topic", "score", "surging", "date", "source", "points")
+    for topic in topics[:INTENT_SHOWN]:
+        score = f"{topic['score']:g}"
+        if topic.get("level"):
+            score += f" ({topic['level']})"
+        table.add_row(
+            *cells(
+                topic["topic"] or "",
+                score,
+                "yes" if topic["surging"] else "no",
+                topic["date"],
+                topic["source"],
+                f"{topic['weight']:g}",
+            )
+        )
+    out.print(table)
+    if len(topics) > INTENT_SHOWN:
+        out.print(f"  ({len(topics) - INTENT_SHOWN} more: --json lists them all)", markup=False)
 
 
 def _print_timeline(entries: list[dict]) -> None:

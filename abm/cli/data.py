@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,7 +13,7 @@ from core.domains import show
 from core.settings import get_settings
 from models.db import get_engine, migrate
 
-import_app = typer.Typer(help="Import accounts, contacts or suppressions from CSV.")
+import_app = typer.Typer(help="Import accounts, contacts, suppressions or intent data from CSV.")
 StrictOption = Annotated[
     bool,
     typer.Option(
@@ -34,13 +35,13 @@ def init() -> None:
         err.print(f"database {where} migrated from {before or 'empty'} to revision {after}")
 
 
-def _import(kind: str, path: Path, strict: bool) -> None:
+def _import(kind: str, path: Path, strict: bool, **options: Any) -> None:
     """Run one import and print what happened: notes, the first rejects and warnings (the
     rest are counted and in the files), then the counts as the last line. Exit 1 when a
     row was rejected; warnings alone are not a failure, every row went in."""
     from stages.importing import import_file
 
-    report = import_file(kind, path, open_engine(), get_settings(), strict=strict)
+    report = import_file(kind, path, open_engine(), get_settings(), strict=strict, **options)
     for line in report.notes:
         err.print(line, markup=False, highlight=False)
     for reject in report.rejects[:SHOWN]:
@@ -88,6 +89,50 @@ def import_contacts(file: Path, strict: StrictOption = False) -> None:
 def import_suppressions(file: Path, strict: StrictOption = False) -> None:
     """Emails or domains never to contact."""
     _import("suppressions", file, strict)
+
+
+def _source(value: str | None) -> str | None:
+    from stages.importing.intent import source_name
+
+    try:
+        return None if value is None else source_name(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _day(value: str | None) -> date | None:
+    try:
+        return None if value is None else date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD") from None
+
+
+@import_app.command("intent")
+def import_intent(
+    file: Path,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            callback=_source,
+            help="the provider (bombora, g2, 6sense, demandbase, ...): part of each signal's "
+            "key; default: recognised from the columns, else csv",
+        ),
+    ] = None,
+    day: Annotated[
+        str | None,
+        typer.Option(
+            "--date",
+            callback=_day,
+            help="YYYY-MM-DD: the day of every signal, for a file without a date column",
+        ),
+    ] = None,
+    strict: StrictOption = False,
+) -> None:
+    """Intent data: domain, topic, score (0-100 or Low/Medium/High) or surge flag, date.
+
+    Kept as engagement events of type `intent`, weighed by topic in the engagement rules;
+    rows for domains that are not imported accounts are rejected."""
+    _import("intent", file, strict, source=source, as_of=day)
 
 
 def score() -> None:

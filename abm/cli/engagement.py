@@ -105,6 +105,29 @@ def engagement_ingest(
         raise typer.Exit(1)
 
 
+@engagement_app.command("mailbox")
+def engagement_mailbox(as_json: JsonOption = False) -> None:
+    """Read the monitored mailbox (ABM_IMAP_URL) once: replies, delivery reports (RFC 3464),
+    complaints (RFC 5965) and auto-replies (RFC 3834), each message stored once. Exits 1
+    when a message could not be read or the connection kept dropping."""
+    from stages.engagement.mailbox_poll import poll_mailbox
+
+    engine = open_engine()
+    report = poll_mailbox(engine, get_settings())
+    result = report.as_dict()
+    if as_json:
+        print_json(result)
+    else:
+        for line in report.notes:
+            err.print(line, markup=False, highlight=False)
+        for problem in report.problems:
+            err.print(problem, style="yellow", markup=False, highlight=False)
+        skip = ("mailbox", "notes", "problems", "cursor")
+        print(" ".join(f"{key}={value}" for key, value in result.items() if key not in skip))
+    if report.problems or report.incomplete:
+        raise typer.Exit(1)
+
+
 @crm_app.command("push")
 def crm_push(as_json: JsonOption = False) -> None:
     """Push accounts whose tier, scores or stage changed since their last push (failed: again)."""

@@ -50,6 +50,21 @@ def report(
         f"audience adds {h['audience_adds']}.",
         highlight=False,
     )
+    sources = data["engagement_sources"]
+    if sources["accounts"]:
+        from core.vocabulary import SOURCE_LABELS
+
+        parts = [
+            f"{SOURCE_LABELS.get(source, source)} {points:g}"
+            for source, points in sources["totals"].items()
+            if source != "other" or points
+        ]
+        out.print(
+            "Engagement points of target accounts by source: "
+            f"{', '.join(parts)}, breadth {sources['breadth']:g}.",
+            highlight=False,
+            markup=False,
+        )
     counts = ("planned", "sent", "skipped", "deferred", "failed")
     for campaign in data["campaigns"]:
         if not campaign["steps"]:

@@ -88,6 +88,15 @@ def read_tracking(message: Message) -> Tracking:
     return Tracking(clicks=found[1] == "1", opens=found[2] == "1")
 
 
+def provider_tracks(backend: str, relay: str) -> bool:
+    """Whether the provider counts clicks and opens itself, as the campaign's `tracking`
+    asks it to: SendGrid (its API's `tracking_settings`), or an SMTP relay whose tag header
+    carries tracking switches (SendGrid's `X-SMTPAPI` filters, Mailgun's tracking headers).
+    Everywhere else (outbox, console, a plain SMTP server, SES) no one would count them, so
+    the composer rewrites the links to our own redirect (`stages.content.click_links`)."""
+    return backend == "sendgrid" or (backend == "smtp" and relay in ("sendgrid", "mailgun"))
+
+
 def relay_headers(
     relay: str, attribution: Attribution, tracking: Tracking
 ) -> list[tuple[str, str]]:

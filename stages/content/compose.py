@@ -10,6 +10,7 @@ from connectors.email.attribution import attribution_headers
 from core.campaign_file import CampaignFile, Step
 from core.settings import Settings
 from core.unsubscribe import make_token
+from stages.content.click_links import tracker_for
 from stages.content.rendering import (
     Sender,
     TemplateKey,
@@ -63,6 +64,8 @@ class Composer:
         }
         self.utm_domains = tuple(d.lower() for d in campaign.utm.domains)
         self._utm_by_variant: dict[str | None, dict[str, str]] = {}
+        # links through our own redirect, an open pixel: where no provider tracks
+        self.tracker = tracker_for(settings, campaign) if step.channel == "email" else None
 
     def _utm(self, variant: str | None) -> dict[str, str]:
         """The UTM parameters of one variant's messages, made once per variant (shared
@@ -121,6 +124,8 @@ class Composer:
             self._utm(variant),
             self.utm_domains,
         )
+        if self.tracker is not None:  # after the UTM parameters: they travel in the token
+            parts = self.tracker.apply(parts, row.get("delivery_id") or 0, unsubscribe_url)
         name = " ".join(filter(None, (row["first_name"], row["last_name"])))
         return build_message(
             parts,

@@ -6,15 +6,17 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Engine, func, select, update
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from sqlalchemy import Engine, case, func, select, update
 
 from core.errors import ConfigError
+from core.intent import IntentFilter, IntentSignal, TopicRules, matching_signal
 from core.settings import DEFAULTS_DIR, Settings
 from core.vocabulary import ENGAGED, STAGES
 from core.yamlfile import load_model
@@ -29,6 +31,7 @@ from models.tables import (
     Suppression,
     utcnow,
 )
+from stages.engagement.sources import SOURCES, source_of, split_exactly, stored_sources
 
 
 class StageRule(BaseModel):
@@ -37,6 +40,9 @@ class StageRule(BaseModel):
     min_people: int = 0
     min_roles: int = 0
     or_events: list[str] = []
+    or_intent: IntentFilter | None = Field(
+        None, description="intent data that moves the account here too (see core/intent.py)"
+    )
 
 
 class Breadth(BaseModel):
@@ -47,14 +53,72 @@ class Breadth(BaseModel):
     max_role_bonus: float = 25
 
 
+class PageWeight(BaseModel):
+    """The weight of a page view on the user's own site (`web_visit`) whose path matches
+    `path`: a glob over the path alone (`*` matches anything, `/` included; no `*` means that
+    exact path), such as `/pricing*`."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(min_length=1, max_length=500)
+    weight: float = Field(allow_inf_nan=False)
+
+    @field_validator("path")
+    @classmethod
+    def _a_path(cls, value: str) -> str:
+        if not value.startswith("/") or not value.isascii() or "?" in value.replace("*", ""):
+            raise ValueError(
+                f"{value!r}: a page pattern must start with / and hold a path only, "
+                "ASCII (as browsers send it, %-encoded), like /pricing*"
+            )
+        return value
+
+
+# Scanner clicks are machines (mail security gateways following every link), never people.
+UNWEIGHTED = ("click_scanner",)
+
+
 class EngagementRules(BaseModel):
-    """The engagement YAML: weights, decay, breadth bonus and stage rules."""
+    """The engagement YAML: weights, decay, breadth bonus, page weights and stage rules."""
 
     model_config = ConfigDict(extra="forbid")
     half_life_days: float = Field(30, gt=0)
     weights: dict[str, float]
     breadth: Breadth = Breadth()
+    pages: list[PageWeight] = Field(
+        [], description="web_visit weights by page, first match wins; else weights.web_visit"
+    )
     stages: dict[str, StageRule]
+    topics: TopicRules = Field(
+        TopicRules(), description="intent weights by topic; unlisted topics: default_weight"
+    )
+    _page_weights: dict[str, float] = PrivateAttr(default_factory=dict)
+
+    def topic_weight(self, topic: str) -> float:
+        """The weight of an intent signal on `topic` at score 100 (`topics` in the rules)."""
+        return self.topics.weight_of(topic)
+
+    @field_validator("weights")
+    @classmethod
+    def _scanners_never_count(cls, weights: dict[str, float]) -> dict[str, float]:
+        for kind in UNWEIGHTED:
+            if weights.get(kind):
+                raise ValueError(
+                    f"{kind} must weigh 0: a mail scanner following links is not engagement"
+                )
+        return weights
+
+    def page_weight(self, path: str) -> float:
+        """The weight of a page view of `path`: the first `pages` pattern that matches, else
+        `weights.web_visit`. Worked out once per path."""
+        weight = self._page_weights.get(path)
+        if weight is None:
+            weight = next(
+                (page.weight for page in self.pages if fnmatchcase(path, page.path)),
+                self.weights.get("web_visit", 0),
+            )
+            if len(self._page_weights) < 10_000:
+                self._page_weights[path] = weight
+        return weight
 
 
 def load_engagement_rules(path: Path | None = None) -> EngagementRules:
@@ -77,8 +141,11 @@ def counted_types(rules: EngagementRules) -> frozenset[str]:
     """The event types that can change a score or a stage under these rules; the rollup reads
     only these (deliveries, with weight 0, are most of the events and change nothing)."""
     triggers = {kind for rule in rules.stages.values() for kind in rule.or_events}
+    visits = {"web_visit"} if any(page.weight for page in rules.pages) else set()
+    intent = rules.topics.counts or any(rule.or_intent for rule in rules.stages.values())
+    visits |= {"intent"} if intent else set()
     return frozenset(
-        {kind for kind, weight in rules.weights.items() if weight} | ENGAGED | triggers
+        {kind for kind, weight in rules.weights.items() if weight} | ENGAGED | triggers | visits
     )
 
 
@@ -88,22 +155,48 @@ class AccountEngagement:
     people: int
     roles: int
     event_types: frozenset[str]
+    # the score split by source (email, linkedin, web, intent, other) and the breadth bonus,
+    # each to one decimal: they add up to `score` (unless the events weigh less than 0)
+    sources: dict[str, float] = field(default_factory=dict)
+    breadth: float = 0.0
+    intent: tuple[IntentSignal, ...] = ()
+    as_of: datetime | None = None
 
 
 def account_engagement(
-    events: Iterable[dict[str, Any]], rules: EngagementRules, now: datetime
+    events: Iterable[dict[str, Any]],
+    rules: EngagementRules,
+    now: datetime,
+    contributions: list[tuple[dict[str, Any], str, float]] | None = None,
 ) -> AccountEngagement:
-    """Decayed, weighted sum of one account's events plus a bonus for breadth."""
+    """Decayed, weighted sum of one account's events plus a bonus for breadth, split by
+    source (`source_of`). Given a list, `contributions` gets (event, source, weight now) for
+    every event."""
     total = 0.0
     people: set[int] = set()
     roles: set[str] = set()
     types: set[str] = set()
+    by_source = dict.fromkeys(SOURCES, 0.0)
+    intent: list[IntentSignal] = []
     for event in events:
         age_days = max(0.0, (now - event["occurred_at"]).total_seconds() / 86400)
         # aggregated events (ad analytics) count with diminishing returns: 1 -> 1, 100 -> 6.7
-        count = (event.get("data") or {}).get("count", 1)
-        weight = rules.weights.get(event["type"], 0) * math.log2(1 + count)
-        total += weight * 0.5 ** (age_days / rules.half_life_days)
+        data = event.get("data") or {}
+        count = data.get("count", 1)
+        if event["type"] == "web_visit":  # weighed by the page (`pages` in the rules)
+            weight = rules.page_weight(str(data.get("path", "")))
+        elif event["type"] == "intent":  # weighed by topic and score (`topics` in the rules)
+            topic, score = str(data.get("topic", "")), float(data.get("score") or 0)
+            weight = rules.topic_weight(topic) * score / 100
+            intent.append(IntentSignal(topic, score, event["occurred_at"]))
+        else:
+            weight = rules.weights.get(event["type"], 0) * math.log2(1 + count)
+        weight *= 0.5 ** (age_days / rules.half_life_days)
+        total += weight
+        source = source_of(event["type"], event.get("channel"))
+        by_source[source] += weight
+        if contributions is not None:
+            contributions.append((event, source, weight))
         types.add(event["type"])
         if event["type"] in ENGAGED and event.get("contact_id") is not None:
             people.add(event["contact_id"])
@@ -113,14 +206,26 @@ def account_engagement(
     bonus = min(breadth.max_people_bonus, breadth.per_extra_person * max(0, len(people) - 1))
     bonus += min(breadth.max_role_bonus, breadth.per_role * len(roles))
     score = round(max(0.0, total + bonus) if total > 0 else max(0.0, total), 1)
-    return AccountEngagement(score, len(people), len(roles), frozenset(types))
+    if total > 0:  # the parts add up to the score; else it is 0 and there is no bonus
+        parts = split_exactly({**by_source, "": bonus}, score)
+        bonus = parts.pop("")
+    else:
+        parts, bonus = {name: round(value, 1) for name, value in by_source.items()}, 0.0
+    return AccountEngagement(
+        score, len(people), len(roles), frozenset(types), parts, bonus, tuple(intent), now
+    )
 
 
 def next_stage(
     current: str, engagement: AccountEngagement, rules: EngagementRules
 ) -> tuple[str, str] | None:
-    """The furthest stage the rules allow beyond `current`, with the reason; None if none."""
+    """The furthest stage the rules allow beyond `current`, with the reason; None if none.
+
+    A stage's `or_events` or `or_intent` reach it even past stages whose conditions the
+    account does not meet (a surge on a topic you sell is no score); the score, people
+    and roles conditions only climb from stage to stage."""
     best = None
+    climbing = True
     for stage in STAGES[STAGES.index(current) + 1 :]:
         rule = rules.stages.get(stage)
         if rule is None:
@@ -128,6 +233,12 @@ def next_stage(
         hits = sorted(engagement.event_types & set(rule.or_events))
         if hits:
             best = (stage, f"{', '.join(hits)} received")
+            continue
+        surge = _intent_reason(rule.or_intent, engagement)
+        if surge:
+            best = (stage, surge)
+            continue
+        if not climbing:
             continue
         if (
             engagement.score >= rule.min_score
@@ -140,8 +251,22 @@ def next_stage(
                 f"{engagement.people} people, {engagement.roles} roles engaged",
             )
             continue
-        break
+        climbing = False
     return best
+
+
+def _intent_reason(condition: IntentFilter | None, engagement: AccountEngagement) -> str | None:
+    """Why `condition` (a stage's `or_intent`) holds for this account, or None."""
+    if condition is None or not engagement.intent:
+        return None
+    now = engagement.as_of or utcnow()
+    signal = matching_signal(condition, engagement.intent, now)
+    if signal is None:
+        return None
+    return (
+        f"intent: {signal.topic} scored {signal.score:g} on {signal.occurred_at:%Y-%m-%d} "
+        f"(>= {condition.min_score:g} within {condition.window.days} days)"
+    )
 
 
 def evidence_for_stage(
@@ -160,6 +285,9 @@ def evidence_for_stage(
 
 
 ROLLUP_SOURCE = "engagement"
+# The event types whose score reads their data: aggregated ad analytics (`count`) and page
+# views (`path`, for the page weight). A roll-up reads no other event's data.
+READS_DATA = ("ad_impression", "ad_click", "web_visit", "intent")
 
 
 def rollup_accounts(engine: Engine, account_ids: list[int], rules: EngagementRules) -> int:
@@ -194,20 +322,34 @@ def rollup_in(
             ).all()
         )
         events: dict[int, list[dict[str, Any]]] = {account_id: [] for account_id in stages}
-        rows = session.execute(
+        query = (
             select(
                 EngagementEvent.account_id,
                 EngagementEvent.contact_id,
                 EngagementEvent.type,
+                EngagementEvent.channel,
                 EngagementEvent.occurred_at,
-                EngagementEvent.data,
+                # only the events whose score reads their data: decoding every click's
+                # data (its URL...) was most of a roll-up's time
+                case((EngagementEvent.type.in_(READS_DATA), EngagementEvent.data)),
                 Contact.role,
             )
             .outerjoin(Contact, Contact.id == EngagementEvent.contact_id)
             .where(EngagementEvent.account_id.in_(batch), EngagementEvent.type.in_(types))
-        ).mappings()
-        for row in rows:
-            events[row["account_id"]].append(dict(row))
+        )
+        # through the session's connection: plain rows, without the ORM's loading machinery
+        rows = session.connection().execute(query).tuples()
+        for account_id, contact_id, kind, channel, occurred_at, data, role in rows:
+            events[account_id].append(
+                {
+                    "contact_id": contact_id,
+                    "type": kind,
+                    "channel": channel,
+                    "occurred_at": occurred_at,
+                    "data": data,
+                    "role": role,
+                }
+            )
         updates, history = [], []
         for account_id, account_events in events.items():
             engagement = account_engagement(account_events, rules, now)
@@ -231,7 +373,12 @@ def rollup_in(
                 )
                 stage = moved[0]
             updates.append(
-                {"_id": account_id, "engagement_score": engagement.score, "stage": stage}
+                {
+                    "_id": account_id,
+                    "engagement_score": engagement.score,
+                    "stage": stage,
+                    "engagement_sources": stored_sources(engagement),
+                }
             )
         update_rows_by_id(session, Account, updates, updated_at=now)
         if history:

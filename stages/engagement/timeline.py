@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, case, select
 
 from models.tables import Campaign, Contact, Delivery, EngagementEvent
 from stages.engagement.journey import stage_history
@@ -42,11 +42,16 @@ def sent_entry(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def event_entry(row: Mapping[str, Any]) -> dict[str, Any]:
-    """An engagement event, with the source it came from."""
+    """An engagement event, with the source it came from (an intent signal with its topic
+    and score)."""
+    what = f"{row['type'].replace('_', ' ')} ({row['channel']})"
+    data = row.get("data") or {}
+    if row["type"] == "intent" and data:
+        what = f"intent signal: {data.get('topic', '?')}, score {float(data.get('score') or 0):g}"
     return {
         "at": row["occurred_at"],
         "kind": "event",
-        "what": f"{row['type'].replace('_', ' ')} ({row['channel']})",
+        "what": what,
         "source": row["provider"],
         "contact": row["email"],
         "campaign": row["campaign"],
@@ -106,6 +111,8 @@ def account_timeline(engine: Engine, account_id: int) -> list[dict[str, Any]]:
             EngagementEvent.provider,
             Contact.email,
             Campaign.key.label("campaign"),
+            # only an intent signal's data (its topic and score) is shown
+            case((EngagementEvent.type == "intent", EngagementEvent.data)).label("data"),
         )
         .outerjoin(Contact, Contact.id == EngagementEvent.contact_id)
         .outerjoin(Campaign, Campaign.id == EngagementEvent.campaign_id)

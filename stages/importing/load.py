@@ -14,6 +14,7 @@ import heapq
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,14 @@ from stages.importing.csv_file import (
     read_csv,
     read_rows,
 )
+from stages.importing.intent import (
+    IntentParse,
+    detect_source,
+    intent_events,
+    intent_parser,
+    source_name,
+)
+from stages.importing.limits import listing
 from stages.importing.records import (
     Merger,
     ParseResult,
@@ -79,6 +88,8 @@ def import_file(
     *,
     batch_rows: int = IMPORT_BATCH_ROWS,
     strict: bool = False,
+    source: str | None = None,
+    as_of: date | None = None,
 ) -> ImportReport:
     """Read, validate and bulk-upsert one CSV file; rejected rows go to FILE.rejects.csv,
     warnings about kept rows to FILE.warnings.csv.
@@ -87,18 +98,28 @@ def import_file(
     changes nothing; a file that cannot be read changes nothing. Only identity rejects a
     row; a cell that cannot be used is blanked, mapped or converted with a warning, or with
     `strict` rejects its row. Contacts stream through in batches of `batch_rows`, so memory
-    does not grow with the file (see `_import_contacts`)."""
+    does not grow with the file (see `_import_contacts`). Intent data (`kind` "intent")
+    takes the provider's name as `source` (else guessed from the columns) and, for a file
+    without a date column, the day of the export as `as_of` (see `_import_intent`)."""
     from models import store
 
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be at least 1, not {batch_rows}")
-    if kind not in ("accounts", "contacts", "suppressions"):
+    if kind not in ("accounts", "contacts", "suppressions", "intent"):
         raise ValueError(f"unknown import kind {kind!r}")
+    if kind != "intent" and (source is not None or as_of is not None):
+        raise ValueError("source and as_of are for intent data only")
     path = Path(path)
+    source = None if source is None else source_name(source)
     log = WarningLog(WARNINGS_KEPT, source=path)
     staged = 0
+    notes = []
     try:
-        if kind == "contacts":
+        if kind == "intent":
+            table, rejects, merged, counts = _import_intent(
+                path, engine, settings, strict, log, source, as_of, notes
+            )
+        elif kind == "contacts":
             table, rejects, merged, counts = _import_contacts(
                 path, engine, settings, batch_rows, strict, log
             )
@@ -120,7 +141,6 @@ def import_file(
     except BaseException:
         log.discard()
         raise
-    notes = []
     if staged:
         notes.append(f"{path}: stages set: {staged} (kept in each account's stage history)")
     if table.encoding != "utf-8":
@@ -157,6 +177,90 @@ def _set_stages(engine: Engine, path: Path, result: ParseResult) -> int:
         if record.get("stage")
     }
     return len(set_stages(engine, wanted, "import", once=True)) if wanted else 0
+
+
+def _import_intent(
+    path: Path,
+    engine: Engine,
+    settings: Settings,
+    strict: bool,
+    log: WarningLog,
+    source: str | None,
+    as_of: date | None,
+    notes: list[str],
+) -> tuple[CsvTable, list[Reject], int, UpsertCounts]:
+    """Import intent signals as engagement events of type `intent`, one per account, topic
+    and day from one source, then roll up the accounts whose signals changed, in the same
+    transaction, so that their scores and stages count them when the import returns.
+
+    Rows stream in one pass (parsed records, not raw rows, are what is kept); a signal for a
+    domain that is not an imported account is rejected, never made into an account. The
+    engagement rules are read before anything is written: a bad rules file writes nothing.
+    """
+    from models import store
+    from models.db import session_scope
+    from models.tables import utcnow
+    from stages.engagement.rollup import counted_types, engagement_rules_from, rollup_in
+
+    rules = engagement_rules_from(settings)
+    found = inspect_source(path)
+    log.format_like(found.delimiter, found.encoding)
+    known = store.known_domains(engine)
+    now = utcnow()
+
+    def parse(rows: Rows) -> IntentParse:
+        """One pass (read_rows may start a second one, checking every row's quoting)."""
+        result = IntentParse()
+        pending = iter(rows)
+        head = list(itertools.islice(pending, 1))  # reading a row reads the header first
+        parse_rows = intent_parser(
+            rows.table([]), known, today=now.date(), as_of=as_of, strict=strict
+        )
+        with gc_paused():
+            parse_rows(itertools.chain(head, pending), result)
+        return result
+
+    rows, result = read_rows(found, parse)
+    table = rows.table([])
+    for line, warns in result.warnings:
+        log.add(line, warns)
+    detected = detect_source(table.original_header or table.header)
+    if source is None:
+        source = detected or "csv"
+        how = "recognised from its columns" if detected else "not recognised from its columns"
+        notes.append(f"{path}: intent source: {source} ({how}; --source names it)")
+    else:
+        notes.append(f"{path}: intent source: {source}")
+    read = ", ".join(f"{what} = {column}" for what, column in result.columns.items())
+    notes.append(f"{path}: columns read: {read}")
+    if result.unused:
+        notes.append(f"{path}: columns not used: {listing(result.unused)}")
+    if as_of is not None and "date" not in result.columns:
+        notes.append(f"{path}: every signal dated {as_of.isoformat()} (--date)")
+    elif as_of is not None:
+        notes.append(
+            f"{path}: --date {as_of.isoformat()} not used: the file's {result.columns['date']} "
+            "column dates each signal"
+        )
+    ids = store.account_ids_by_domain(engine, {record["domain"] for record in result.records})
+    events = intent_events(result.records, source, ids)
+    # intent that weighs nothing under the rules (no topic listed, no `or_intent`) cannot
+    # change a score or a stage: then there is nothing to roll up
+    counted = "intent" in counted_types(rules)
+    with session_scope(engine) as session:
+        counts, touched = store.upsert_events(session, engine, events, now)
+        if touched and counted:
+            rollup_in(session, touched, rules, now)
+    if touched and counted:
+        notes.append(f"{path}: engagement rolled up for {len(touched)} accounts")
+    elif touched:
+        notes.append(
+            f"{path}: no topic weighs anything in the engagement rules (`topics`), so these "
+            "signals change no score or stage yet"
+        )
+    rejects = [*rows.rejects, *result.rejects]
+    rejects.sort(key=lambda r: r.line)
+    return table, rejects, result.merged, counts
 
 
 def _import_contacts(

@@ -19,6 +19,11 @@ def _nice_step(maximum: float, ticks: int = 4) -> float:
     return next(m * power for m in (1, 2, 2.5, 5, 10) if raw <= m * power)
 
 
+def _tidy(value: float) -> float:
+    """A sum of points (floats) to one decimal, so that 0.1 + 0.2 shows as 0.3."""
+    return round(value, 1) if isinstance(value, float) else value
+
+
 def hbar_chart(
     rows: list[tuple[str, float, str, str]], title: str, maximum: float | None = None
 ) -> dict[str, Any]:
@@ -89,7 +94,7 @@ def stacked_chart(rows: list[tuple[str, list[tuple[str, int, str]]]], title: str
                 "middle": y + bar_h / 2,
                 "segments": parts,
                 "total_x": f"{x + 8:.1f}",
-                "total": number(sum(n for _, n, _ in segments)),
+                "total": number(_tidy(sum(n for _, n, _ in segments))),
             }
         )
     return {

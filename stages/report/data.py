@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, literal_column, select
 
-from core.vocabulary import EVENT_TYPES, STAGES
+from core.intent import SURGE_SCORE, topic_key
+from core.vocabulary import ENGAGEMENT_SOURCES, EVENT_TYPES, STAGES
 from models.tables import (
     Account,
     Campaign,
@@ -64,6 +65,10 @@ MIN_SENT_PER_VARIANT = 30
 MIN_EXPECTED = 5
 SIGNIFICANCE = 0.05
 ACCOUNT_ROWS_SHOWN = 100
+# Intent topics the report lists: those with signals in the last INTENT_DAYS, most accounts
+# surging first.
+INTENT_DAYS = 30
+INTENT_TOPICS_SHOWN = 20
 
 
 def report_data(
@@ -81,6 +86,7 @@ def report_data(
         engagement = _weekly_engagement(connection)
         campaigns = _campaigns(connection)
         velocity = _stage_velocity(connection)
+        sources = _engagement_sources(connection, now or utcnow())
     committee = _committee(engine, list(required_roles))
     return {
         "generated_at": (now or utcnow()).astimezone(UTC).isoformat(timespec="seconds"),
@@ -90,6 +96,7 @@ def report_data(
         "committee": committee,
         "campaigns": campaigns,
         "stage_velocity": velocity,
+        "engagement_sources": sources,
     }
 
 
@@ -481,6 +488,99 @@ def _stage_velocity(connection: Connection) -> list[dict[str, Any]]:
             days.items(), key=lambda item: (_rank(item[0][1]), _rank(item[0][0]))
         )
     ]
+
+
+def _engagement_sources(connection: Connection, now: datetime) -> dict[str, Any]:
+    """Target accounts' engagement by source (email, LinkedIn, web, intent) and breadth, as
+    the last rollup kept it with each account (`Account.engagement_sources`: the parts add
+    up to the account's score), most engaged first; and the intent topics of the last
+    INTENT_DAYS days across all accounts."""
+    totals = dict.fromkeys(ENGAGEMENT_SOURCES, 0.0)
+    engaged = dict.fromkeys(ENGAGEMENT_SOURCES, 0)
+    breadth = 0.0
+    accounts = []
+    not_split = 0
+    for domain, name, tier, stage, score, parts in connection.execute(
+        select(
+            Account.domain,
+            Account.name,
+            Account.tier,
+            Account.stage,
+            Account.engagement_score,
+            Account.engagement_sources,
+        ).where(Account.tier.is_not(None))
+    ):
+        if not parts:
+            not_split += 1 if score else 0
+            continue
+        sources = {source: float(parts.get(source) or 0.0) for source in ENGAGEMENT_SOURCES}
+        bonus = float(parts.get("breadth") or 0.0)
+        if not any(sources.values()) and not bonus:
+            continue
+        for source, value in sources.items():
+            totals[source] += value
+            engaged[source] += value > 0
+        breadth += bonus
+        accounts.append(
+            {
+                "domain": domain,
+                "name": name,
+                "tier": tier,
+                "stage": stage,
+                "engagement_score": score,
+                "sources": sources,
+                "breadth": bonus,
+            }
+        )
+    accounts.sort(key=lambda a: (-a["engagement_score"], a["domain"]))
+    return {
+        "sources": list(ENGAGEMENT_SOURCES),
+        "totals": {source: round(value, 1) for source, value in totals.items()},
+        "breadth": round(breadth, 1),
+        "accounts_with": engaged,
+        "accounts": accounts,
+        "not_split": not_split,
+        "intent_days": INTENT_DAYS,
+        "intent_topics": _intent_topics(connection, now),
+    }
+
+
+def _intent_topics(connection: Connection, now: datetime) -> list[dict[str, Any]]:
+    """Per topic (any case) of the intent signals of the last INTENT_DAYS days: accounts
+    surging (a score of SURGE_SCORE or more), accounts with a signal, the highest score and
+    the latest day. Topics are no personal data."""
+    topics: dict[str, dict[str, Any]] = {}
+    for account_id, at, data in connection.execute(
+        select(EngagementEvent.account_id, EngagementEvent.occurred_at, EngagementEvent.data)
+        # a literal, so that the index of intent events serves
+        .where(EngagementEvent.type == literal_column("'intent'"))
+        .where(EngagementEvent.occurred_at >= now - timedelta(days=INTENT_DAYS))
+    ):
+        data = data or {}
+        name = str(data.get("topic") or "")
+        score = float(data.get("score") or 0)
+        entry = topics.setdefault(
+            topic_key(name),
+            {"topic": name, "accounts": set(), "surging": set(), "top_score": 0.0, "latest": at},
+        )
+        entry["accounts"].add(account_id)
+        if score >= SURGE_SCORE:
+            entry["surging"].add(account_id)
+        entry["top_score"] = max(entry["top_score"], score)
+        if at >= entry["latest"]:
+            entry["latest"], entry["topic"] = at, name
+    rows = [
+        {
+            "topic": entry["topic"],
+            "accounts_surging": len(entry["surging"]),
+            "accounts": len(entry["accounts"]),
+            "top_score": entry["top_score"],
+            "latest": _as_date(entry["latest"]).isoformat(),
+        }
+        for entry in topics.values()
+    ]
+    rows.sort(key=lambda r: (-r["accounts_surging"], -r["accounts"], r["topic"].casefold()))
+    return rows[:INTENT_TOPICS_SHOWN]
 
 
 def _headline(

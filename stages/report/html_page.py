@@ -8,6 +8,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from core.vocabulary import SOURCE_LABELS
 from stages.report.charts import hbar_chart, line_chart, stacked_chart
 from stages.report.data import (
     ACCOUNT_ROWS_SHOWN,
@@ -58,7 +59,18 @@ EVENT_COLORS = {
     "ad_click": "#f59e0b",
     "lead_form": "#db2777",
     "meeting": "#7c3aed",
+    "web_visit": "#0d9488",
+    "intent": "#d97706",
 }
+SOURCE_COLORS = {
+    "email": "#2563eb",
+    "linkedin": "#0e7490",
+    "web": "#15803d",
+    "intent": "#f59e0b",
+    "other": "#64748b",
+    "breadth": "#a78bfa",
+}
+SOURCE_ACCOUNTS_CHARTED = 15
 VARIANT_COLORS = ("#2563eb", "#f59e0b", "#15803d", "#7c3aed", "#db2777", "#0891b2")
 
 _ENV = Environment(
@@ -79,6 +91,7 @@ def render_html(data: dict[str, Any]) -> str:
         funnel=_funnel(data["funnel"]),
         campaigns=[_campaign(c) for c in data["campaigns"]],
         engagement=_engagement(data["engagement"]),
+        sources=_sources(data["engagement_sources"]),
         committee=_committee(data["committee"]),
         velocity=[
             [
@@ -292,6 +305,111 @@ def _engagement(engagement: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _source_label(source: str) -> str:
+    label = SOURCE_LABELS.get(source, source)
+    return label[:1].upper() + label[1:]
+
+
+def _tenths(value: float) -> float | int:
+    """Points to one decimal, a whole number without its `.0`."""
+    rounded = round(value, 1)
+    return int(rounded) if rounded.is_integer() else rounded
+
+
+def _points(value: float) -> str:
+    return number(_tenths(value))
+
+
+def _accounts_text(n: int) -> str:
+    return f"{number(n)} {'account' if n == 1 else 'accounts'}"
+
+
+def _sources(section: dict[str, Any]) -> dict[str, Any] | None:
+    """Engagement by source: totals over the target accounts, the most engaged accounts'
+    scores split by source, and the intent topics of the last weeks."""
+    accounts = section["accounts"]
+    topics = section["intent_topics"]
+    if not accounts and not topics:
+        return None
+    shown = [s for s in section["sources"] if s != "other" or section["totals"]["other"]]
+    parts = [*shown, "breadth"]
+    totals = {**section["totals"], "breadth": section["breadth"]}
+    with_source = {**section["accounts_with"], "breadth": len(accounts)}
+    bars = [
+        (
+            _source_label(part),
+            max(totals[part], 0),
+            SOURCE_COLORS[part],
+            f"{_points(totals[part])} ({_accounts_text(with_source.get(part, 0))})",
+        )
+        for part in parts
+    ]
+    stacked = [
+        (
+            a["name"] or a["domain"],
+            [
+                (
+                    _source_label(part),
+                    _tenths(a["breadth"] if part == "breadth" else a["sources"][part]),
+                    SOURCE_COLORS[part],
+                )
+                for part in parts
+            ],
+        )
+        for a in accounts[:SOURCE_ACCOUNTS_CHARTED]
+    ]
+    rows = [
+        [
+            {"kind": "account", "name": a["name"] or a["domain"], "domain": a["domain"]},
+            a["tier"],
+            as_words(a["stage"]),
+            _points(a["engagement_score"]),
+            *(_points(a["sources"][part]) for part in shown),
+            _points(a["breadth"]),
+        ]
+        for a in accounts[:ACCOUNT_ROWS_SHOWN]
+    ]
+    headers = ["account", "tier", "stage", "score", *(_source_label(p) for p in parts)]
+    topic_rows = [
+        [
+            t["topic"],
+            number(t["accounts_surging"]),
+            number(t["accounts"]),
+            _points(t["top_score"]),
+            day_text(t["latest"]),
+        ]
+        for t in topics
+    ]
+    return {
+        "chart": hbar_chart(bars, "Engagement points of target accounts by source")
+        if accounts
+        else None,
+        "accounts_chart": stacked_chart(
+            stacked, "The most engaged target accounts: their score by source"
+        )
+        if stacked
+        else None,
+        "legend": [(_source_label(part), SOURCE_COLORS[part]) for part in parts],
+        "accounts": len(accounts),
+        "listed": (
+            f"The first {number(ACCOUNT_ROWS_SHOWN)} of {number(len(accounts))}; "
+            if len(accounts) > ACCOUNT_ROWS_SHOWN
+            else ""
+        ),
+        "table": _table(headers, rows, set(range(1, len(headers))) - {2}),
+        "not_split": number(section["not_split"]) if section["not_split"] else None,
+        "intent_days": section["intent_days"],
+        "topics": _table(
+            ["topic", "accounts surging", "accounts with a signal", "top score", "latest"],
+            topic_rows,
+            {1, 2, 3},
+            "labels",
+        )
+        if topic_rows
+        else None,
+    }
+
+
 def _committee(committee: dict[str, Any]) -> dict[str, Any]:
     count = committee["accounts_count"]
     bars = [
@@ -383,6 +501,15 @@ def _glossary() -> list[tuple[str, str]]:
             "The roles that decide a purchase: decision maker (signs), "
             "approver (finance or executive sign-off), specifier (sets technical requirements), "
             "reviewer (procurement, legal, security), influencer and user.",
+        ),
+        (
+            "Engagement by source",
+            "An account's engagement score is the sum of what its signals weigh now (each "
+            "loses half its weight every half-life, 30 days by default): email (opens, "
+            "clicks, replies, bounces, also those from the monitored mailbox), LinkedIn (ad "
+            "engagement, lead forms), web (pages viewed on your site after a tracked click) "
+            "and intent data (topics third parties saw the account research, weighed by the "
+            "topics you sell), plus a bonus for breadth across people and committee roles.",
         ),
         (
             "MQA",

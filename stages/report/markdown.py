@@ -7,6 +7,7 @@ import html
 from typing import Any
 from uuid import UUID
 
+from core.vocabulary import SOURCE_LABELS
 from stages.report.text import as_words, number, percent, skip_reason_text, verdict_text, when_text
 
 
@@ -122,6 +123,7 @@ def report_markdown(data: dict[str, Any]) -> str:
     gaps = [f"{as_words(r)} {n}" for r, n in committee["gaps_by_role"].items() if n]
     if gaps:
         lines += [f"Target accounts missing a role: {_md(', '.join(gaps))}.", ""]
+    lines += _sources_markdown(data["engagement_sources"])
     weeks = data["engagement"]["weeks"][-8:]
     if weeks:
         types = data["engagement"]["types"]
@@ -142,6 +144,42 @@ def report_markdown(data: dict[str, Any]) -> str:
             {2, 3},
         )
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _sources_markdown(section: dict[str, Any]) -> list[str]:
+    """Engagement points of the target accounts by source, and the intent topics (no
+    account list: the HTML report has it)."""
+    if not section["accounts"] and not section["intent_topics"]:
+        return []
+    lines = ["## Engagement by source", ""]
+    totals = {**section["totals"], "breadth": section["breadth"]}
+    with_source = {**section["accounts_with"], "breadth": len(section["accounts"])}
+    lines += _md_table(
+        ["source", "points", "target accounts"],
+        [
+            [SOURCE_LABELS.get(part, part), f"{totals[part]:g}", with_source.get(part, 0)]
+            for part in (*section["sources"], "breadth")
+            if part != "other" or totals["other"]
+        ],
+        {1, 2},
+    )
+    if section["intent_topics"]:
+        lines += [f"**Intent topics of the last {section['intent_days']} days**", ""]
+        lines += _md_table(
+            ["topic", "accounts surging", "accounts", "top score", "latest"],
+            [
+                [
+                    t["topic"],
+                    t["accounts_surging"],
+                    t["accounts"],
+                    f"{t['top_score']:g}",
+                    t["latest"],
+                ]
+                for t in section["intent_topics"][:10]
+            ],
+            {1, 2, 3},
+        )
+    return lines
 
 
 def publish_artifact(data: dict[str, Any]) -> UUID:

@@ -13,7 +13,7 @@ SKIP_REASONS = {
     "bounced": "the address bounced before",
     "suppressed": "on the do-not-contact list",
     "no_consent": "no recorded consent, and the campaign requires it",
-    "left_audience": "no longer in the campaign's audience (tier, stage, filters or role)",
+    "left_audience": "no longer in the campaign's audience (tier, stage, filters, intent or role)",
     "account_replied": "someone else at the account replied, and the campaign stops then",
 }
 
