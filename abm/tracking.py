@@ -46,6 +46,7 @@ from stages.engagement.first_party import Hit, Recorded, record_hits, scanner_ag
 from stages.engagement.rollup import EngagementRules, counted_types, rollup_accounts
 
 log = logging.getLogger(__name__)
+TRAILING_PUNCTUATION = ".,;:!?)]}>'\""
 
 VISITOR_PARAMETER = "abm_vid"  # the query parameter a site link gets, and the cookie's name
 LINK_MAX_BODY = 1024  # a click, a pixel, the script: GET requests, no body
@@ -240,7 +241,9 @@ def tracking_routes(
         return outcome
 
     async def click(request: Request) -> Response:
-        token = request.path_params["token"]
+        # a mail client that makes a link of plain text may take the sentence's closing
+        # punctuation with it ("...(https://x/c/TOKEN)."): never a token's last character
+        token = request.path_params["token"].rstrip(TRAILING_PUNCTUATION)
         if len(token) > MAX_TOKEN_LENGTH:
             log.warning("refused a click: the link is over %d characters", MAX_TOKEN_LENGTH)
             return HTMLResponse(NOT_VALID, status_code=414)
