@@ -19,7 +19,7 @@ from core.field_test import FieldTest
 from core.intent import IntentFilter
 from core.settings import check_sender
 from core.vocabulary import STAGES, Role, Stage
-from core.yamlfile import load_model
+from core.yamlfile import load_model, node_line
 
 Tier = Literal[1, 2, 3]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -315,18 +315,7 @@ def field_line(path: Path, *loc: int | str) -> int | None:
     nearest enclosing one written in the file (a step whose template is its id); None when
     the file cannot be read as YAML. For messages about a file `load_campaign` accepted."""
     try:
-        node: yaml.Node | None = yaml.compose(path.read_text(encoding="utf-8"))
+        root: yaml.Node | None = yaml.compose(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
-    line = None
-    for part in loc:
-        if node is None:
-            break
-        line = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if k.value == part), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            node = node.value[part] if part < len(node.value) else None
-        else:
-            node = None
-    return node.start_mark.line + 1 if node is not None else line
+    return node_line(root, loc)

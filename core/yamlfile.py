@@ -13,7 +13,7 @@ from core.errors import ConfigError
 M = TypeVar("M", bound=BaseModel)
 
 
-def _node_line(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+def node_line(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     """The 1-based line of the deepest YAML node the pydantic location reaches."""
     node, line = root, None
     for part in loc:
@@ -111,7 +111,7 @@ def load_model(path: Path, model: type[M]) -> M:
         lines = []
         for error in exc.errors():
             loc = tuple(p for p in error["loc"] if not str(p).startswith("function-"))
-            line = _node_line(root, loc)
+            line = node_line(root, loc)
             where = f"{path}:{line}" if line else str(path)
             lines.append(f"{where}: {_field_path(loc)}: {error['msg']}")
         raise ConfigError("\n".join(lines)) from None

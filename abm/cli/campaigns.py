@@ -83,7 +83,7 @@ def campaign_run(
     3 the campaign is paused by a rule (the reputation circuit breaker, a provider's refusal)."""
     from abm.prefect_runtime import run_flow_quietly
     from flows.preflight import preflight
-    from stages.delivery.ledger import ledger_summary
+    from stages.delivery.ledger import ledger_summary, paused_by_rule
 
     preflight(get_settings(), file)  # every input, before a row is written or Prefect starts
     campaign_id = _campaign_id(file)
@@ -91,7 +91,7 @@ def campaign_run(
     before = ledger_summary(engine, campaign_id)
     with _LedgerProgress(engine, campaign_id, enabled=not dry_run):
         summary = run_flow_quietly(str(file), limit=limit, simulate=False, dry_run=dry_run)
-    by_rule = _paused_by_rule(engine, campaign_id)
+    by_rule = paused_by_rule(engine, campaign_id)
     if summary.get("paused") and not by_rule:  # a person paused it: as they asked
         err.print("[yellow]the campaign is paused: nothing was sent[/]")
         err.print(f"why: {summary.get('paused_because')}", markup=False)
@@ -120,22 +120,6 @@ def campaign_run(
 
 # `campaign run`'s exit code when the campaign is paused by a rule rather than by a person
 PAUSED_BY_RULE_EXIT = 3
-
-
-def _paused_by_rule(engine: Any, campaign_id: int) -> str | None:
-    """Why a rule paused the campaign (the reputation circuit breaker, a provider's
-    refusal: each records its reason), or None when it is active or a person paused it."""
-    from sqlalchemy import select
-
-    from models.tables import Campaign
-
-    with engine.connect() as connection:
-        row = connection.execute(
-            select(Campaign.status, Campaign.status_reason).where(Campaign.id == campaign_id)
-        ).first()
-    if row is None or row.status != "paused":
-        return None
-    return row.status_reason or None
 
 
 class _LedgerProgress:

@@ -426,15 +426,27 @@ def set_campaign_status(
         )
 
 
-def pause_reason(engine: Engine, campaign_id: int) -> str | None:
-    """Why the campaign is paused, or None when it is not."""
+def _pause(engine: Engine, campaign_id: int) -> tuple[bool, str | None]:
+    """(paused?, the reason recorded with it: a rule always records one, a person not)."""
     with engine.connect() as connection:
         row = connection.execute(
             select(Campaign.status, Campaign.status_reason).where(Campaign.id == campaign_id)
         ).first()
     if row is None or row.status != "paused":
-        return None
-    return row.status_reason or "paused by a person (`abm campaign pause`)"
+        return False, None
+    return True, row.status_reason or None
+
+
+def pause_reason(engine: Engine, campaign_id: int) -> str | None:
+    """Why the campaign is paused, or None when it is not."""
+    paused, reason = _pause(engine, campaign_id)
+    return (reason or "paused by a person (`abm campaign pause`)") if paused else None
+
+
+def paused_by_rule(engine: Engine, campaign_id: int) -> str | None:
+    """Why a rule paused the campaign (the reputation circuit breaker, a provider's
+    refusal), or None when it is active or a person paused it."""
+    return _pause(engine, campaign_id)[1]
 
 
 def ledger_summary(engine: Engine, campaign_id: int) -> dict[str, Any]:
