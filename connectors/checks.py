@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from connectors.email import get_backend
+from connectors.email.imap_mailbox import ImapUrl
 from connectors.email.sendgrid_events import load_public_keys
 from connectors.email.smtp import SmtpUrl
 from connectors.email.webhook_events import split_keys
@@ -404,6 +405,54 @@ def check_hubspot(settings: Settings) -> Check:
     return Check("hubspot", "ok", "ABM_HUBSPOT_ACCESS_TOKEN is set: CRM write-back is on")
 
 
+def check_mailbox(settings: Settings) -> Check:
+    """The monitored mailbox: without one, replies, bounces and complaints to mail sent over
+    SMTP are never read. Its URL is parsed here, never shown with the password."""
+    if not settings.imap_url:
+        unread = "replies, bounces and complaints to this SMTP mail are never read"
+        if settings.email_backend == "smtp":
+            return Check("mailbox", "warn", f"ABM_IMAP_URL is not set: {unread}")
+        return Check("mailbox", "ok", "ABM_IMAP_URL is not set: no monitored mailbox")
+    try:
+        url = ImapUrl.parse(settings.imap_url)
+    except ConfigError as exc:
+        return Check("mailbox", "fail", f"ABM_IMAP_URL: {exc}")
+    if settings.imap_ca_file and not settings.imap_ca_file.is_file():
+        return Check("mailbox", "fail", f"ABM_IMAP_CA_FILE: no file at {settings.imap_ca_file}")
+    if url.tls == "none" and not _loopback(url.host):
+        return Check(
+            "mailbox",
+            "warn",
+            f"ABM_IMAP_URL={url}: plain IMAP, the password crosses the network unencrypted; "
+            "use imaps:// or imap:// with STARTTLS",
+        )
+    return Check("mailbox", "ok", f"ABM_IMAP_URL={url}: read by `abm engagement mailbox`")
+
+
+def check_previous_keys(settings: Settings) -> Check:
+    """Retired signing keys that still verify tracked links and unsubscribe links."""
+    keys = split_keys(settings.previous_secret_keys)
+    if not keys:
+        return Check(
+            "previous_keys",
+            "ok",
+            "ABM_PREVIOUS_SECRET_KEYS is not set: after a key rotation, list the old key "
+            "there (for 180 days) so links already sent keep working",
+        )
+    if settings.secret_key and settings.secret_key in keys:
+        return Check(
+            "previous_keys", "warn", "ABM_PREVIOUS_SECRET_KEYS lists the current ABM_SECRET_KEY"
+        )
+    if any(len(key) < MIN_TOKEN_LENGTH for key in keys):
+        return Check(
+            "previous_keys",
+            "warn",
+            f"ABM_PREVIOUS_SECRET_KEYS holds a key shorter than {MIN_TOKEN_LENGTH} characters: "
+            "anyone who guesses it can forge links; drop it once its links may expire",
+        )
+    return Check("previous_keys", "ok", f"{len(keys)} retired keys still verify old links")
+
+
 def run_checks(settings: Settings, today: date | None = None) -> list[Check]:
     """Every check that applies to the configured backends, in a stable order."""
     today = today or date.today()
@@ -423,6 +472,8 @@ def run_checks(settings: Settings, today: date | None = None) -> list[Check]:
         check_sendgrid_webhook,
         check_mailgun_webhook,
         check_inbound_token,
+        check_mailbox,
+        check_previous_keys,
     ]
     return [
         *(check(settings) for check in checks),

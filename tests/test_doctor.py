@@ -14,6 +14,8 @@ from cli_support import run_abm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from core.settings import reset_settings
+
 SECRETS = {
     "ABM_SMTP_URL": "smtp://mailer:Smtp-Secret-0001@smtp.acme-mail.com:587?starttls=1",
     "ABM_SENDGRID_API_KEY": "SG.Sendgrid-Secret-0002",
@@ -40,6 +42,7 @@ def _public_key() -> str:
 def _doctor(capsys, monkeypatch, **env: str) -> tuple[int, dict[str, dict], str]:  # type: ignore[no-untyped-def]
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    reset_settings()  # read the environment as it is now
     code, out, err = run_abm(capsys, monkeypatch, "doctor", "--json")
     checks = json.loads(out)
     assert isinstance(checks, list)
@@ -208,3 +211,62 @@ def test_the_human_output_lists_checks_and_never_a_secret(
     assert "public_url" in out and "ABM_PUBLIC_URL" in out
     assert "fail" in out and "ok" in out
     assert not any(secret in out + err for secret in SECRET_VALUES)
+
+
+def test_the_monitored_mailbox_is_checked_without_showing_its_password(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    smtp = {"ABM_EMAIL_BACKEND": "smtp", "ABM_SMTP_URL": SECRETS["ABM_SMTP_URL"]}
+    _, checks, _ = _doctor(capsys, monkeypatch, ABM_DATABASE_URL=sqlite_url, **smtp)
+    assert checks["mailbox"]["status"] == "warn" and "never read" in checks["mailbox"]["message"]
+
+    plain = "imap://bounces:Imap-Secret-0008@mail.acme-mail.com/INBOX?starttls=0"
+    _, checks, shown = _doctor(capsys, monkeypatch, ABM_IMAP_URL=plain)
+    assert checks["mailbox"]["status"] == "warn" and "unencrypted" in checks["mailbox"]["message"]
+    assert "Imap-Secret-0008" not in shown
+
+    monkeypatch.setenv("ABM_IMAP_CA_FILE", "/no/such/ca.pem")
+    _, checks, _ = _doctor(
+        capsys,
+        monkeypatch,
+        ABM_IMAP_URL="imaps://bounces:Imap-Secret-0008@mail.acme-mail.com/INBOX",
+    )
+    assert (
+        checks["mailbox"]["status"] == "fail" and "ABM_IMAP_CA_FILE" in checks["mailbox"]["message"]
+    )
+    monkeypatch.delenv("ABM_IMAP_CA_FILE")
+
+    code, checks, shown = _doctor(capsys, monkeypatch, ABM_IMAP_URL="imaps://Imap-Secret-0008@")
+    assert code == 1 and checks["mailbox"]["status"] == "fail"
+    assert "ABM_IMAP_URL" in checks["mailbox"]["message"] and "Imap-Secret-0008" not in shown
+
+    good = "imaps://bounces:Imap-Secret-0008@mail.acme-mail.com/Bounces"
+    _, checks, shown = _doctor(capsys, monkeypatch, ABM_IMAP_URL=good)
+    assert checks["mailbox"]["status"] == "ok" and "Imap-Secret-0008" not in shown
+
+
+def test_retired_signing_keys_are_checked(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, checks, _ = _doctor(capsys, monkeypatch, ABM_DATABASE_URL=sqlite_url)
+    assert checks["previous_keys"]["status"] == "ok"
+    assert "180 days" in checks["previous_keys"]["message"]
+    current = "a-current-key-long-enough-0001"
+    monkeypatch.setenv("ABM_SECRET_KEY", current)
+    _, checks, shown = _doctor(
+        capsys, monkeypatch, ABM_PREVIOUS_SECRET_KEYS=f"old-short, {current}"
+    )
+    assert (
+        checks["previous_keys"]["status"] == "warn"
+        and "current" in checks["previous_keys"]["message"]
+    )
+    _, checks, shown = _doctor(capsys, monkeypatch, ABM_PREVIOUS_SECRET_KEYS="old-short")
+    assert checks["previous_keys"]["status"] == "warn" and "old-short" not in shown
+    retired = "retired-key-long-enough-0001 retired-key-long-enough-0002"
+    _, checks, shown = _doctor(capsys, monkeypatch, ABM_PREVIOUS_SECRET_KEYS=retired)
+    assert checks["previous_keys"] == {
+        "check": "previous_keys",
+        "status": "ok",
+        "message": "2 retired keys still verify old links",
+    }
+    assert "retired-key-long-enough" not in shown
