@@ -31,11 +31,12 @@ BASE = "https://api.sendgrid.com"
 KEY = "SG.wrong-key.abcdefghijklmnopqrstuvwxyz0123456789"
 
 
-def plan_intro(engine: Engine, tmp_path: Path) -> tuple[int, DeliveryContext]:
-    """(campaign id, delivery context) with the intro step planned, caps lifted."""
-    accounts, contacts = write_demo_csvs(tmp_path / "data", contacts=40)
+def plan_intro(engine: Engine, tmp_path: Path, contacts: int = 40) -> tuple[int, DeliveryContext]:
+    """(campaign id, delivery context) with the intro step planned for `contacts` demo
+    people, caps lifted."""
+    accounts, contacts_csv = write_demo_csvs(tmp_path / "data", contacts=contacts)
     import_file("accounts", accounts, engine, get_settings())
-    import_file("contacts", contacts, engine, get_settings())
+    import_file("contacts", contacts_csv, engine, get_settings())
     rescore_accounts_in_db(engine, load_icp_rules())
     key, campaign = load_campaign(CAMPAIGN)
     campaign = campaign.model_copy(

@@ -5,23 +5,16 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
+from sendgrid_delivery import plan_intro
 from sqlalchemy import select
 
-from abm.demo_data import write_demo_csvs
 from connectors.email.outbox import OutboxBackend
-from core.campaign_file import load_campaign
 from core.settings import get_settings, parse_domain_limits, reset_settings
 from models.tables import Contact, Delivery
-from stages.delivery.ledger import DeliveryContext, due_delivery_ids, plan_step, register_campaign
+from stages.delivery.ledger import due_delivery_ids
 from stages.delivery.send import deliver
-from stages.importing import import_file
-from stages.targeting.audience import target_account_ids
-from stages.targeting.scoring import load_icp_rules, rescore_accounts_in_db
-
-CAMPAIGN = Path(__file__).resolve().parents[1] / "campaigns" / "demo.yaml"
 
 
 def test_limits_are_read_as_written_and_a_typo_is_refused() -> None:
@@ -34,18 +27,7 @@ def test_limits_are_read_as_written_and_a_typo_is_refused() -> None:
 
 
 def test_a_domain_gets_no_more_than_its_limit_and_the_rest_wait(engine, tmp_path, monkeypatch):
-    accounts, contacts = write_demo_csvs(tmp_path / "data", contacts=80)
-    import_file("accounts", accounts, engine, get_settings())
-    import_file("contacts", contacts, engine, get_settings())
-    rescore_accounts_in_db(engine, load_icp_rules())
-    key, campaign = load_campaign(CAMPAIGN)
-    campaign = campaign.model_copy(
-        update={"caps": campaign.caps.model_copy(update={"per_contact": None, "per_account": None})}
-    )
-    campaign_id = register_campaign(engine, key, campaign, CAMPAIGN)
-    plan_step(
-        engine, campaign_id, key, campaign.steps, 0, target_account_ids(engine, campaign.audience)
-    )
+    campaign_id, planned_context = plan_intro(engine, tmp_path, contacts=80)
     with engine.connect() as connection:
         emails = connection.execute(
             select(Contact.email).join(Delivery, Delivery.contact_id == Contact.id)
@@ -54,14 +36,10 @@ def test_a_domain_gets_no_more_than_its_limit_and_the_rest_wait(engine, tmp_path
     assert planned > 2
     monkeypatch.setenv("ABM_RECIPIENT_DOMAIN_LIMITS", f"{busiest}=2/h")
     reset_settings()
-    context = DeliveryContext(
-        engine.url.render_as_string(False), campaign, campaign_id, key, "intro"
-    )
-
     deliver(
         engine,
         get_settings(),
-        context,
+        planned_context,
         due_delivery_ids(engine, campaign_id, "intro"),
         OutboxBackend(tmp_path / "out"),
     )
