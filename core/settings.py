@@ -30,7 +30,12 @@ LINKEDIN_VERSION = "202608"
 # sourcePlatform of the DMP segments audience uploads create: LIST_UPLOAD is LinkedIn's value
 # for an advertiser's own lists; a DMP partner uses the value LinkedIn assigned it.
 LINKEDIN_SOURCE_PLATFORM = "LIST_UPLOAD"
+CRM_BACKENDS = ("auto", "none", "hubspot", "salesforce", "sandbox")
+# Salesforce REST API version of every call: Salesforce keeps each version for years, and a
+# new one comes three times a year; bumped here, or set by ABM_SALESFORCE_API_VERSION.
+SALESFORCE_API_VERSION = "v62.0"
 CHOICES = {
+    "crm": CRM_BACKENDS,
     "email_backend": EMAIL_BACKENDS,
     "chunk_runner": CHUNK_RUNNERS,
     "smtp_relay": SMTP_RELAYS,
@@ -116,6 +121,48 @@ class Settings(BaseSettings):
     hubspot_access_token: str | None = Field(None, description="enables CRM write-back", repr=False)
     hubspot_base_url: str = "https://api.hubapi.com"
     hubspot_property_prefix: str = "abm_"
+    crm: str = Field(
+        "auto",
+        description="the CRM pushed to and pulled from: hubspot, salesforce, sandbox (files "
+        "in ABM_CRM_SANDBOX_DIR), none, or auto: hubspot when ABM_HUBSPOT_ACCESS_TOKEN is set",
+    )
+    crm_sandbox_dir: Path | None = Field(
+        None,
+        description="sandbox CRM: pushes are written to and pulls read from files here "
+        "(default: <state dir>/sandbox/crm); it never invents any",
+    )
+    crm_stage_map: Path | None = Field(
+        None, description="YAML table: CRM deal stage -> our stage, replacing the default"
+    )
+    salesforce_login_url: str = Field(
+        "https://login.salesforce.com",
+        description="where tokens come from: your My Domain URL for client credentials, "
+        "https://test.salesforce.com for a sandbox org",
+    )
+    salesforce_client_id: str | None = Field(
+        None, description="consumer key of the external client app (connected app)"
+    )
+    salesforce_client_secret: str | None = Field(
+        None, description="consumer secret: OAuth 2.0 client-credentials flow", repr=False
+    )
+    salesforce_username: str | None = Field(
+        None, description="the integration user: OAuth 2.0 JWT bearer flow (with the key)"
+    )
+    salesforce_private_key: Path | None = Field(
+        None, description="PEM of the RSA key whose certificate the app holds (JWT bearer)"
+    )
+    salesforce_api_version: str = Field(
+        SALESFORCE_API_VERSION,
+        pattern=r"^v\d{2,3}\.0$",
+        description="REST API version of every call, like v62.0",
+    )
+    salesforce_domain_field: str = Field(
+        "ABM_Domain__c",
+        description="the Account external id field (unique, text) holding the web domain",
+    )
+    salesforce_field_prefix: str = Field(
+        "ABM_", description="prefix of the custom Account fields a push writes"
+    )
     sender: str = "Demo Co <marketing@demo.example>"
     postal_address: str = "Demo Co, 1 Example Street, Springfield, 00000, United States"
     secret_key: str | None = Field(None, repr=False)
@@ -187,7 +234,7 @@ class Settings(BaseSettings):
     )
     state_dir: Path = Field(Path(".abm"), description="local state: database, secret, demo")
 
-    @field_validator("email_backend", "chunk_runner", "smtp_relay")
+    @field_validator("crm", "email_backend", "chunk_runner", "smtp_relay")
     @classmethod
     def _one_of_the_choices(cls, value: str, info: ValidationInfo) -> str:
         choices = CHOICES[info.field_name]

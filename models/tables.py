@@ -38,6 +38,10 @@ class Account(SQLModel, table=True):
         default=None, sa_column=Column(JSON, nullable=True)
     )
     scored_at: datetime | None = None
+    # the account's owner as the CRM has it (`abm crm pull`), and which CRM said so
+    owner_name: str | None = Field(default=None, max_length=300)
+    owner_email: str | None = Field(default=None, max_length=320)
+    owner_crm: str | None = Field(default=None, max_length=20)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -221,4 +225,29 @@ class CrmPush(SQLModel, table=True):
     icp_score: int | None = None
     engagement_score: float | None = None
     stage: str | None = Field(default=None, max_length=20)
+    icp_summary: str | None = Field(default=None, max_length=500)
+    coverage: str | None = Field(default=None, max_length=300)
+    gaps: str | None = Field(default=None, max_length=300)
+    # the CRM's id of the account's record, learned from a push or a pull: later pushes
+    # address it directly (no search)
+    crm_id: str | None = Field(default=None, max_length=80)
     pushed_at: datetime = Field(default_factory=utcnow)
+
+
+class CrmDeal(SQLModel, table=True):
+    """A deal (opportunity) as the CRM last reported it, so an account's stage can be worked
+    out from all its deals when one of them changes."""
+
+    crm: str = Field(primary_key=True, max_length=20)
+    crm_id: str = Field(primary_key=True, max_length=80)
+    account_id: int | None = Field(default=None, foreign_key="account.id", index=True)
+    name: str | None = Field(default=None, max_length=300)
+    crm_stage: str = Field(max_length=120)
+    pipeline: str | None = Field(default=None, max_length=120)
+    closed: bool | None = None
+    won: bool | None = None
+    amount: float | None = None
+    # our stage the mapping table gives the CRM's stage (None: the table maps it to nothing)
+    maps_to: str | None = Field(default=None, max_length=20)
+    modified_at: datetime
+    pulled_at: datetime = Field(default_factory=utcnow)
