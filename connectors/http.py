@@ -154,7 +154,12 @@ def _provider_errors(response: httpx.Response) -> tuple[tuple[str | None, str], 
         body = response.json()
     except ValueError:
         return ()
-    items = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        # an OAuth 2.0 token endpoint's error (RFC 6749 section 5.2)
+        described = body.get("error_description")
+        return ((None, f"{body['error']}: {described}" if described else body["error"]),)
+    # Salesforce answers a bare list: [{"errorCode": ..., "message": ..., "fields": [...]}]
+    items = body.get("errors") if isinstance(body, dict) else body
     if not isinstance(items, list):
         return ()
     pairs = []
@@ -162,7 +167,9 @@ def _provider_errors(response: httpx.Response) -> tuple[tuple[str | None, str], 
         if isinstance(item, dict) and item.get("message"):
             field = item.get("field")
             field = None if field in (None, "null") else str(field)
-            pairs.append((field, str(item["message"])))
+            code = item.get("errorCode")
+            message = str(item["message"])
+            pairs.append((field, f"{code}: {message}" if isinstance(code, str) else message))
     return tuple(pairs)
 
 
