@@ -30,6 +30,8 @@ _STAGE_CONDITION = re.compile(r"^stage\s*>=\s*([a-z]+)$")
 STOP_EVENTS = ("replied", "clicked", "meeting", "unsubscribed", "bounced")
 ID = r"^[a-z0-9][a-z0-9_-]{0,79}$"
 TEMPLATE = r"^[a-z0-9][a-z0-9_-]{0,119}$"
+# Who a campaign's emails go from: its sender, or each account's CRM owner (`send_as`).
+SEND_AS = ("sender", "owner")
 
 
 def parse_wait(text: str) -> timedelta:
@@ -277,6 +279,12 @@ class CampaignFile(BaseModel):
         False, description="skip contacts whose consent is `none` or unknown"
     )
     sender: str | None = Field(None, description="From address; default ABM_SENDER")
+    send_as: str = Field(
+        "sender",
+        description="owner: each email goes from the account's CRM owner (Reply-To them) "
+        "when their address is at the sender's domain, else from `sender`, counted by reason "
+        "in the run summary",
+    )
     links: dict[str, HttpUrl] = {}
     utm: Utm = Utm()
     tracking: Tracking = Tracking()
@@ -292,6 +300,17 @@ class CampaignFile(BaseModel):
     @classmethod
     def _sender(cls, value: str | None) -> str | None:
         return None if value is None else check_sender(value)
+
+    @field_validator("send_as")
+    @classmethod
+    def _send_as(cls, value: str) -> str:
+        if value not in SEND_AS:
+            raise ValueError(
+                f"{value!r}: use `sender` (every email from the campaign's sender, the "
+                "default) or `owner` (from the account's CRM owner when their address is at "
+                "the sender's domain)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> CampaignFile:

@@ -24,6 +24,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from sqlalchemy import func, select
 
+from connectors.crm import crm_choice
 from connectors.email import get_backend
 from core.campaign_file import load_campaign
 from core.settings import Settings, get_settings
@@ -54,6 +55,7 @@ from stages.delivery.ledger import (
     release_expired_leases,
 )
 from stages.delivery.reputation import pause_if_unhealthy
+from stages.delivery.send import default_sender_counts, default_sender_text
 from stages.delivery.uncertain import apply_policy
 from stages.engagement.rollup import refuse_simulation_on_real_data
 from stages.report import publish_artifact, report_data
@@ -102,6 +104,7 @@ def _dry_run_summary(outcomes: list[ChunkOutcome]) -> dict[str, Any]:
         "uncertain": 0,
         "pending": deferred,
         "skipped_by_reason": dict(sorted(reasons.items())),
+        "sent_from_default_sender": default_sender_counts(outcomes),
     }
 
 
@@ -116,6 +119,8 @@ def _summary_markdown(key: str, summary: dict[str, Any]) -> str:
     ]
     if summary.get("paused_because"):
         lines += ["", f"**Paused:** {summary['paused_because']}"]
+    if fallback := default_sender_text(summary.get("sent_from_default_sender") or {}):
+        lines += ["", f"**Send as owner:** {fallback}"]
     if summary["skipped_by_reason"]:
         lines += ["", "| skipped because | messages |", "|---|---:|"]
         lines += [f"| {reason} | {n} |" for reason, n in summary["skipped_by_reason"].items()]
@@ -349,11 +354,17 @@ def run_campaign(
         if simulate:
             simulate_engagement(database_url, campaign_id)
         write_back_engagement(database_url, account_ids)
-        if settings.hubspot_access_token:
+        if crm_choice(settings) != "none":
             crm = push_crm_changes(database_url)  # every changed account, not just this audience
             logger.info("CRM push: %s", {k: v for k, v in crm.items() if k != "failures"})
 
-        summary = {**ledger_summary(engine, campaign_id), "left_audience_pending": left}
+        summary = {
+            **ledger_summary(engine, campaign_id),
+            "left_audience_pending": left,
+            "sent_from_default_sender": default_sender_counts(rehearsal),  # this run's sends
+        }
+        if fallback := default_sender_text(summary["sent_from_default_sender"]):
+            logger.warning("send as owner: %s", fallback)
         if summary["in_flight"]:
             logger.warning(
                 "%d messages are still claimed by chunks that failed: the next run sends them "

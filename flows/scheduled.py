@@ -10,6 +10,9 @@
 - `poll_mailbox` (every 5 minutes, once switched on): the monitored mailbox
   (ABM_IMAP_URL) once: replies, delivery reports, complaints and auto-replies since the
   stored cursor, stored once each with the suppressions and account rollups they cause.
+- `sync_crm` (every 30 minutes, once switched on): what changed in the CRM (ABM_CRM)
+  since the stored cursors, owners, deals and the stages they give, meetings, then every
+  account changed since its last push goes to the CRM. Without a CRM it does nothing.
 - `rescore_accounts` (nightly): ICP fit and tiers for all accounts, then engagement scores
   and stages, so time decay moves accounts even when nothing new happened; then every
   account changed since its last CRM push goes to the CRM (when one is configured).
@@ -24,9 +27,15 @@ from typing import Any
 from prefect import flow, get_run_logger
 from sqlalchemy import select
 
+from connectors.crm import crm_choice
 from core.settings import get_settings
 from flows.campaign import run_campaign
-from flows.tasks import push_crm_changes, score_accounts, write_back_engagement
+from flows.tasks import (
+    pull_crm_changes,
+    push_crm_changes,
+    score_accounts,
+    write_back_engagement,
+)
 from models.db import get_engine, require_current_schema
 from models.tables import Account, Campaign
 from stages.engagement.linkedin_sync import sync_linkedin
@@ -65,9 +74,25 @@ def rescore_accounts() -> dict[str, Any]:
         ids = list(connection.execute(select(Account.id)).scalars())
     changes = write_back_engagement(settings.database_url, ids)
     summary: dict[str, Any] = {"accounts": len(ids), "per_tier": per_tier, "stage_changes": changes}
-    if settings.hubspot_access_token:
+    if crm_choice(settings) != "none":
         summary["crm"] = push_crm_changes(settings.database_url)
     return summary
+
+
+@flow(name="sync-crm")
+def sync_crm() -> dict[str, Any]:
+    """Pull what changed in the CRM, then push what changed here: pulled first, so a push
+    sends the stages and owners the CRM just gave. Without a CRM it does nothing."""
+    logger = get_run_logger()
+    settings = get_settings()
+    if crm_choice(settings) == "none":
+        note = "no CRM: set ABM_CRM (hubspot, salesforce, sandbox) or ABM_HUBSPOT_ACCESS_TOKEN"
+        logger.info(note)
+        return {"notes": [note]}
+    require_current_schema(get_engine(settings.database_url))
+    pulled = pull_crm_changes(settings.database_url)
+    pushed = push_crm_changes(settings.database_url)
+    return {"pull": pulled, "push": pushed}
 
 
 @flow(name="sync-engagement")

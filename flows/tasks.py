@@ -12,13 +12,15 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from connectors.crm import get_crm
+from connectors.crm import crm_choice, get_crm
 from connectors.email import get_backend
 from core.campaign_file import Audience
 from core.settings import get_settings
 from models.db import get_engine
 from stages.committee.coverage import Coverage, classify_contacts, committee_coverage
 from stages.crm import push_changed
+from stages.crm.pull import pull_crm
+from stages.crm.stage_map import stage_table_from
 from stages.delivery.ledger import ChunkOutcome, DeliveryContext
 from stages.delivery.send import deliver, rehearse
 from stages.engagement.rollup import (
@@ -99,7 +101,7 @@ def push_crm_changes(database_url: str) -> dict[str, Any]:
     push to the CRM (when configured), whatever changed it; failed ones go at the next push."""
     crm = get_crm(get_settings())
     if crm is None:
-        return {"skipped": "ABM_HUBSPOT_ACCESS_TOKEN is not set"}
+        return {"skipped": "no CRM: ABM_CRM is none, or auto without ABM_HUBSPOT_ACCESS_TOKEN"}
     with crm:
         report = push_changed(get_engine(database_url), crm)
     if report.failures:
@@ -109,3 +111,25 @@ def push_crm_changes(database_url: str) -> dict[str, Any]:
             "; ".join(f"{d}: {r}" for d, r in list(report.failures.items())[:5]),
         )
     return {**report.counts(), "failures": dict(list(report.failures.items())[:50])}
+
+
+@task(name="crm-pull", cache_policy=NO_CACHE, persist_result=False)
+def pull_crm_changes(database_url: str) -> dict[str, Any]:
+    """What changed in the CRM since the stored cursors (owners, deals and the stages they
+    give, meetings), each page stored with its cursor; a refused token fails the task with
+    what was stored kept."""
+    settings = get_settings()
+    crm = get_crm(settings)
+    if crm is None:
+        return {"skipped": f"no CRM (ABM_CRM={crm_choice(settings)})"}
+    logger = get_run_logger()
+    table, rules = stage_table_from(settings), engagement_rules_from(settings)
+    with crm:
+        report = pull_crm(get_engine(database_url), crm, stage_table=table, rules=rules)
+    for line in report.moves[:20]:
+        logger.info("CRM: %s", line)
+    for line in report.kept + report.skipped + report.warnings:
+        logger.warning("CRM pull: %s", line)
+    for note in report.notes:
+        logger.info(note)
+    return report.as_dict()

@@ -6,7 +6,15 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from models.tables import Account, Contact, Delivery, EngagementEvent, StageChange
+from models.tables import (
+    Account,
+    Contact,
+    CrmDeal,
+    CrmPush,
+    Delivery,
+    EngagementEvent,
+    StageChange,
+)
 
 
 def list_accounts(
@@ -39,7 +47,8 @@ def list_accounts(
 
 
 def get_account(engine: Engine, domain: str) -> dict[str, Any] | None:
-    """One account with its contacts, stage history and recent engagement."""
+    """One account with its contacts, stage history, recent engagement and what the CRM
+    says of it (`crm`: its owner and which CRM, the CRM's record ids, its deals)."""
     with engine.connect() as connection:
         row = (
             connection.execute(select(Account.__table__).where(Account.domain == domain))
@@ -81,6 +90,38 @@ def get_account(engine: Engine, domain: str) -> dict[str, Any] | None:
                 .order_by(StageChange.changed_at, StageChange.id)
             ).mappings()
         ]
+        data["crm"] = {
+            "owner": (
+                {"name": data["owner_name"], "email": data["owner_email"], "crm": data["owner_crm"]}
+                if data["owner_crm"]
+                else None
+            ),
+            "records": dict(
+                connection.execute(
+                    select(CrmPush.crm, CrmPush.crm_id).where(
+                        CrmPush.account_id == account_id, CrmPush.crm_id.is_not(None)
+                    )
+                ).all()
+            ),
+            "deals": [
+                dict(deal)
+                for deal in connection.execute(
+                    select(
+                        CrmDeal.crm,
+                        CrmDeal.crm_id,
+                        CrmDeal.name,
+                        CrmDeal.crm_stage,
+                        CrmDeal.maps_to,
+                        CrmDeal.closed,
+                        CrmDeal.won,
+                        CrmDeal.amount,
+                        CrmDeal.modified_at,
+                    )
+                    .where(CrmDeal.account_id == account_id)
+                    .order_by(CrmDeal.modified_at.desc(), CrmDeal.crm_id)
+                ).mappings()
+            ],
+        }
         data["engagement"] = [
             dict(event)
             for event in connection.execute(

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from hubspot_contract import check_calls
 from sqlalchemy import Engine, select, update
 
 from abm.cli import main
@@ -103,6 +104,7 @@ def router() -> Iterator[respx.MockRouter]:
     with respx.mock(assert_all_called=False) as mock:
         mock.route(host="127.0.0.1").pass_through()
         yield mock
+        check_calls(mock.calls)  # every request to HubSpot keeps tests/hubspot_contract.py
 
 
 @pytest.fixture

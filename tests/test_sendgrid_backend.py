@@ -553,3 +553,33 @@ def test_a_reply_to_a_sendgrid_message_quotes_our_message_id(sendgrid, backend):
     assert (
         headers["Message-ID"] == headers["X-ABM-Message-Id"] == "<abm.9.0123456789ab@demo.example>"
     )
+
+
+def test_reply_to_goes_in_reply_to_list_and_splits_requests_by_it(backend, sendgrid) -> None:
+    """A message sent as an account's owner carries Reply-To: SendGrid takes it only as
+    `reply_to_list` (never a personalization header), one list per request."""
+    sendgrid.mock(return_value=accepted())
+    owned = [message(n, Reply_To="Dana Whitfield <dana@demo.example>") for n in (1, 2)]
+    both = message(3, Reply_To="Dana <dana@demo.example>, Demo Co <marketing@demo.example>")
+    results = backend().send_messages([*owned, message(4), both])
+
+    assert [r.outcome for r in results] == ["accepted"] * 4
+    sent = bodies(sendgrid)
+    for body in sent:
+        assert_valid(body)
+        assert all("Reply-To" not in p.get("headers", {}) for p in body["personalizations"])
+    lists = sorted(((len(b["personalizations"]), b.get("reply_to_list")) for b in sent), key=str)
+    assert lists == sorted(
+        [
+            (2, [{"email": "dana@demo.example", "name": "Dana Whitfield"}]),
+            (1, None),
+            (
+                1,
+                [
+                    {"email": "dana@demo.example", "name": "Dana"},
+                    {"email": "marketing@demo.example", "name": "Demo Co"},
+                ],
+            ),
+        ],
+        key=str,
+    )

@@ -490,3 +490,19 @@ def test_the_envelope_quotes_addresses_as_smtplib_would(value: str):
     message["To"] = value
     for address in (value, *(_addresses(message, "To") or ())):
         assert _quoted(address) == smtplib.quoteaddr(address)
+
+
+def test_a_message_sent_as_an_owner_bounces_to_the_campaign_sender(
+    server: Controller, handler: RecordingHandler
+) -> None:
+    """From is the account's owner, Sender the campaign's address (RFC 5322 3.6.2): MAIL FROM
+    takes the Sender, so bounces reach the monitored mailbox, not the owner's."""
+    message = make_message(8)
+    message.replace_header("From", "Dana Whitfield <dana@demo.example>")
+    message["Sender"] = "Demo Co <marketing@demo.example>"
+    with SmtpBackend(url(server), timeout=5) as backend:
+        assert backend.send_messages([message])[0].accepted
+    (received,) = handler.received
+    assert received.mail_from == "marketing@demo.example"
+    parsed = message_from_bytes(received.content, policy=policy.default)
+    assert parsed["From"] == "Dana Whitfield <dana@demo.example>"

@@ -110,6 +110,7 @@ def accounts_show(domain: str, as_json: JsonOption = False) -> None:
     out.print(table)
     out.print(f"covered: {', '.join(cover.covered) or 'none'}")
     out.print(f"[red]gaps: {', '.join(cover.gaps)}[/]" if cover.gaps else "gaps: none")
+    _print_crm(account["crm"])
     _print_sources(account["engagement_sources"])
     if account["intent"]:
         _print_intent(account["intent"])
@@ -124,6 +125,34 @@ def accounts_show(domain: str, as_json: JsonOption = False) -> None:
             )
     if account["timeline"]:
         _print_timeline(account["timeline"])
+
+
+def _print_crm(crm: dict) -> None:
+    """The owner and deals `abm crm pull` read back (nothing when no CRM said anything)."""
+    owner = crm["owner"]
+    if owner is None and not crm["deals"]:
+        return
+    out.print("\n[bold]From the CRM[/]")
+    if owner:
+        email = f"<{owner['email']}>" if owner["email"] else None
+        who = " ".join(part for part in (owner["name"], email) if part)
+        out.print(f"  owner: {who} ({owner['crm']})", highlight=False, markup=False)
+    else:
+        out.print("  owner: none in the CRM", highlight=False, markup=False)
+    if crm["deals"]:
+        table = Table("crm", "deal", "CRM stage", "maps to", "amount", "modified")
+        for deal in crm["deals"]:
+            table.add_row(
+                *cells(
+                    deal["crm"],
+                    deal["name"] or deal["crm_id"],
+                    deal["crm_stage"],
+                    deal["maps_to"] or "nothing",
+                    "" if deal["amount"] is None else f"{deal['amount']:,.2f}",
+                    f"{deal['modified_at']:%Y-%m-%d %H:%M}",
+                )
+            )
+        out.print(table)
 
 
 # Timeline entries `accounts show` prints, the latest; --json has them all.

@@ -371,6 +371,7 @@ def _stream_json(rows: Iterable[dict[str, Any]]) -> None:
 
 
 def _summary(summary: dict[str, Any], as_json: bool, file: Path | None = None) -> None:
+    from stages.delivery.send import default_sender_text
     from stages.report.text import skip_reason_text
 
     if as_json:
@@ -382,6 +383,8 @@ def _summary(summary: dict[str, Any], as_json: bool, file: Path | None = None) -
     out.print(table)
     for reason, count in summary["skipped_by_reason"].items():
         out.print(f"skipped ({reason}): {count}, {skip_reason_text(reason)}", markup=False)
+    if fallback := default_sender_text(summary.get("sent_from_default_sender") or {}):
+        out.print(fallback, markup=False)
     if summary.get("left_audience_pending"):
         out.print(
             f"{summary['left_audience_pending']} planned messages are for people no longer in "

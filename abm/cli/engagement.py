@@ -14,7 +14,9 @@ from core.settings import get_settings
 
 engagement_app = typer.Typer(help="Engagement from providers.")
 webhooks_app = typer.Typer(help="The HTTP receiver for provider events and unsubscribes.")
-crm_app = typer.Typer(help="The CRM: ABM results onto its company records.")
+crm_app = typer.Typer(
+    help="The CRM (ABM_CRM): ABM results onto its account records, owners, deals and meetings back."
+)
 
 
 @engagement_app.command("sync")
@@ -128,6 +130,85 @@ def engagement_mailbox(as_json: JsonOption = False) -> None:
         raise typer.Exit(1)
 
 
+NO_CRM = (
+    "no CRM is configured: set ABM_HUBSPOT_ACCESS_TOKEN to the access token of a HubSpot "
+    "private app, or ABM_CRM to hubspot, salesforce or sandbox (files in ABM_CRM_SANDBOX_DIR)"
+)
+
+
+@crm_app.command("pull")
+def crm_pull(
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(help="what to pull: accounts, deals or meetings (repeat it; default all)"),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Pull what changed in the CRM since the last pull: owners, deals (and the stages they
+    give accounts), meetings with our people; each page stored with its cursor."""
+    from connectors.crm import PULL_KINDS, get_crm
+    from core.errors import ConfigError
+    from stages.crm.pull import pull_crm
+    from stages.crm.stage_map import stage_table_from
+    from stages.engagement.rollup import engagement_rules_from
+
+    kinds = list(dict.fromkeys(kind or PULL_KINDS))
+    wrong = [k for k in kinds if k not in PULL_KINDS]
+    if wrong:
+        raise typer.BadParameter(
+            f"{', '.join(wrong)}: use {', '.join(PULL_KINDS)}", param_hint="--kind"
+        )
+    settings = get_settings()
+    engine = open_engine()
+    table, rules = stage_table_from(settings), engagement_rules_from(settings)
+    crm = get_crm(settings)
+    if crm is None:
+        raise ConfigError(NO_CRM)
+
+    def progress(what: str, number: int, page) -> None:
+        err.print(
+            f"{crm.name} {what}: page {number} stored ({len(page.records)} records), "
+            f"cursor {page.cursor or '-'}",
+            markup=False,
+            highlight=False,
+        )
+
+    with crm:
+        report = pull_crm(
+            engine,
+            crm,
+            kinds,
+            stage_table=table,
+            rules=rules,
+            progress=progress,
+        )
+    if as_json:
+        print_json(report.as_dict())
+        return
+    for title, lines, style in (
+        ("moved", report.moves, None),
+        ("kept by precedence", report.kept, "yellow"),
+        ("skipped", report.skipped, "yellow"),
+        ("warning", report.warnings, "yellow"),
+    ):
+        for line in lines[:50]:
+            err.print(f"{title}: {line}", style=style, markup=False, highlight=False)
+        if len(lines) > 50:
+            err.print(f"... and {len(lines) - 50} more {title} (--json lists 50 of each)")
+    if report.unknown_domains:
+        shown = ", ".join(d for d, _ in report.unknown_domains.most_common(10))
+        more = len(report.unknown_domains) - 10
+        err.print(
+            f"not ours (no account with that domain; import them to use them): {shown}"
+            + (f" and {more} more" if more > 0 else ""),
+            markup=False,
+            highlight=False,
+        )
+    for note in report.notes:
+        err.print(note, markup=False, highlight=False)
+    print(" ".join(f"{key}={value}" for key, value in report.counts().items()))
+
+
 @crm_app.command("push")
 def crm_push(as_json: JsonOption = False) -> None:
     """Push accounts whose tier, scores or stage changed since their last push (failed: again)."""
@@ -140,10 +221,7 @@ def crm_push(as_json: JsonOption = False) -> None:
     engine = open_engine()
     crm = get_crm(get_settings())
     if crm is None:
-        raise ConfigError(
-            "no CRM is configured: set ABM_HUBSPOT_ACCESS_TOKEN to the access token of a "
-            "HubSpot private app to push accounts to HubSpot"
-        )
+        raise ConfigError(NO_CRM)
     bar = Progress(
         TextColumn(f"pushing to {crm.name}"),
         BarColumn(),

@@ -135,10 +135,13 @@ class CrmBackend(Closing, ABC):
     """Base class of a CRM backend, chosen by `ABM_CRM` (`connectors.crm.get_crm`).
 
     `batch_size` is how many accounts one push request carries: a push of N accounts whose
-    records the CRM already knows takes ceil(N / batch_size) requests."""
+    records the CRM already knows takes ceil(N / batch_size) requests. `accounts_per_call`
+    is how many a push hands `push_accounts` at once: the most a crash can leave pushed but
+    not recorded (pushed again next time, which is harmless)."""
 
     name: str = "base"
     batch_size: int = 100
+    accounts_per_call: int = 1000
 
     def open(self) -> None:
         """Open connections, authenticate; a no-op by default. Twice must be harmless."""

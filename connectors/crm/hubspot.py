@@ -1,7 +1,13 @@
-"""HubSpot CRM write-back: each account's engagement score, journey stage, tier and ICP score
-become properties of its HubSpot company, so sales sees in the CRM what marketing sees here.
+"""HubSpot as a CRM backend. Push: each account's tier, ICP score and summary, engagement
+score, journey stage, committee coverage and gaps become properties of its HubSpot company,
+so sales sees in the CRM what marketing sees here. Pull (`connectors/crm/hubspot_read.py`):
+company owners, deals and meetings modified since a cursor.
 
-Companies are matched by web domain. HubSpot's `domain` is not a unique property, so it
+A company whose id an earlier push or pull learned is updated by id, 100 per request, with
+no search: a push of N such accounts takes ceil(N / 100) requests. An id HubSpot no longer
+knows (the company deleted or merged) sends its domain down the path for unknown ones.
+
+Unknown companies are matched by web domain. HubSpot's `domain` is not a unique property, so it
 cannot be the `idProperty` of a batch upsert (HubSpot answers "Unable to perform
 update/upsert by non-unique 0-2 property domain"). Instead each batch of at most 100 domains
 is searched for (on `domain`, and on our own unique `<prefix>domain`), the companies found
@@ -17,12 +23,13 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from connectors.http import ApiClient, ApiError, Closing, RetryPolicy
+from connectors.crm.base import CrmAuthError, CrmBackend, PullKind, PullPage, WriteBackResult
+from connectors.crm.hubspot_read import HubSpotReader
+from connectors.http import ApiClient, ApiError, RetryPolicy
 from core.domains import domain_or_none
 from core.errors import ConfigError
 from core.vocabulary import STAGES, TIERS
@@ -36,50 +43,53 @@ PROPERTIES = "/crm/v3/properties/companies"
 MAX_BATCH = 100
 SEARCH_PAGE_SIZE = 200  # the search endpoint's largest page
 SEARCH_MAX_PAGES = 50  # 10,000 results: the most one search query returns
-# The search endpoints allow about 4-5 requests a second; everything here stays under that,
-# which is also well inside the private-app burst limit of 100-190 requests per 10 seconds.
+# The search endpoints allow about 4-5 requests a second per token; every request here
+# (searches included: one shared limiter) is spaced 1/4 s apart, without bursts, so no one
+# second holds more than 4. That is also well inside the private-app burst limit of
+# 100-190 requests per 10 seconds.
 REQUESTS_PER_SECOND = 4.0
 # A 429 without Retry-After means the 10-second burst window is full: back off in seconds.
 RETRY = RetryPolicy(max_attempts=6, base_delay=2.0, max_delay=30.0, max_total_wait=120.0)
 STAGE_LABELS = {"mqa": "MQA"}
 TOKEN_SETTING = "ABM_HUBSPOT_ACCESS_TOKEN"
+# Push: the companies and their properties. Pull: deals, owners, and contacts (HubSpot puts
+# meetings and the other engagements under the contacts scope).
 SCOPES = (
     "crm.objects.companies.read",
     "crm.objects.companies.write",
     "crm.schemas.companies.read",
     "crm.schemas.companies.write",
+    "crm.objects.deals.read",
+    "crm.objects.owners.read",
+    "crm.objects.contacts.read",
 )
+# Failures of a batch update by id that say the record is gone (deleted, or merged away).
+GONE_CATEGORIES = frozenset({"OBJECT_NOT_FOUND"})
+TEXT_FIELDS = ("icp_summary", "coverage", "gaps")
+
+__all__ = ["HubSpotAuthError", "HubSpotCrm", "WriteBackResult"]
 
 _PREFIX = re.compile(r"[a-z][a-z0-9_]*")
 
 
-class HubSpotAuthError(ConfigError):
-    """HubSpot refused the private app token: wrong, revoked, or missing a scope.
-
-    `status` has a default so that the error survives pickling (Prefect task states)."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+class HubSpotAuthError(CrmAuthError):
+    """HubSpot refused the private app token: wrong, revoked, or missing a scope. The
+    message names ABM_HUBSPOT_ACCESS_TOKEN (and the scopes), never the token."""
 
 
-@dataclass
-class WriteBackResult:
-    """What one `write_back` did: companies updated and created, and why each failure failed.
+class _CountingTransport(httpx.BaseTransport):
+    """Counts the HTTP requests actually sent, retries included, for `requests` figures."""
 
-    `failures` maps a domain (or `<row N>` when a row had none) to a reason a marketer can
-    act on; nothing in it is a secret. `stopped` says why sending stopped early (HubSpot
-    unavailable after every retry), so a caller with more accounts waits for the next run."""
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+        self.sent = 0
 
-    updated: int = 0
-    created: int = 0
-    failures: dict[str, str] = field(default_factory=dict)
-    stopped: str | None = None
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent += 1
+        return self.inner.handle_request(request)
 
-    @property
-    def failed(self) -> int:
-        """How many accounts were not written."""
-        return len(self.failures)
+    def close(self) -> None:
+        self.inner.close()
 
 
 def _number(value: float) -> str:
@@ -88,19 +98,31 @@ def _number(value: float) -> str:
     return "0" if text in ("-0", "") else text
 
 
+def _text(value: Any) -> str:
+    """A summary, coverage or gaps value as a HubSpot string: a list joined with ", ",
+    None as "" (which clears the property)."""
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(str(v) for v in value)
+    return str(value).strip()
+
+
 def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
 
 
-class HubSpotCrm(Closing):
-    """Writes ABM results onto HubSpot companies with a private app access token.
+class HubSpotCrm(CrmBackend):
+    """HubSpot through a private app access token: pushes ABM results onto companies, pulls
+    owners, deals and meetings back.
 
     The token is sent only as `Authorization: Bearer` and never appears in logs or errors.
-    Call `ensure_properties()` once (it is cheap and idempotent) before `write_back`, so the
-    custom properties exist. `transport` and `sleep` are the test seams."""
+    Call `ensure_fields()` once (it is cheap and idempotent) before `push_accounts`, so the
+    custom properties exist. `transport`, `sleep` and `clock` are the test seams."""
 
     name = "hubspot"  # the CRM's key in the crmpush table
+    batch_size = MAX_BATCH
 
     def __init__(
         self,
@@ -109,10 +131,11 @@ class HubSpotCrm(Closing):
         property_prefix: str = "abm_",
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not access_token or not access_token.strip():
             raise ConfigError(
-                f"HubSpot write-back needs {TOKEN_SETTING}: the access token of a HubSpot "
+                f"The HubSpot CRM backend needs {TOKEN_SETTING}: the access token of a HubSpot "
                 f"private app with the scopes {', '.join(SCOPES)}"
             )
         if not _PREFIX.fullmatch(property_prefix):
@@ -124,6 +147,7 @@ class HubSpotCrm(Closing):
         self.group = f"{property_prefix}orchestrator"
         self.match_property = f"{property_prefix}domain"
         token = access_token.strip()
+        self._counter = _CountingTransport(transport or httpx.HTTPTransport())
         self._http = ApiClient(
             base_url.rstrip("/"),
             name="hubspot",
@@ -131,10 +155,16 @@ class HubSpotCrm(Closing):
             secrets=[token],
             retry=RETRY,
             rate_per_second=REQUESTS_PER_SECOND,
-            burst=int(REQUESTS_PER_SECOND),
-            transport=transport,
+            burst=1,
+            transport=self._counter,
             sleep=sleep,
+            clock=clock,
         )
+
+    @property
+    def requests_sent(self) -> int:
+        """HTTP requests sent so far by this backend, retries included."""
+        return self._counter.sent
 
     # --- properties --------------------------------------------------------------------
 
@@ -186,6 +216,31 @@ class HubSpotCrm(Closing):
                 "fieldType": "number",
             },
             {
+                "name": f"{p}icp_summary",
+                "label": "ABM ICP reasons",
+                "description": "Why the account fits the ideal customer profile: the ICP "
+                "rules that scored it.",
+                "groupName": group,
+                "type": "string",
+                "fieldType": "textarea",
+            },
+            {
+                "name": f"{p}coverage",
+                "label": "ABM committee coverage",
+                "description": "Buying-committee roles with a reachable contact.",
+                "groupName": group,
+                "type": "string",
+                "fieldType": "text",
+            },
+            {
+                "name": f"{p}gaps",
+                "label": "ABM committee gaps",
+                "description": "Buying-committee roles the campaign needs and has no one for.",
+                "groupName": group,
+                "type": "string",
+                "fieldType": "text",
+            },
+            {
                 "name": self.match_property,
                 "label": "ABM domain (match key)",
                 "description": "Normalised web domain the orchestrator matches this company "
@@ -197,7 +252,7 @@ class HubSpotCrm(Closing):
             },
         ]
 
-    def ensure_properties(self) -> list[str]:
+    def ensure_fields(self) -> list[str]:
         """Create the property group and any missing custom properties; returns the names
         created (none on a re-run). Existing properties are left as they are, except that a
         match property without unique values is refused: upserts would fail on it."""
@@ -211,7 +266,7 @@ class HubSpotCrm(Closing):
             raise ConfigError(
                 f"HubSpot company property {self.match_property} exists but does not require "
                 "unique values; the write-back matches on it. Delete it in HubSpot (Settings > "
-                "Properties) so ensure_properties can recreate it, or choose another prefix."
+                "Properties) so ensure_fields can recreate it, or choose another prefix."
             )
         missing = [d for d in self.property_definitions() if d["name"] not in existing]
         if not missing:
@@ -244,31 +299,71 @@ class HubSpotCrm(Closing):
 
     # --- write-back --------------------------------------------------------------------
 
-    def write_back(self, accounts: list[dict]) -> WriteBackResult:
-        """Write each account's scores and stage onto its HubSpot company, creating the
-        company when none has that domain.
+    def push_accounts(
+        self, accounts: Sequence[dict[str, Any]], known_ids: dict[str, str] | None = None
+    ) -> WriteBackResult:
+        """Write each account onto its HubSpot company, creating the company when none has
+        that domain; `crm_ids` says which company each domain went to.
 
         Each account needs `domain`, `engagement_score`, `stage`, `tier` (or None) and
-        `icp_score` (or None); `name` is used when a company is created. Invalid rows are
+        `icp_score` (or None); `icp_summary`, `coverage` and `gaps` are written when present
+        (None clears them), `name` only when a company is created. Domains in `known_ids`
+        are updated by that company id without a search; an id HubSpot no longer has
+        sends its domain through search and upsert in the same push. Invalid rows are
         reported without being sent. A batch HubSpot rejects fails alone; after a failure
         that survived every retry (HubSpot unavailable) the remaining batches are not sent.
         401/403 raise `HubSpotAuthError`."""
+        first = self.requests_sent
         result = WriteBackResult()
         rows = self._rows(accounts, result)
+        known = {d: str((known_ids or {})[d]) for d in rows if (known_ids or {}).get(d)}
         stop_reason: str | None = None
-        for chunk in _chunks(list(rows), MAX_BATCH):
+        unknown: list[str] = []
+        for chunk in _chunks([d for d in rows if d in known], MAX_BATCH):
+            if stop_reason:
+                self._not_sent(chunk, stop_reason, result)
+            else:
+                stop_reason, gone = self._update_known(chunk, known, rows, result)
+                unknown += gone
+        unknown += [d for d in rows if d not in known]
+        for chunk in _chunks(unknown, MAX_BATCH):
             if stop_reason:
                 self._not_sent(chunk, stop_reason, result)
             else:
                 stop_reason = self._write_chunk(chunk, rows, result)
         result.stopped = stop_reason
+        result.requests = self.requests_sent - first
         log.info(
-            "hubspot: %d companies updated, %d created, %d failed",
+            "hubspot: %d companies updated, %d created, %d failed, in %d requests",
             result.updated,
             result.created,
             result.failed,
+            result.requests,
         )
         return result
+
+    def _update_known(
+        self,
+        chunk: list[str],
+        known: Mapping[str, str],
+        rows: Mapping[str, dict[str, str]],
+        result: WriteBackResult,
+    ) -> tuple[str | None, list[str]]:
+        """Batch update companies by the ids learned before. Returns why later requests
+        should not be sent (HubSpot unavailable), and the domains whose id HubSpot no
+        longer has: a 207 error naming it as not found, a 404, or any other rejection of
+        the whole batch (HubSpot's answer to an unknown id in a batch is not documented;
+        search and upsert then either write each domain or fail it with its own reason)."""
+        try:
+            gone = self._update(chunk, known, rows, result, gone_ok=True)
+        except ApiError as exc:
+            if exc.retryable:
+                return self._failed(chunk, exc, result), []
+            log.info("hubspot: a batch update by id was refused (%s); searching instead", exc)
+            return None, chunk
+        if gone:
+            log.info("hubspot: %d known company ids no longer exist; searching", len(gone))
+        return None, gone
 
     def _write_chunk(
         self, chunk: list[str], rows: Mapping[str, dict[str, str]], result: WriteBackResult
@@ -309,7 +404,9 @@ class HubSpotCrm(Closing):
         for domain in domains:
             result.failures[domain] = f"not sent: {reason}"
 
-    def _rows(self, accounts: list[dict], result: WriteBackResult) -> dict[str, dict[str, str]]:
+    def _rows(
+        self, accounts: Sequence[dict[str, Any]], result: WriteBackResult
+    ) -> dict[str, dict[str, str]]:
         """Domain -> HubSpot property values, for the rows that are valid; the last row for
         a domain wins."""
         rows: dict[str, dict[str, str]] = {}
@@ -360,6 +457,9 @@ class HubSpotCrm(Closing):
             f"{p}tier": "" if tier is None else str(tier),
             f"{p}icp_score": "" if icp is None else str(icp),
         }
+        for key in TEXT_FIELDS:
+            if key in account:
+                values[f"{p}{key}"] = _text(account[key])
         name = str(account.get("name") or "").strip()
         if name:
             values["name"] = name
@@ -381,6 +481,7 @@ class HubSpotCrm(Closing):
             "properties": ["domain", self.match_property],
             "sorts": [{"propertyName": "createdate", "direction": "ASCENDING"}],
             "limit": SEARCH_PAGE_SIZE,
+            "after": "0",  # the first page; the published spec marks `after` required
         }
         wanted = set(domains)
         by_match: dict[str, str] = {}
@@ -404,7 +505,7 @@ class HubSpotCrm(Closing):
             after = ((page.get("paging") or {}).get("next") or {}).get("after")
             if not after:
                 break
-            body["after"] = after
+            body["after"] = str(after)
         if duplicates:
             log.info(
                 "hubspot: %d companies share a domain with an older one; the oldest is updated",
@@ -418,9 +519,11 @@ class HubSpotCrm(Closing):
         ids: Mapping[str, str],
         rows: Mapping[str, dict[str, str]],
         result: WriteBackResult,
-    ) -> None:
-        """Batch update companies found by search, by record id. Their `domain` and `name`
-        belong to whoever maintains the CRM and are not touched."""
+        gone_ok: bool = False,
+    ) -> list[str]:
+        """Batch update companies by record id. Their `domain` and `name` belong to whoever
+        maintains the CRM and are not touched. With `gone_ok`, domains whose id HubSpot
+        says does not exist are returned instead of failed."""
         inputs = [
             {
                 "id": ids[d],
@@ -429,9 +532,15 @@ class HubSpotCrm(Closing):
             }
             for d in domains
         ]
-        done, failed = self._batch(f"{COMPANIES}/batch/update", inputs)
+        done, failed, gone = self._batch(f"{COMPANIES}/batch/update", inputs)
+        if not gone_ok:
+            failed.update(gone)
+            gone = {}
         result.updated += len(done)
         result.failures.update(failed)
+        for domain, item in done.items():
+            result.crm_ids[domain] = str(item.get("id") or ids[domain])
+        return list(gone)
 
     def _upsert(
         self, domains: list[str], rows: Mapping[str, dict[str, str]], result: WriteBackResult
@@ -447,18 +556,22 @@ class HubSpotCrm(Closing):
             }
             for d in domains
         ]
-        done, failed = self._batch(f"{COMPANIES}/batch/upsert", inputs)
-        for outcome in done.values():
+        done, failed, gone = self._batch(f"{COMPANIES}/batch/upsert", inputs)
+        failed.update(gone)
+        for domain, outcome in done.items():
             if outcome.get("new"):
                 result.created += 1
             else:
                 result.updated += 1
+            if outcome.get("id"):
+                result.crm_ids[domain] = str(outcome["id"])
         result.failures.update(failed)
 
     def _batch(
         self, path: str, inputs: list[dict[str, Any]]
-    ) -> tuple[dict[str, dict], dict[str, str]]:
-        """Send one batch; returns (domain -> result, domain -> failure reason).
+    ) -> tuple[dict[str, dict], dict[str, str], dict[str, str]]:
+        """Send one batch; returns (domain -> result, domain -> failure reason, domain ->
+        reason for those whose record HubSpot says does not exist).
 
         Every input carries its domain as `objectWriteTraceId`, which HubSpot echoes in the
         results and in the `context` of each error of a 207 multi-status answer; an error
@@ -468,6 +581,7 @@ class HubSpotCrm(Closing):
         sent = [str(i["objectWriteTraceId"]) for i in inputs]
         by_id = {str(i["id"]): str(i["objectWriteTraceId"]) for i in inputs}
         failed: dict[str, str] = {}
+        gone: dict[str, str] = {}
         unplaced: list[str] = []
         for error in body.get("errors") or []:
             if not isinstance(error, dict):
@@ -478,23 +592,25 @@ class HubSpotCrm(Closing):
             named += [by_id[str(i)] for i in context.get("ids") or [] if str(i) in by_id]
             if not named:
                 unplaced.append(reason)
+            into = gone if error.get("category") in GONE_CATEGORIES else failed
             for domain in named:
-                failed.setdefault(domain, reason)
+                if domain not in failed and domain not in gone:
+                    into[domain] = reason
         done: dict[str, dict] = {}
         for item in body.get("results") or []:
             if not isinstance(item, dict):
                 continue
             domain = self._result_domain(item, by_id)
-            if domain in sent and domain not in failed:
+            if domain in sent and domain not in failed and domain not in gone:
                 done[domain] = item
         for domain in sent:
-            if domain in done or domain in failed:
+            if domain in done or domain in failed or domain in gone:
                 continue
             if unplaced:
                 failed[domain] = "; ".join(unplaced)
             else:
                 done[domain] = {}
-        return done, failed
+        return done, failed, gone
 
     def _result_domain(self, item: Mapping[str, Any], by_id: Mapping[str, str]) -> str:
         trace = item.get("objectWriteTraceId")
@@ -542,6 +658,15 @@ class HubSpotCrm(Closing):
             if exc.status in (401, 403):
                 raise self._auth_error(exc.status) from None
             raise
+
+    # --- pull --------------------------------------------------------------------------
+
+    def pull_changes(self, kind: PullKind, cursor: str | None) -> Iterator[PullPage]:
+        """Companies (owner, domain), deals (stage, companies) or meetings (attendees,
+        companies) modified at or after `cursor`, one page per search page; see
+        `connectors/crm/hubspot_read.py`. Owners are listed once per call."""
+        reader = HubSpotReader(self._json, self.match_property, lambda: self.requests_sent)
+        return reader.pages(kind, cursor)
 
     @staticmethod
     def _auth_error(status: int) -> HubSpotAuthError:

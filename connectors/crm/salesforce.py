@@ -190,6 +190,9 @@ class SalesforceCrm(CrmBackend):
     name = "salesforce"
     batch_size = 200  # sObject Collections take at most 200 records a request
     bulk_threshold = 2000  # from this many accounts a push is one Bulk API 2.0 job
+    # a push hands over this many at once, so that a large push goes in Bulk jobs of up to
+    # 10,000 (five requests each) rather than Collections of 200
+    accounts_per_call = 10_000
     # Bulk API 2.0 takes at most 100 MB of CSV a job (base64 makes it ~150 MB on their side)
     bulk_max_bytes = 100_000_000 - 1_000_000
     bulk_poll_first = 2.0

@@ -111,12 +111,14 @@ class _Mail:
     category: str | None
     send_at: int | None
     tracking: tuple[bool, bool]  # clicks, opens
+    reply_to: tuple[tuple[str, str], ...] = ()  # (email, name), in the header's order
 
     @property
     def request_key(self) -> tuple[object, ...]:
         """What every message of one request must share."""
         shape = tuple(body is not None for body in self.bodies)
-        return (self.sender["email"], self.sender.get("name"), self.category, shape, self.tracking)
+        sender = (self.sender["email"], self.sender.get("name"))
+        return (*sender, self.reply_to, self.category, shape, self.tracking)
 
 
 def _header_text(value: object) -> str:
@@ -133,6 +135,20 @@ def _address(message: Message, header: str) -> dict[str, str]:
     # SendGrid rejects `,` and `;` in recipient names (Mail Send limitations).
     name = " ".join(re.sub(r"[,;]", " ", _header_text(name)).split())
     return {"email": email, "name": name} if name else {"email": email}
+
+
+def _reply_to(message: Message) -> tuple[tuple[str, str], ...]:
+    """Reply-To's addresses (a message sent as an account's owner has one): SendGrid takes
+    them in `reply_to_list`, never as a personalization header."""
+    value = message["Reply-To"]
+    if not value:
+        return ()
+    pairs = getaddresses([str(value)])
+    if not pairs or not all(_ADDRESS.fullmatch(email) for _, email in pairs):
+        raise _Unsendable(f"Reply-To must hold valid addresses, not {value!r}")
+    return tuple(
+        (email, " ".join(re.sub(r"[,;]", " ", _header_text(name)).split())) for name, email in pairs
+    )
 
 
 def _bodies(message: Message) -> tuple[str | None, str | None]:
@@ -193,6 +209,7 @@ def _parse(index: int, message: Message, now: float) -> _Mail:
         category=category,
         send_at=_send_at(message, now),
         tracking=(tracking.clicks, tracking.opens),
+        reply_to=_reply_to(message),
     )
 
 
@@ -278,6 +295,11 @@ class _Batch:
                 "subscription_tracking": {"enable": False},
             },
         }
+        if first.reply_to:
+            body["reply_to_list"] = [
+                {"email": email, "name": name} if name else {"email": email}
+                for email, name in first.reply_to
+            ]
         if first.category:
             body["categories"] = [first.category]
         if sandbox:

@@ -423,15 +423,18 @@ def _data(connection: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
 def _envelope(
     message: Message, relay: str = "generic", signer: DkimSigner | None = None
 ) -> _Envelope | SendResult:
-    """MAIL FROM is the From address, RCPT TO the To addresses; a message without them fails.
-    The data is the message with our attribution headers in front, signed by `signer`."""
+    """MAIL FROM is the Sender address when there is one (a message sent as an account's
+    owner: bounces still reach the campaign's sender, not the owner), else the From; RCPT TO
+    the To addresses; a message without them fails. The data is the message with our
+    attribution headers in front, signed by `signer`."""
     message_id = str(message.get("Message-ID") or "").strip()
     if not message_id:
         return SendResult("", "permanent", error="message has no Message-ID")
-    senders = _addresses(message, "From")
+    header = "Sender" if message.get("Sender") else "From"
+    senders = _addresses(message, header)
     recipients = _addresses(message, "To")
     if senders is None or len(senders) != 1:
-        return SendResult(message_id, "permanent", error="From must hold exactly one address")
+        return SendResult(message_id, "permanent", error=f"{header} must hold exactly one address")
     if not recipients:
         return SendResult(message_id, "permanent", error="To holds no valid address")
     try:

@@ -1,5 +1,5 @@
 """CRM write-back by change: accounts whose ABM results differ from what the CRM last got."""
 
-from stages.crm.push import PUSH_BATCH, Crm, PushReport, push_changed
+from stages.crm.push import PushReport, push_changed
 
-__all__ = ["PUSH_BATCH", "Crm", "PushReport", "push_changed"]
+__all__ = ["PushReport", "push_changed"]

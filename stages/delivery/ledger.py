@@ -359,6 +359,8 @@ class ChunkOutcome:
     dead: int = 0
     deferred: int = 0
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    # `send_as: owner`: why emails went from the campaign's sender, with the accounts' ids
+    default_sender: dict[str, set[int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,9 @@ PERSON_COLUMNS = (
     Account.country,
     Account.employees,
     Account.stage,
+    Account.owner_name,
+    Account.owner_email,
+    Account.owner_crm,
 )
 
 
@@ -197,6 +200,7 @@ def rehearse(
         try:
             compose(row)
             outcome.sent += 1
+            _count_default_sender(outcome, composer, [row])
         except Exception:  # counted, like a real send would record it
             outcome.failed += 1
     return outcome
@@ -252,10 +256,51 @@ def _composer_for(
             "contact_name": " ".join(p for p in (row["first_name"], row["last_name"]) if p),
             "title": row["title"] or "",
             "linkedin_url": row.get("linkedin_url") or "",
-            "owner": (row.get("account_attributes") or {}).get("owner") or "",
+            "owner": rep_task_owner(row),
         }
 
     return rep_task
+
+
+def rep_task_owner(row: dict[str, Any]) -> str:
+    """Who a rep task is routed to: the account's CRM owner by email when `abm crm pull`
+    found one, else the `owner` column of accounts.csv, else blank."""
+    owner = row.get("owner_email") or (row.get("account_attributes") or {}).get("owner")
+    return str(owner or "")
+
+
+def _count_default_sender(
+    outcome: ChunkOutcome, composer: Composer, rows: Iterable[dict[str, Any]]
+) -> None:
+    """For a `send_as: owner` campaign, the accounts whose emails went from the campaign's
+    sender, by why: nothing falls back silently."""
+    if composer.campaign.send_as != "owner" or composer.step.channel != "email":
+        return
+    for row in rows:
+        reason = composer.sender_for(row)[1]
+        if reason is not None:
+            outcome.default_sender.setdefault(reason, set()).add(row["account_id"])
+
+
+def default_sender_counts(outcomes: Iterable[ChunkOutcome]) -> dict[str, int]:
+    """Accounts sent from the default sender in a run, by reason (an account counted once
+    per reason across chunks and steps)."""
+    found: dict[str, set[int]] = {}
+    for outcome in outcomes:
+        for reason, accounts in outcome.default_sender.items():
+            found.setdefault(reason, set()).update(accounts)
+    return {reason: len(ids) for reason, ids in sorted(found.items())}
+
+
+def default_sender_text(counts: dict[str, int]) -> str | None:
+    """`12 accounts sent from the default sender: no CRM owner (8), owner at another
+    domain (4)`, or None when every account was sent as its owner."""
+    if not counts:
+        return None
+    total = sum(counts.values())
+    reasons = ", ".join(f"{reason} ({n})" for reason, n in counts.items())
+    noun = "account" if total == 1 else "accounts"
+    return f"{total} {noun} sent from the default sender: {reasons}"
 
 
 def _give_back_unsent(engine: Engine, token: str, claimed: list[int]) -> None:
@@ -334,6 +379,11 @@ def _deliver_claimed(
             results = [
                 _result_row(row, result) for (row, _), result in zip(messages, sent, strict=True)
             ]
+            _count_default_sender(
+                outcome,
+                composer,
+                (row for (row, _), result in zip(messages, sent, strict=True) if result.accepted),
+            )
             blocked = next((r for r in sent if r.outcome == "blocked"), None)
             if blocked is not None:  # the next advance sees the pause and gives the rest back
                 pause_blocked(engine, context.campaign_id, backend.name, blocked.error)

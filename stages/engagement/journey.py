@@ -1,5 +1,6 @@
-"""Journey stages set by people (`abm accounts set-stage`) and by imports (a `stage` column
-in accounts.csv), beside the ones the engagement rollup moves. Every change is kept in the
+"""Journey stages set by people (`abm accounts set-stage`), by imports (a `stage` column
+in accounts.csv) and by the CRM (`abm crm pull`: its deals' stages), beside the ones the
+engagement rollup moves. Every change is kept in the
 stage history with its source and reason, and only a real change is kept.
 
 A stage set here stands: the rollup moves such an account on only on engagement after the
@@ -21,7 +22,7 @@ from models.db import chunked, session_scope
 from models.store import update_rows_by_id
 from models.tables import Account, StageChange, utcnow
 
-SOURCES = ("person", "import")
+SOURCES = ("person", "import", "crm")
 REASON_LENGTH = 500  # StageChange.reason
 
 
@@ -69,31 +70,43 @@ def set_stages(
 
     With `once`, a stage this source already set for an account is not set again (imports:
     see `stage_moves`). Unknown domains are left out; the caller checks them."""
+    with session_scope(engine) as session:
+        return set_stages_in(session, wanted, source, utcnow(), once=once)
+
+
+def set_stages_in(
+    session: Any,
+    wanted: Mapping[str, WantedStage],
+    source: str,
+    now: datetime,
+    *,
+    once: bool = False,
+) -> list[dict[str, Any]]:
+    """`set_stages` inside the caller's transaction (a CRM pull stores a page's stage
+    changes with its cursor). The accounts' rows are locked first, in id order."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
-    now = utcnow()
     made: list[dict[str, Any]] = []
-    with session_scope(engine) as session:
-        for batch in chunked(sorted(wanted), 2000):
-            rows = session.execute(
-                select(Account.id, Account.domain, Account.stage)
-                .where(Account.domain.in_(batch))
-                .order_by(Account.id)
-                .with_for_update(key_share=True)
-            ).all()
-            current = {account_id: stage for account_id, _, stage in rows}
-            by_id = {account_id: wanted[domain] for account_id, domain, _ in rows}
-            last_set = _last_set_by(session, source, list(current)) if once else {}
-            moves = stage_moves(current, by_id, source, now, last_set)
-            update_rows_by_id(
-                session,
-                Account,
-                [{"_id": m["account_id"], "stage": m["to_stage"]} for m in moves],
-                updated_at=now,
-            )
-            if moves:
-                session.execute(StageChange.__table__.insert(), moves)
-            made += moves
+    for batch in chunked(sorted(wanted), 2000):
+        rows = session.execute(
+            select(Account.id, Account.domain, Account.stage)
+            .where(Account.domain.in_(batch))
+            .order_by(Account.id)
+            .with_for_update(key_share=True)
+        ).all()
+        current = {account_id: stage for account_id, _, stage in rows}
+        by_id = {account_id: wanted[domain] for account_id, domain, _ in rows}
+        last_set = _last_set_by(session, source, list(current)) if once else {}
+        moves = stage_moves(current, by_id, source, now, last_set)
+        update_rows_by_id(
+            session,
+            Account,
+            [{"_id": m["account_id"], "stage": m["to_stage"]} for m in moves],
+            updated_at=now,
+        )
+        if moves:
+            session.execute(StageChange.__table__.insert(), moves)
+        made += moves
     return made
 
 

@@ -27,9 +27,10 @@ from connectors.linkedin import (
     sandbox_files_dir,
 )
 from core.settings import Settings
+from models.cursors import read_cursor, write_cursor
 from models.db import session_scope
 from models.store import contacts_by_email, dialect_insert, upsert_contacts
-from models.tables import Account, EngagementEvent, SyncCursor, utcnow
+from models.tables import Account, EngagementEvent, utcnow
 from stages.committee.titles import classify_title, load_title_table
 from stages.engagement.rollup import store_events
 
@@ -73,26 +74,6 @@ def no_files_note(folder: Path) -> str:
         "(with ABM_LINKEDIN_ACCESS_TOKEN and ABM_LINKEDIN_AD_ACCOUNT) to pull from LinkedIn, "
         f"or put {' or '.join(SANDBOX_FILES)} there (see README, LinkedIn sandbox files)"
     )
-
-
-def read_cursor(engine: Engine, source: str) -> str | None:
-    with engine.connect() as connection:
-        return connection.execute(
-            select(SyncCursor.cursor).where(SyncCursor.source == source)
-        ).scalar()
-
-
-def write_cursor(engine: Engine, source: str, cursor: str) -> None:
-    with session_scope(engine) as session:
-        statement = dialect_insert(engine, SyncCursor.__table__).values(
-            source=source, cursor=cursor, updated_at=utcnow()
-        )
-        session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["source"],
-                set_={"cursor": cursor, "updated_at": utcnow()},
-            )
-        )
 
 
 def organization_map(engine: Engine) -> dict[str, str]:

@@ -40,11 +40,11 @@ from connectors.email.imap_mailbox import (
 )
 from core.errors import ConfigError
 from core.settings import Settings
+from models.cursors import read_cursor, write_cursor
 from models.db import chunked
 from models.tables import utcnow
 from stages.delivery.uncertain import mark_sent_by_message_id
 from stages.engagement.ingest import _ledger_matches, _people
-from stages.engagement.linkedin_sync import read_cursor, write_cursor
 from stages.engagement.mailbox import Classified, classify
 from stages.engagement.rollup import EngagementRules, engagement_rules_from, store_events
 

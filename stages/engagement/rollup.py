@@ -399,15 +399,26 @@ def store_events(
     so no later send can slip through. Given `rules`, the accounts of these events are rolled
     up in it too (only those), so that once the events are stored the accounts' scores and
     stages already count them."""
-    inserted = 0
-    now = utcnow()
     with session_scope(engine) as session:
-        for batch in chunked(events, EVENT_BATCH):
-            inserted += insert_new_events(session, engine, batch, now)
-            _suppress_from_events(session, engine, batch, now)
-        if rules is not None and inserted:
-            touched = {e["account_id"] for e in events if e.get("account_id") is not None}
-            rollup_in(session, touched, rules, now)
+        return store_events_in(session, engine, events, rules, utcnow())
+
+
+def store_events_in(
+    session: Any,
+    engine: Engine,
+    events: list[dict[str, Any]],
+    rules: EngagementRules | None,
+    now: datetime,
+) -> int:
+    """`store_events` inside the caller's transaction (a CRM pull stores a page of
+    meetings with its cursor)."""
+    inserted = 0
+    for batch in chunked(events, EVENT_BATCH):
+        inserted += insert_new_events(session, engine, batch, now)
+        _suppress_from_events(session, engine, batch, now)
+    if rules is not None and inserted:
+        touched = {e["account_id"] for e in events if e.get("account_id") is not None}
+        rollup_in(session, touched, rules, now)
     return inserted
 
 
