@@ -392,17 +392,42 @@ def check_linkedin(settings: Settings, today: date) -> Check:
     )
 
 
-def check_hubspot(settings: Settings) -> Check:
-    token = settings.hubspot_access_token or ""
-    if not token:
-        return Check("hubspot", "ok", "ABM_HUBSPOT_ACCESS_TOKEN is not set: no CRM write-back")
-    if not token.startswith("pat-"):
+def check_crm(settings: Settings) -> Check:
+    """Which CRM `abm crm push/pull` use and whether its settings are complete: built as a
+    push would build it, without calling it."""
+    from connectors.crm import crm_choice, crm_sandbox_dir, get_crm
+
+    choice = crm_choice(settings)
+    if choice == "none":
+        return Check("crm", "ok", f"ABM_CRM={settings.crm}: no CRM, nothing pushed or pulled")
+    try:
+        get_crm(settings)
+    except ConfigError as exc:
+        return Check("crm", "fail", str(exc))
+    if choice == "hubspot":
+        if not (settings.hubspot_access_token or "").startswith("pat-"):
+            return Check(
+                "crm",
+                "warn",
+                "ABM_HUBSPOT_ACCESS_TOKEN does not look like a private app token (pat-...)",
+            )
+        return Check("crm", "ok", "HubSpot: ABM_HUBSPOT_ACCESS_TOKEN is set (push and pull)")
+    if choice == "salesforce":
+        flow = "JWT bearer" if settings.salesforce_username else "client credentials"
         return Check(
-            "hubspot",
-            "warn",
-            "ABM_HUBSPOT_ACCESS_TOKEN does not look like a private app token (pat-...)",
+            "crm",
+            "ok",
+            f"Salesforce, {flow} at {settings.salesforce_login_url}, API "
+            f"{settings.salesforce_api_version}, domain field {settings.salesforce_domain_field}",
         )
-    return Check("hubspot", "ok", "ABM_HUBSPOT_ACCESS_TOKEN is set: CRM write-back is on")
+    folder = crm_sandbox_dir(settings)
+    found = sorted(p.name for p in folder.glob("*.csv")) if folder.is_dir() else []
+    return Check(
+        "crm",
+        "ok",
+        f"sandbox CRM in {folder}: pulls read {', '.join(found) or 'no files yet'}; "
+        "nothing is invented",
+    )
 
 
 def check_mailbox(settings: Settings) -> Check:
@@ -478,5 +503,5 @@ def run_checks(settings: Settings, today: date | None = None) -> list[Check]:
     return [
         *(check(settings) for check in checks),
         check_linkedin(settings, today),
-        check_hubspot(settings),
+        check_crm(settings),
     ]

@@ -98,9 +98,47 @@ def test_a_bad_row_is_skipped_with_file_line_and_field(tmp_path: Path) -> None:
         f"{path}:8: modified_at: 'yesterday' is not an ISO 8601 time like 2026-03-01T09:30:00Z",
         f"{path}:9: id: required",
     ]
-    # nothing new after the cursor: the bad rows are still said, the cursor stays
-    again = list(SandboxCrm(tmp_path).pull_changes("deals", pages[0].cursor))
-    assert [(p.records, p.cursor, len(p.skipped)) for p in again] == [([], pages[0].cursor, 5)]
+    # a bad row's time cannot be read (line 8): the cursor stays where it was, so the next
+    # pull reads the good rows again (which changes nothing) and says the bad rows again
+    assert pages[0].cursor == ""
+    again = list(SandboxCrm(tmp_path).pull_changes("deals", pages[0].cursor or None))
+    assert [([d.crm_id for d in p.records], p.cursor, len(p.skipped)) for p in again] == [
+        (["d1", "d3", "d2"], "", 5)
+    ]
+
+
+def test_a_bad_row_holds_the_cursor_so_that_once_fixed_it_is_read(tmp_path: Path) -> None:
+    """Found trying it: a closed-won deal with the amount `48,000`, fixed after a pull that
+    applied later rows, was behind the cursor and never read."""
+    header = "id,domain,name,stage,closed,won,amount,modified_at\n"
+    later = "d2,globex.io,Globex,contractsent,false,false,1,2026-03-05T00:00:00Z\n"
+    write_file(
+        tmp_path / "deals.csv",
+        header + 'd1,acme.com,Acme,closedwon,true,true,"48,000",2026-03-01T00:00:00Z\n' + later,
+    )
+    (page,) = SandboxCrm(tmp_path).pull_changes("deals", None)
+    assert [d.crm_id for d in page.records] == ["d2"] and len(page.skipped) == 1
+    assert page.cursor == ""  # d2 is applied, but the cursor stays below the bad row
+
+    write_file(
+        tmp_path / "deals.csv",
+        header + "d1,acme.com,Acme,closedwon,true,true,48000,2026-03-01T00:00:00Z\n" + later,
+    )
+    (fixed,) = SandboxCrm(tmp_path).pull_changes("deals", page.cursor or None)
+    assert [d.crm_id for d in fixed.records] == ["d1", "d2"] and fixed.skipped == []
+    assert fixed.cursor == "2026-03-05T00:00:00+00:00"
+
+
+def test_a_row_without_a_readable_time_holds_the_cursor_where_it_is(tmp_path: Path) -> None:
+    write_file(
+        tmp_path / "deals.csv",
+        "id,domain,name,stage,closed,won,amount,modified_at\n"
+        "d1,acme.com,Acme,closedwon,true,true,,yesterday\n"
+        "d2,globex.io,Globex,contractsent,false,false,,2026-03-05T00:00:00Z\n",
+    )
+    (page,) = SandboxCrm(tmp_path).pull_changes("deals", "2026-03-01T00:00:00+00:00")
+    assert [d.crm_id for d in page.records] == ["d2"]
+    assert page.cursor == "2026-03-01T00:00:00+00:00"
 
 
 def test_a_missing_column_is_named(tmp_path: Path) -> None:

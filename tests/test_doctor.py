@@ -127,7 +127,7 @@ def test_a_real_backend_configured_well_passes(
     )
     assert code == 0, checks
     assert _failing(checks) == set()
-    for name in ("smtp", "dkim", "sendgrid_webhook", "linkedin", "hubspot", "inbound_token"):
+    for name in ("smtp", "dkim", "sendgrid_webhook", "linkedin", "crm", "inbound_token"):
         assert checks[name]["status"] == "ok", checks[name]
     assert not any(secret in shown for secret in SECRET_VALUES)
 
@@ -152,9 +152,15 @@ def test_a_real_backend_configured_well_passes(
         ({"ABM_DKIM_DOMAIN": "acme.com"}, "dkim", "ABM_DKIM_SELECTOR"),
         ({"ABM_DKIM_DOMAIN": "acme.com", "ABM_DKIM_SELECTOR": "abm",
           "ABM_DKIM_PRIVATE_KEY": "/nowhere/dkim.pem"}, "dkim", "ABM_DKIM_PRIVATE_KEY"),
+        ({"ABM_CRM": "hubspot"}, "crm", "ABM_HUBSPOT_ACCESS_TOKEN"),
+        ({"ABM_CRM": "salesforce"}, "crm", "ABM_SALESFORCE_CLIENT_ID"),
+        ({"ABM_CRM": "salesforce", "ABM_SALESFORCE_CLIENT_ID": "3MVG9x",
+          "ABM_SALESFORCE_USERNAME": "abm@acme.com",
+          "ABM_SALESFORCE_PRIVATE_KEY": "/nowhere/sf.pem"}, "crm", "ABM_SALESFORCE_PRIVATE_KEY"),
     ],
     ids=["sendgrid-key", "smtp-url", "smtp-url-bad", "webhook-key", "li-token", "li-account",
-         "li-platform", "li-version-sunset", "dkim-partial", "dkim-unreadable"],
+         "li-platform", "li-version-sunset", "dkim-partial", "dkim-unreadable", "crm-hubspot",
+         "crm-salesforce", "crm-salesforce-key"],
 )  # fmt: skip
 def test_each_missing_or_broken_setting_fails_its_check_naming_the_setting(
     sqlite_url: str,

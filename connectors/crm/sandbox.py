@@ -17,8 +17,10 @@ A pull reads only the CSV files you put there (UTF-8, a header row; times in ISO
 
 Rows come in `modified_at` order, pages never split rows of one time, and the cursor is
 the last `modified_at` applied: a pull reads the rows modified after it. A row that cannot
-be used is skipped with `file:line: field: why` (in every pull, until it is fixed); a
-missing file pulls nothing of its kind and `notes` says where to put it."""
+be used is skipped with `file:line: field: why` (in every pull, until it is fixed), and it
+holds the cursor below its `modified_at` (where that cannot be read, where it is): once
+fixed it is read, and the rows after it are applied again meanwhile, which changes nothing.
+A missing file pulls nothing of its kind and `notes` says where to put it."""
 
 from __future__ import annotations
 
@@ -229,31 +231,46 @@ class SandboxCrm(CrmBackend):
                 f"there with the columns {COLUMNS[kind]} (see connectors/crm/README.md)"
             )
             return
-        records, skipped = read_rows(path, kind)
+        records, skipped, held = read_rows(path, kind)
         since = datetime.fromisoformat(cursor) if cursor else None
         fresh = sorted(
             (r for r in records if since is None or r.modified_at > since),
             key=lambda r: r.modified_at,
         )
+        # a bad row holds the cursor below its time (where it has none, where it is), so
+        # that once fixed it is read, even if rows after it were applied meanwhile
+        hold = _hold(held, since, bool(skipped))
         pages = list(_pages(fresh, self.page_size))
         if not pages:
             if skipped:  # nothing new, but the bad rows are said
                 yield PullPage(kind, [], cursor or "", skipped)
             return
+        reached = cursor or ""
         for index, page in enumerate(pages):
-            yield PullPage(
-                kind,
-                page,
-                page[-1].modified_at.isoformat(),
-                skipped if index == 0 else [],
-            )
+            before = [r.modified_at for r in page if hold is None or r.modified_at < hold]
+            if before:
+                reached = max(before).isoformat()
+            yield PullPage(kind, page, reached, skipped if index == 0 else [])
 
 
-def read_rows(path: Path, kind: str) -> tuple[list[CrmRecord], list[str]]:
-    """Every usable record of a sandbox file, and `file:line: field: why` per bad row."""
+def _hold(held: list[datetime | None], since: datetime | None, any_bad: bool) -> datetime | None:
+    """The time the cursor must stay below: the earliest bad row's after the cursor; the
+    cursor itself when a bad row's time cannot be read (or the file cannot be)."""
+    if not any_bad:
+        return None
+    if any(time is None for time in held) or len(held) == 0:
+        return since or datetime.min.replace(tzinfo=UTC)
+    later = [time for time in held if time is not None and (since is None or time > since)]
+    return min(later) if later else None
+
+
+def read_rows(path: Path, kind: str) -> tuple[list[CrmRecord], list[str], list[datetime | None]]:
+    """Every usable record of a sandbox file, `file:line: field: why` per bad row, and each
+    bad row's modification time (None when it cannot be read)."""
     parse = PARSERS[kind]
     records: list[CrmRecord] = []
     skipped: list[str] = []
+    held: list[datetime | None] = []
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
             reader = csv.DictReader(handle)
@@ -261,22 +278,30 @@ def read_rows(path: Path, kind: str) -> tuple[list[CrmRecord], list[str]]:
             reader.fieldnames = header
             missing = [name for name in REQUIRED[kind] if name not in header]
             if missing:
-                return [], [
-                    f"{path}:1: {', '.join(missing)}: missing column(s); the columns "
-                    f"are {COLUMNS[kind]}"
-                ]
+                return (
+                    [],
+                    [
+                        f"{path}:1: {', '.join(missing)}: missing column(s); the columns "
+                        f"are {COLUMNS[kind]}"
+                    ],
+                    [],
+                )
             for row in reader:
                 try:
                     records.append(parse(row))
                 except RowProblem as exc:
                     skipped.append(f"{path}:{reader.line_num}: {exc}")
+                    try:
+                        held.append(_time(row, "modified_at"))
+                    except RowProblem:
+                        held.append(None)
     except OSError as exc:
-        return [], [f"{path}: cannot read: {exc.strerror}"]
+        return [], [f"{path}: cannot read: {exc.strerror}"], []
     except UnicodeDecodeError:
-        return [], [f"{path}: not UTF-8 text; save the file as UTF-8"]
+        return [], [f"{path}: not UTF-8 text; save the file as UTF-8"], []
     except csv.Error as exc:
-        return records, [*skipped, f"{path}: not CSV past this point ({exc})"]
-    return records, skipped
+        return records, [*skipped, f"{path}: not CSV past this point ({exc})"], [*held, None]
+    return records, skipped, held
 
 
 def _pages(records: list[CrmRecord], size: int) -> Iterator[list[CrmRecord]]:
