@@ -413,6 +413,33 @@ def test_crm_pull_prints_progress_and_a_summary(accounts, sandbox, capsys, monke
     assert any("no accounts.csv" in note and str(sandbox) in note for note in result["notes"])
 
 
+def test_a_deal_of_an_account_imported_later_counts_after_a_full_pull(
+    accounts, sandbox, capsys, monkeypatch
+) -> None:
+    write_file(
+        sandbox / "deals.csv",
+        "id,domain,name,stage,closed,won,amount,modified_at\n"
+        "d9,delta.com,Delta deal,contractsent,false,false,,2026-03-02\n",
+    )
+    code, _, stderr = run_abm(capsys, monkeypatch, "crm", "pull", "--kind", "deals")
+    assert code == 0 and "`abm crm pull --full`" in stderr and "delta.com" in stderr
+
+    upsert_accounts(accounts, [{"domain": "delta.com", "name": "Delta", "attributes": {}}])
+    code, stdout, _ = run_abm(capsys, monkeypatch, "crm", "pull", "--kind", "deals", "--json")
+    assert json.loads(stdout)["deals_read"] == 0  # the cursor is past it
+    code, stdout, _ = run_abm(
+        capsys, monkeypatch, "crm", "pull", "--kind", "deals", "--full", "--json"
+    )
+    assert code == 0
+    assert json.loads(stdout)["moves"] == [
+        "delta.com: target -> opportunity (Sandbox CRM deal 'Delta deal' is contractsent)"
+    ]
+    code, stdout, _ = run_abm(
+        capsys, monkeypatch, "crm", "pull", "--kind", "deals", "--full", "--json"
+    )
+    assert json.loads(stdout)["stages_moved"] == 0  # applying it again changes nothing
+
+
 def test_crm_pull_configuration_errors_exit_2(sandbox, capsys, monkeypatch) -> None:
     code, _, stderr = run_abm(capsys, monkeypatch, "crm", "pull", "--kind", "leads")
     assert code == 2 and "leads" in stderr

@@ -142,6 +142,14 @@ def crm_pull(
         list[str] | None,
         typer.Option(help="what to pull: accounts, deals or meetings (repeat it; default all)"),
     ] = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="read everything again from the start, not only what changed since the last "
+            "pull: after importing accounts the CRM already had (applying twice changes nothing)",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Pull what changed in the CRM since the last pull: owners, deals (and the stages they
@@ -181,6 +189,7 @@ def crm_pull(
             stage_table=table,
             rules=rules,
             progress=progress,
+            full=full,
         )
     if as_json:
         print_json(report.as_dict())
@@ -199,7 +208,8 @@ def crm_pull(
         shown = ", ".join(d for d, _ in report.unknown_domains.most_common(10))
         more = len(report.unknown_domains) - 10
         err.print(
-            f"not ours (no account with that domain; import them to use them): {shown}"
+            "not ours (no account with that domain; import them, then `abm crm pull --full` "
+            f"applies what the CRM has for them): {shown}"
             + (f" and {more} more" if more > 0 else ""),
             markup=False,
             highlight=False,

@@ -162,6 +162,11 @@ class CrmBackend(Closing, ABC):
         `engagement_score`, `stage`, `coverage`, `gaps`) onto the CRM's account records.
         `known_ids` maps a domain to the CRM id a previous push or pull learned."""
 
+    def pull_notes(self) -> list[str]:
+        """What the pulls so far want the user to know beyond records (the sandbox: where
+        to put the files it found missing); [] by default."""
+        return []
+
     @abstractmethod
     def pull_changes(self, kind: PullKind, cursor: str | None) -> Iterator[PullPage]:
         """The changes of `kind` since `cursor` (None: from the beginning), page by page.

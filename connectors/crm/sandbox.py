@@ -222,6 +222,10 @@ class SandboxCrm(CrmBackend):
         result.updated = len(lines)
         return result
 
+    def pull_notes(self) -> list[str]:
+        """Where to put the files a pull found missing."""
+        return list(self.notes)
+
     def pull_changes(self, kind: PullKind, cursor: str | None) -> Iterator[PullPage]:
         """The rows of `kind`'s file modified after `cursor`, in pages of whole times."""
         path = self.folder / FILES[kind]

@@ -145,12 +145,15 @@ def pull_crm(
     stage_table: StageTable | None = None,
     rules: EngagementRules | None = None,
     progress: Progress | None = None,
+    full: bool = False,
 ) -> PullReport:
     """Pull each kind since its cursor and apply it, a page and its cursor per transaction.
 
     `rules` are the engagement rules the meetings are rolled up with (the default file
     when None), `stage_table` the deal stage table. `progress` gets (kind, page number,
-    page) after each page is stored. Errors propagate; what was stored stays stored."""
+    page) after each page is stored. `full` reads from the beginning whatever the cursors
+    say: records of accounts imported since they were first pulled then count (applying
+    a record again changes nothing). Errors propagate; what was stored stays stored."""
     report = PullReport(crm.name)
     context = _Context(
         engine,
@@ -161,7 +164,7 @@ def pull_crm(
     )
     for kind in kinds:
         source = cursor_source(crm.name, kind)
-        cursor = read_cursor(engine, source)
+        cursor = None if full else read_cursor(engine, source)
         report.cursors[kind] = cursor
         report.pages[kind] = 0
         for page in crm.pull_changes(kind, cursor):
@@ -173,9 +176,7 @@ def pull_crm(
             report.skipped += page.skipped
             if progress is not None:
                 progress(kind, report.pages[kind], page)
-    notes = getattr(crm, "notes", None)
-    if isinstance(notes, list):
-        report.notes += notes
+    report.notes += crm.pull_notes()
     return report
 
 
