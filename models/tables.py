@@ -240,7 +240,8 @@ class CrmDeal(SQLModel, table=True):
 
     crm: str = Field(primary_key=True, max_length=20)
     crm_id: str = Field(primary_key=True, max_length=80)
-    account_id: int | None = Field(default=None, foreign_key="account.id", index=True)
+    # one row per account the deal belongs to: a deal of two of our accounts counts for both
+    account_id: int = Field(primary_key=True, foreign_key="account.id", index=True)
     name: str | None = Field(default=None, max_length=300)
     crm_stage: str = Field(max_length=120)
     pipeline: str | None = Field(default=None, max_length=120)

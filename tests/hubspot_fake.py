@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import respx
 
+MODIFIED = "hs_lastmodifieddate"
+
 
 def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
@@ -89,16 +91,36 @@ class FakeHubSpot:
                     "message": "Paging beyond 10000 results is not supported",
                 },
             )
-        since = None
+        checks = []
         for group in query["filterGroups"]:
             for flt in group["filters"]:
-                assert (flt["propertyName"], flt["operator"]) == ("hs_lastmodifieddate", "GTE")
-                since = int(flt["value"])
-        rows = sorted(
-            (_ms(props["hs_lastmodifieddate"]), record_id, props)
-            for record_id, props in self.records[objects].items()
-            if since is None or _ms(props["hs_lastmodifieddate"]) >= since
+                checks.append((flt["propertyName"], flt["operator"], int(flt["value"])))
+        (sort,) = query["sorts"]
+        assert sort["direction"] == "ASCENDING"
+
+        def matches(record_id: str, props: dict[str, str]) -> bool:
+            values = {MODIFIED: _ms(props["hs_lastmodifieddate"]), "hs_object_id": int(record_id)}
+            tests = {
+                "GTE": lambda a, b: a >= b,
+                "LTE": lambda a, b: a <= b,
+                "EQ": lambda a, b: a == b,
+                "GT": lambda a, b: a > b,
+            }
+            return all(tests[op](values[name], value) for name, op, value in checks)
+
+        def key(item: tuple[str, dict[str, str]]) -> tuple[int, int]:
+            record_id, props = item
+            modified = _ms(props["hs_lastmodifieddate"])
+            if sort["propertyName"] == "hs_object_id":
+                return (int(record_id), 0)
+            # HubSpot's order among records of one instant is not by id: reversed here, so
+            # that nothing relies on it
+            return (modified, -int(record_id))
+
+        ordered = sorted(
+            (item for item in self.records[objects].items() if matches(*item)), key=key
         )
+        rows = [(None, record_id, props) for record_id, props in ordered]
         results = [
             {
                 "id": record_id,

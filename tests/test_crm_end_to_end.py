@@ -38,7 +38,9 @@ PEOPLE = {
 }
 
 
-def _campaign(tmp_path: Path) -> Path:
+def _campaign(
+    tmp_path: Path, stop_if: str = '[replied, unsubscribed, bounced, "stage >= opportunity"]'
+) -> Path:
     return write_file(
         tmp_path / "sequence.yaml",
         "key: crm-e2e\nname: CRM end to end\naudience:\n  tiers: [1]\n"
@@ -48,7 +50,7 @@ def _campaign(tmp_path: Path) -> Path:
         "steps:\n"
         "  - id: intro\n    template: intro\n"
         "  - id: follow\n    template: intro\n    wait: 0d\n"
-        '    stop_if: [replied, unsubscribed, bounced, "stage >= opportunity"]\n',
+        f"    stop_if: {stop_if}\n",
     )
 
 
@@ -91,7 +93,7 @@ def sandbox(database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     return tmp_path / "crm"
 
 
-def _running_sequence(engine: Engine, tmp_path: Path) -> Path:
+def _running_sequence(engine: Engine, tmp_path: Path, **campaign: str) -> Path:
     """Four people at two tier-1 accounts; everyone got the first step, the second is due."""
     upsert_accounts(
         engine,
@@ -109,7 +111,7 @@ def _running_sequence(engine: Engine, tmp_path: Path) -> Path:
     )
     with engine.begin() as connection:
         connection.execute(update(Account).values(tier=1))
-    path = _campaign(tmp_path)
+    path = _campaign(tmp_path, **campaign)
     _plan(engine, path, 0)
     _deliver(engine, tmp_path, path, 0)
     assert {state for state, _ in _states(engine, "intro").values()} == {"sent"}
@@ -211,6 +213,33 @@ def test_a_deal_won_in_hubspot_at_the_wire_stops_the_sequence_too(
         "acme.example: target -> customer (HubSpot deal 'Acme platform' is closedwon)"
     ]
     _stopped_at_acme(engine, tmp_path, path)
+
+
+def test_a_meeting_from_before_the_campaign_stops_nothing(
+    engine: Engine, sandbox: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Found in review: a first pull reads the CRM's whole meeting history, and a meeting
+    from 2023 stopped today's sequence. Only meetings from the campaign's start count."""
+    path = _running_sequence(engine, tmp_path, stop_if="[meeting]")
+    soon = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    write_file(
+        sandbox / "meetings.csv",
+        "id,domain,attendee_emails,title,start_at,outcome,modified_at\n"
+        "m1,acme.example,ana@acme.example,Old call,2023-05-02T10:00:00Z,COMPLETED,"
+        "2023-05-02T11:00:00Z\n"
+        f"m2,beta.example,dee@beta.example,Demo,{soon},SCHEDULED,2026-03-09T16:30:00Z\n",
+    )
+    code, stdout, stderr = run_abm(capsys, monkeypatch, "crm", "pull", "--json")
+    assert code == 0 and json.loads(stdout)["meetings_stored"] == 2, stderr
+
+    _deliver(engine, tmp_path, path, 1)
+    # Ana's 2023 call neither stops her nor holds her colleagues; Dee's demo stops her
+    assert _states(engine, "follow") == {
+        "ana@acme.example": ("sent", None),
+        "bo@acme.example": ("sent", None),
+        "cy@acme.example": ("sent", None),
+        "dee@beta.example": ("skipped", "stopped_meeting"),
+    }
 
 
 def test_the_sync_crm_deployment_is_there_and_off_by_default() -> None:

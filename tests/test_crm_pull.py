@@ -465,3 +465,102 @@ def test_a_sandbox_pull_is_the_crm_named_sandbox(accounts, tmp_path) -> None:
 
     assert report.owners_set == 1
     assert read_cursor(accounts, "crm:sandbox:accounts") == "2026-03-01T00:00:00+00:00"
+
+
+# -- found in review ------------------------------------------------------------------------
+
+
+def _meeting(crm_id: str, start: datetime, outcome: str | None = "SCHEDULED") -> CrmMeeting:
+    return CrmMeeting(crm_id, "Intro", start, outcome, ("ana@acme.com",), ("acme.com",), start)
+
+
+def _meeting_times(engine: Engine) -> list[datetime]:
+    with engine.connect() as connection:
+        return [
+            at.replace(tzinfo=UTC) if at.tzinfo is None else at
+            for (at,) in connection.execute(
+                select(EngagementEvent.occurred_at).where(EngagementEvent.type == "meeting")
+            )
+        ]
+
+
+def test_a_meeting_canceled_after_it_was_stored_no_longer_counts(accounts) -> None:
+    booked = Scripted({"meetings": [page("meetings", [_meeting("m1", T0)], "c1")]})
+    assert pull_crm(accounts, booked, ["meetings"]).meetings_stored == 1
+    assert _meeting_times(accounts) == [T0]
+
+    moved = T0 + timedelta(days=2)
+    rescheduled = Scripted({"meetings": [page("meetings", [_meeting("m1", moved)], "c2")]})
+    pull_crm(accounts, rescheduled, ["meetings"])
+    assert _meeting_times(accounts) == [moved]  # one event, at the new time
+
+    canceled = Scripted({"meetings": [page("meetings", [_meeting("m1", moved, "CANCELED")], "c3")]})
+    report = pull_crm(accounts, canceled, ["meetings"])
+    assert _meeting_times(accounts) == []
+    assert report.withdrawn == [
+        "hubspot meeting m1 (Intro): CANCELED: its meeting event was removed"
+    ]
+
+
+def test_a_deal_of_two_of_our_accounts_moves_both_and_a_lost_deal_is_said(accounts) -> None:
+    both = CrmDeal("7", "Group deal", "contractsent", None, False, False, None,
+                   ("acme.com", "beta.com", "nobody.example"), T0)  # fmt: skip
+    report = pull_crm(accounts, Scripted({"deals": [page("deals", [both], "c1")]}), ["deals"])
+    assert (_stage(accounts, "acme.com"), _stage(accounts, "beta.com")) == (
+        "opportunity",
+        "opportunity",
+    )
+    assert report.unknown_domains == {"nobody.example": 1}
+
+    # the deal is re-associated with Acme only, then lost
+    later = T0 + timedelta(days=1)
+    moved = CrmDeal(
+        "7", "Group deal", "contractsent", None, False, False, None, ("acme.com",), later
+    )
+    report = pull_crm(accounts, Scripted({"deals": [page("deals", [moved], "c2")]}), ["deals"])
+    with accounts.connect() as connection:
+        owners = connection.execute(select(CrmDealRow.account_id)).scalars().all()
+    assert len(owners) == 1
+    assert (
+        any(line.startswith("beta.com: no HubSpot deal says") for line in report.unmapped) is False
+    )
+
+    lost = CrmDeal("7", "Group deal", "closedlost", None, True, False, None, ("acme.com",),
+                   later + timedelta(days=1))  # fmt: skip
+    report = pull_crm(accounts, Scripted({"deals": [page("deals", [lost], "c3")]}), ["deals"])
+    assert _stage(accounts, "acme.com") == "opportunity"
+    assert report.unmapped == [
+        "acme.com: no HubSpot deal says a stage now (latest: 'Group deal' is closedlost); "
+        "the stage stays opportunity: set it with `abm accounts set-stage` if the account is "
+        "out of play"
+    ]
+    assert report.as_dict()["deals_say_nothing"] == report.unmapped
+
+
+def test_an_older_deal_record_never_overwrites_a_newer_one(accounts) -> None:
+    newer = deal("8", "acme.com", "closedwon", T0 + timedelta(hours=1), won=True)
+    older = deal("8", "acme.com", "qualifiedtobuy", T0)
+    pull_crm(accounts, Scripted({"deals": [page("deals", [newer], "c1")]}), ["deals"])
+    pull_crm(accounts, Scripted({"deals": [page("deals", [older], "c0")]}), ["deals"])
+    with accounts.connect() as connection:
+        assert connection.execute(select(CrmDealRow.crm_stage)).scalar_one() == "closedwon"
+    assert _stage(accounts, "acme.com") == "customer"
+
+
+def test_an_import_does_not_undo_a_stage_the_crm_set(
+    accounts, sandbox, tmp_path, capsys, monkeypatch
+) -> None:
+    """Found in review: precedence is person > crm > import, and an accounts file with an
+    older `stage` column moved a customer back to mqa."""
+    won = deal("9", "acme.com", "closedwon", T0, won=True, name="Acme renewal")
+    pull_crm(accounts, Scripted({"deals": [page("deals", [won], "c1")]}), ["deals"])
+    path = write_file(
+        tmp_path / "accounts.csv", "domain,name,stage\nacme.com,Acme,mqa\nbeta.com,Beta,mqa\n"
+    )
+
+    code, _, stderr = run_abm(capsys, monkeypatch, "import", "accounts", str(path))
+
+    assert code == 0, stderr
+    assert (_stage(accounts, "acme.com"), _stage(accounts, "beta.com")) == ("customer", "mqa")
+    assert "stages kept, set since by a person or the CRM" in stderr
+    assert "acme.com (set by crm)" in stderr

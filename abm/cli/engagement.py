@@ -197,6 +197,8 @@ def crm_pull(
     for title, lines, style in (
         ("moved", report.moves, None),
         ("kept by precedence", report.kept, "yellow"),
+        ("meeting withdrawn", report.withdrawn, None),
+        ("deals say nothing", report.unmapped, "yellow"),
         ("skipped", report.skipped, "yellow"),
         ("warning", report.warnings, "yellow"),
     ):

@@ -10,6 +10,7 @@ Facts and sources: connectors/crm/README.md."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 
 MODIFIED = "hs_lastmodifieddate"
 SEARCH_LIMIT = 200  # the search endpoints' largest page
-SEARCH_MAX_RESULTS = 10_000  # the most one search query pages through; then a new query
+# records modified this recently wait for the next pull: the search index lags writes
+INDEX_LAG_MS = 120_000
 ASSOCIATIONS_BATCH = 1000  # v4 associations batch read: at most 1,000 ids (Feb 2025)
 READ_BATCH = 100  # object batch read: at most 100 ids
 OWNERS_PAGE = 100  # the owners list's default and largest page
@@ -108,10 +110,17 @@ class HubSpotReader:
     `count` returns how many HTTP requests the backend has sent so far, so each page says
     what it cost."""
 
-    def __init__(self, call: Call, match_property: str, count: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        call: Call,
+        match_property: str,
+        count: Callable[[], int],
+        now: Callable[[], float] = time.time,
+    ) -> None:
         self._call = call
         self._match = match_property
         self._count = count
+        self._now = now
         self._owners: dict[str, CrmOwner] | None = None
 
     def pages(self, kind: PullKind, cursor: str | None) -> Iterator[PullPage]:
@@ -147,44 +156,66 @@ class HubSpotReader:
     ) -> Iterator[list[dict[str, Any]]]:
         """Search pages of records modified at or after `since` (ms epoch), oldest first.
 
-        One query pages through at most 10,000 results; past that a new query starts at the
-        last modification time seen (records of that instant come again). A query that
-        cannot move forward (10,000 records of one instant) is an error, not a loop."""
+        Keyset paging: every page is a new query from the last modification time seen,
+        never HubSpot's `after`, which is an offset: a record edited while a pull pages
+        would move to the end and shift one record behind it out of reach, for good once
+        the cursor passed it. Records of the boundary instant already yielded are left out.
+        A full page of one instant is read by record id (`hs_object_id`), so any number of
+        records sharing an instant pass. Records modified in the last `INDEX_LAG_MS` wait
+        for the next pull: HubSpot's search index lags writes by seconds, and a record
+        indexed late must not land behind the cursor."""
+        until = str(int(self._now() * 1000) - INDEX_LAG_MS)
+        boundary: set[str] = set()
         while True:
-            filters = [{"propertyName": MODIFIED, "operator": "GTE", "value": since}]
-            body: dict[str, Any] = {
-                "filterGroups": [{"filters": filters}] if since else [],
-                "sorts": [{"propertyName": MODIFIED, "direction": "ASCENDING"}],
-                "properties": properties,
-                "limit": SEARCH_LIMIT,
-                "after": "0",
-            }
-            seen, last = 0, None
-            while True:
-                page = self._call("POST", f"/crm/v3/objects/{objects}/search", json=body)
-                results = [r for r in page.get("results") or [] if isinstance(r, dict)]
-                seen += len(results)
-                for record in results:
-                    moment = _modified(record)
-                    if moment is not None and (last is None or moment > last):
-                        last = moment
-                if results:
-                    yield results
-                after = _next_after(page)
-                if after is None:
-                    return
-                if seen + SEARCH_LIMIT > SEARCH_MAX_RESULTS:
-                    break
-                body = {**body, "after": after}
-            restart = str(int(last.timestamp() * 1000)) if last else None
-            if restart is None or restart == since:
-                raise ApiError(
-                    f"hubspot: more than {SEARCH_MAX_RESULTS} {objects} were modified at the "
-                    f"same instant ({since} ms); a search cannot page past them",
-                    reason="search window full",
-                )
-            log.info("hubspot: %s search reached %d results; continuing", objects, seen)
-            since = restart
+            filters = [{"propertyName": MODIFIED, "operator": "LTE", "value": until}]
+            if since is not None:
+                filters.insert(0, {"propertyName": MODIFIED, "operator": "GTE", "value": since})
+            page = self._query(objects, properties, filters, MODIFIED)
+            fresh = [r for r in page if str(r.get("id")) not in boundary]
+            if fresh:
+                yield fresh
+            if len(page) < SEARCH_LIMIT:
+                return
+            last = _millis(_last(page))
+            at_last = {str(r.get("id")) for r in page if _millis(_modified(r)) == last}
+            boundary = (boundary if since == last else set()) | at_last
+            if since == last:  # a whole page of one instant: no progress by time
+                yield from self._instant(objects, properties, last, boundary)
+                since, boundary = str(int(last) + 1), set()
+            else:
+                since = last
+
+    def _instant(
+        self, objects: str, properties: list[str], moment: str, done: set[str]
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every record modified at `moment` (ms epoch) not in `done`, by record id."""
+        after_id = "0"
+        while True:
+            filters = [
+                {"propertyName": MODIFIED, "operator": "EQ", "value": moment},
+                {"propertyName": "hs_object_id", "operator": "GT", "value": after_id},
+            ]
+            page = self._query(objects, properties, filters, "hs_object_id")
+            fresh = [r for r in page if str(r.get("id")) not in done]
+            if fresh:
+                yield fresh
+            if len(page) < SEARCH_LIMIT:
+                return
+            after_id = max((str(r.get("id")) for r in page), key=lambda i: (len(i), i))
+
+    def _query(
+        self, objects: str, properties: list[str], filters: list[dict[str, str]], sort: str
+    ) -> list[dict[str, Any]]:
+        """One search request: the first page of records matching every filter."""
+        body: dict[str, Any] = {
+            "filterGroups": [{"filters": filters}],
+            "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
+            "properties": properties,
+            "limit": SEARCH_LIMIT,
+            "after": "0",
+        }
+        page = self._call("POST", f"/crm/v3/objects/{objects}/search", json=body)
+        return [r for r in page.get("results") or [] if isinstance(r, dict)]
 
     # --- accounts ----------------------------------------------------------------------
 
@@ -396,6 +427,11 @@ def _parts(record: dict[str, Any]) -> tuple[str, dict[str, Any], datetime | None
 def _modified(record: dict[str, Any]) -> datetime | None:
     props = record.get("properties") or {}
     return parse_time(props.get(MODIFIED)) or parse_time(record.get("updatedAt"))
+
+
+def _millis(moment: datetime | None) -> str | None:
+    """A modification time as the millisecond epoch the search filters take."""
+    return None if moment is None else str(int(moment.timestamp() * 1000))
 
 
 def _last(results: list[dict[str, Any]]) -> datetime:

@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, select
@@ -54,11 +54,16 @@ from core.domains import domain_or_none, show
 from models.cursors import read_cursor, store_cursor
 from models.db import chunked, session_scope
 from models.store import dialect_insert, update_rows_by_id
-from models.tables import Account, Contact, CrmPush, StageChange, utcnow
+from models.tables import Account, Contact, CrmPush, EngagementEvent, StageChange, utcnow
 from models.tables import CrmDeal as CrmDealRow
 from stages.crm.stage_map import StageTable, furthest, load_stage_table, map_deal
 from stages.engagement.journey import WantedStage, set_stages_in
-from stages.engagement.rollup import EngagementRules, load_engagement_rules, store_events_in
+from stages.engagement.rollup import (
+    EngagementRules,
+    load_engagement_rules,
+    rollup_in,
+    store_events_in,
+)
 
 CRM_LABELS = {"hubspot": "HubSpot", "salesforce": "Salesforce", "sandbox": "Sandbox CRM"}
 NOT_MEETINGS = {"CANCELED", "CANCELLED", "NO_SHOW"}
@@ -92,6 +97,10 @@ class PullReport:
     skipped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # meetings stored earlier, since canceled or missed: their events removed
+    withdrawn: list[str] = field(default_factory=list)
+    # accounts whose deals now all say nothing (lost): their stage is left as it was
+    unmapped: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """The counts the CLI prints and the flows return."""
@@ -117,6 +126,8 @@ class PullReport:
             "cursors": self.cursors,
             "moves": self.moves[:SHOWN],
             "kept_by_precedence": self.kept[:SHOWN],
+            "meetings_withdrawn": self.withdrawn[:SHOWN],
+            "deals_say_nothing": self.unmapped[:SHOWN],
             "unknown": dict(self.unknown_domains.most_common(SHOWN)),
             "skipped_records": self.skipped[:SHOWN],
             "warnings": self.warnings[:SHOWN],
@@ -210,6 +221,21 @@ def _accounts_by_domain(session: Any, domains: Iterable[str]) -> dict[str, dict[
     return found
 
 
+def _accounts_by_id(session: Any, ids: list[int]) -> list[dict[str, Any]]:
+    """Our accounts with these ids, as `_accounts_by_domain` gives them, by id."""
+    found: list[dict[str, Any]] = []
+    for batch in chunked(ids, 2000):
+        found += [
+            dict(row)
+            for row in session.execute(
+                select(Account.id, Account.domain, Account.stage)
+                .where(Account.id.in_(batch))
+                .order_by(Account.id)
+            ).mappings()
+        ]
+    return found
+
+
 def _domains(raw: Iterable[str | None]) -> list[str]:
     """The web domains among raw values, normalised, in order, each once."""
     seen: dict[str, None] = {}
@@ -292,41 +318,65 @@ def _apply_deals(
                 "no company with a web domain"
             )
             continue
-        if not known:
-            for domain in domains:
+        for domain in domains:
+            if domain not in ours:
                 report.unknown_domains[domain] += 1
+        if not known:
             continue
         mapped = map_deal(context.table, context.crm, deal)
         if mapped.warning:
             report._warn(mapped.warning)
-        rows[deal.crm_id] = {
-            "crm": context.crm,
-            "crm_id": deal.crm_id,
-            "account_id": ours[known[0]]["id"],
-            "name": deal.name,
-            "crm_stage": deal.stage,
-            "pipeline": deal.pipeline,
-            "closed": deal.closed,
-            "won": deal.won,
-            "amount": deal.amount,
-            "maps_to": mapped.maps_to,
-            "modified_at": deal.modified_at,
-            "pulled_at": context.now,
-        }
+        for domain in known:  # a deal of several of our accounts counts for each
+            account_id = ours[domain]["id"]
+            rows[(deal.crm_id, account_id)] = {
+                "crm": context.crm,
+                "crm_id": deal.crm_id,
+                "account_id": account_id,
+                "name": deal.name,
+                "crm_stage": deal.stage,
+                "pipeline": deal.pipeline,
+                "closed": deal.closed,
+                "won": deal.won,
+                "amount": deal.amount,
+                "maps_to": mapped.maps_to,
+                "modified_at": deal.modified_at,
+                "pulled_at": context.now,
+            }
     if not rows:
         return
-    insert = dialect_insert(context.engine, CrmDealRow.__table__)
-    columns = [name for name in next(iter(rows.values())) if name not in ("crm", "crm_id")]
+    table = CrmDealRow.__table__
+    deal_ids = sorted({deal_id for deal_id, _ in rows})
+    # a deal moved to another company no longer counts for the one it left
+    left = session.execute(
+        select(table.c.crm_id, table.c.account_id).where(
+            table.c.crm == context.crm, table.c.crm_id.in_(deal_ids)
+        )
+    ).all()
+    gone = [
+        (deal_id, account_id) for deal_id, account_id in left if (deal_id, account_id) not in rows
+    ]
+    for deal_id, account_id in gone:
+        session.execute(
+            table.delete().where(
+                table.c.crm == context.crm,
+                table.c.crm_id == deal_id,
+                table.c.account_id == account_id,
+            )
+        )
+    insert = dialect_insert(context.engine, table)
+    columns = [n for n in next(iter(rows.values())) if n not in ("crm", "crm_id", "account_id")]
     session.execute(
         insert.on_conflict_do_update(
-            index_elements=["crm", "crm_id"],
+            index_elements=["crm", "crm_id", "account_id"],
             set_={name: insert.excluded[name] for name in columns},
+            # two pulls at once: an older record never overwrites a newer one
+            where=table.c.modified_at <= insert.excluded.modified_at,
         ),
         list(rows.values()),
     )
-    touched = {row["account_id"] for row in rows.values()}
-    by_id = {account["id"]: account for account in ours.values()}
-    _move_stages(session, context, [by_id[i] for i in sorted(touched)], report)
+    touched = {account_id for _, account_id in rows} | {a for _, a in gone}
+    accounts = _accounts_by_id(session, sorted(touched))
+    _move_stages(session, context, accounts, report)
 
 
 def _move_stages(
@@ -358,6 +408,20 @@ def _move_stages(
     for account in accounts:
         own = deals.get(account["id"], [])
         stage = furthest([deal.maps_to for deal in own])
+        if not own:  # touched, and no deal left: its deals moved to another company
+            report.unmapped.append(
+                f"{account['domain']}: no {label} deal is linked to it any more; the stage "
+                f"stays {account['stage']}: set it with `abm accounts set-stage` if the account "
+                "is out of play"
+            )
+        elif stage is None:
+            latest = max(own, key=lambda d: d.modified_at)
+            report.unmapped.append(
+                f"{account['domain']}: no {label} deal says a stage now (latest: "
+                f"{show(latest.name or 'without a name', 80)!r} is "
+                f"{show(latest.crm_stage, 80)}); the stage stays {account['stage']}: set it "
+                "with `abm accounts set-stage` if the account is out of play"
+            )
         if stage is None or stage == account["stage"]:
             continue
         deciding = max((d for d in own if d.maps_to == stage), key=lambda d: d.modified_at)
@@ -397,10 +461,12 @@ def _apply_meetings(
             people[email] = (contact_id, account_id)
     ours = _accounts_by_domain(session, _domains(d for r in records for d in r.domains))
     events = []
+    withdrawn: dict[str, str] = {}
     for meeting in records:
         what = f"{context.crm} meeting {meeting.crm_id} ({show(meeting.title or 'no title')})"
         if meeting.outcome and meeting.outcome.upper() in NOT_MEETINGS:
             report.skipped.append(f"{what}: {meeting.outcome.upper()}, so not a meeting")
+            withdrawn[f"meeting:{meeting.crm_id}"] = f"{what}: {meeting.outcome.upper()}"
             continue
         if meeting.start_at is None:
             report.skipped.append(f"{what}: no start time")
@@ -432,6 +498,62 @@ def _apply_meetings(
                 "data": {"title": meeting.title, "outcome": meeting.outcome},
             }
         )
+    moved = _withdraw_meetings(session, context, withdrawn, report)
+    moved |= _reschedule_meetings(session, context, events)
     report.meetings_stored += store_events_in(
         session, context.engine, events, context.rules, context.now
     )
+    if moved:
+        rollup_in(session, moved, context.rules, context.now)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _withdraw_meetings(
+    session: Any, context: _Context, withdrawn: dict[str, str], report: PullReport
+) -> set[int]:
+    """Remove the events of meetings stored earlier and since canceled or missed: a meeting
+    that did not happen neither stops a sequence nor counts. The accounts to roll up again."""
+    if not withdrawn:
+        return set()
+    table = EngagementEvent.__table__
+    gone = session.execute(
+        table.delete()
+        .where(
+            table.c.provider == context.crm,
+            table.c.provider_event_id.in_(list(withdrawn)),
+        )
+        .returning(table.c.provider_event_id, table.c.account_id)
+    ).all()
+    for event_id, _ in gone:
+        report.withdrawn.append(f"{withdrawn[event_id]}: its meeting event was removed")
+    return {account_id for _, account_id in gone if account_id is not None}
+
+
+def _reschedule_meetings(session: Any, context: _Context, events: list[dict[str, Any]]) -> set[int]:
+    """Move the events of meetings stored earlier whose start time changed; the accounts
+    to roll up again."""
+    if not events:
+        return set()
+    table = EngagementEvent.__table__
+    starts = {e["provider_event_id"]: e for e in events}
+    moved: set[int] = set()
+    for batch in chunked(sorted(starts), 2000):
+        stored = session.execute(
+            select(
+                table.c.id, table.c.provider_event_id, table.c.occurred_at, table.c.account_id
+            ).where(table.c.provider == context.crm, table.c.provider_event_id.in_(batch))
+        ).all()
+        for row_id, event_id, occurred_at, account_id in stored:
+            wanted = starts[event_id]
+            if _utc(occurred_at) != _utc(wanted["occurred_at"]):
+                session.execute(
+                    table.update()
+                    .where(table.c.id == row_id)
+                    .values(occurred_at=wanted["occurred_at"], data=wanted["data"])
+                )
+                if account_id is not None:
+                    moved.add(account_id)
+    return moved

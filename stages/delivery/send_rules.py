@@ -14,6 +14,7 @@ from sqlalchemy import (
     and_,
     or_,
     select,
+    true,
     update,
 )
 
@@ -28,6 +29,7 @@ from models.store import (
 from models.tables import (
     Account,
     AccountRelease,
+    Campaign,
     Contact,
     Delivery,
     EngagementEvent,
@@ -110,6 +112,7 @@ def stop_reasons(
             EngagementEvent.contact_id.in_(ids),
             EngagementEvent.type.in_(list(kinds)),
             or_(EngagementEvent.type != "click", EngagementEvent.campaign_id == campaign_id),
+            _meetings_since_start(engine, campaign_id),
         )
         with engine.connect() as connection:
             for contact_id, kind in connection.execute(query):
@@ -118,6 +121,21 @@ def stop_reasons(
 
 
 PAUSE_RECHECK = timedelta(days=1)
+
+
+def _meetings_since_start(engine: Engine, campaign_id: int | None) -> Any:
+    """Only meetings from the campaign's start on stop or hold it: a CRM's meeting history
+    (a first `abm crm pull` reads years of it) says nothing about a campaign begun today.
+    Replies and clicks answer our own messages, so they need no such bound."""
+    if campaign_id is None:
+        return true()
+    with engine.connect() as connection:
+        started = connection.execute(
+            select(Campaign.created_at).where(Campaign.id == campaign_id)
+        ).scalar()
+    if started is None:
+        return true()
+    return or_(EngagementEvent.type != "meeting", EngagementEvent.occurred_at >= started)
 
 
 def account_holds(
@@ -152,6 +170,7 @@ def account_holds(
                 ).where(
                     EngagementEvent.account_id.in_(batch),
                     EngagementEvent.type.in_(["reply", "meeting"]),
+                    _meetings_since_start(engine, campaign_id),
                 )
             ):
                 latest.setdefault(account_id, []).append((contact_id, at))

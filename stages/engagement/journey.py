@@ -9,7 +9,7 @@ events that had moved it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +23,9 @@ from models.store import update_rows_by_id
 from models.tables import Account, StageChange, utcnow
 
 SOURCES = ("person", "import", "crm")
+# who outranks whom: precedence person > crm > import (> the engagement rollup, which only
+# counts events after any of these changes: rollup.evidence_for_stage)
+OUTRANKS: dict[str, tuple[str, ...]] = {"import": ("person", "crm")}
 REASON_LENGTH = 500  # StageChange.reason
 
 
@@ -64,14 +67,20 @@ def stage_moves(
 
 
 def set_stages(
-    engine: Engine, wanted: Mapping[str, WantedStage], source: str, *, once: bool = False
+    engine: Engine,
+    wanted: Mapping[str, WantedStage],
+    source: str,
+    *,
+    once: bool = False,
+    kept: list[tuple[str, str]] | None = None,
 ) -> list[dict[str, Any]]:
     """Set accounts' stages by domain and record each change; returns the changes made.
 
     With `once`, a stage this source already set for an account is not set again (imports:
-    see `stage_moves`). Unknown domains are left out; the caller checks them."""
+    see `stage_moves`). Unknown domains are left out; the caller checks them. `kept`: see
+    `set_stages_in`."""
     with session_scope(engine) as session:
-        return set_stages_in(session, wanted, source, utcnow(), once=once)
+        return set_stages_in(session, wanted, source, utcnow(), once=once, kept=kept)
 
 
 def set_stages_in(
@@ -81,11 +90,17 @@ def set_stages_in(
     now: datetime,
     *,
     once: bool = False,
+    kept: list[tuple[str, str]] | None = None,
 ) -> list[dict[str, Any]]:
     """`set_stages` inside the caller's transaction (a CRM pull stores a page's stage
-    changes with its cursor). The accounts' rows are locked first, in id order."""
+    changes with its cursor). The accounts' rows are locked first, in id order.
+
+    An import yields to a person and to the CRM (precedence person > crm > import): an
+    account whose latest change by any of the three came from a person or the CRM keeps
+    its stage, and (domain, source that set it) goes into `kept`."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
+    above = OUTRANKS.get(source, ())
     made: list[dict[str, Any]] = []
     for batch in chunked(sorted(wanted), 2000):
         rows = session.execute(
@@ -96,6 +111,13 @@ def set_stages_in(
         ).all()
         current = {account_id: stage for account_id, _, stage in rows}
         by_id = {account_id: wanted[domain] for account_id, domain, _ in rows}
+        if above:
+            outranked = _latest_source(session, (source, *above), list(current))
+            for account_id, domain, _ in rows:
+                if outranked.get(account_id) in above:
+                    del by_id[account_id]
+                    if kept is not None:
+                        kept.append((domain, outranked[account_id]))
         last_set = _last_set_by(session, source, list(current)) if once else {}
         moves = stage_moves(current, by_id, source, now, last_set)
         update_rows_by_id(
@@ -108,6 +130,23 @@ def set_stages_in(
             session.execute(StageChange.__table__.insert(), moves)
         made += moves
     return made
+
+
+def _latest_source(session: Any, sources: Sequence[str], account_ids: list[int]) -> dict[int, str]:
+    """Which of `sources` changed each account's stage last."""
+    latest = (
+        select(StageChange.account_id, func.max(StageChange.id).label("id"))
+        .where(StageChange.source.in_(sources), StageChange.account_id.in_(account_ids))
+        .group_by(StageChange.account_id)
+        .subquery()
+    )
+    return dict(
+        session.execute(
+            select(StageChange.account_id, StageChange.source).join(
+                latest, latest.c.id == StageChange.id
+            )
+        ).all()
+    )
 
 
 def _last_set_by(session: Any, source: str, account_ids: list[int]) -> dict[int, str]:

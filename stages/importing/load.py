@@ -130,7 +130,7 @@ def import_file(
                 rates = load_currency_rates(settings.currency_rates)
                 result = parse_accounts(table, settings.currency, rates, strict=strict, log=log)
                 counts = store.upsert_accounts(engine, result.records)
-                staged = _set_stages(engine, path, result)
+                staged = _set_stages(engine, path, result, notes)
             else:
                 result = parse_suppressions(table, strict=strict, log=log)
                 added = store.add_suppressions(engine, result.records)
@@ -163,10 +163,14 @@ def import_file(
     )
 
 
-def _set_stages(engine: Engine, path: Path, result: ParseResult) -> int:
+def _set_stages(
+    engine: Engine, path: Path, result: ParseResult, notes: list[str] | None = None
+) -> int:
     """Apply the file's `stage` column: each real change is kept in the stage history with
     the file and line as its reason; a stage this import source set before is not set again,
-    so importing the same file again never moves back an account that has moved on since."""
+    so importing the same file again never moves back an account that has moved on since.
+    A stage a person or the CRM set since stands (precedence person > crm > import), and
+    `notes` says which."""
     from stages.engagement.journey import WantedStage, set_stages
 
     wanted = {
@@ -176,7 +180,18 @@ def _set_stages(engine: Engine, path: Path, result: ParseResult) -> int:
         for record, lines in zip(result.records, result.record_lines, strict=True)
         if record.get("stage")
     }
-    return len(set_stages(engine, wanted, "import", once=True)) if wanted else 0
+    if not wanted:
+        return 0
+    kept: list[tuple[str, str]] = []
+    made = set_stages(engine, wanted, "import", once=True, kept=kept)
+    if kept and notes is not None:
+        shown = ", ".join(f"{domain} (set by {who})" for domain, who in kept[:10])
+        more = f" and {len(kept) - 10} more" if len(kept) > 10 else ""
+        notes.append(
+            f"{path}: stages kept, set since by a person or the CRM, which come before an "
+            f"import: {shown}{more} (`abm accounts set-stage` changes one)"
+        )
+    return len(made)
 
 
 def _import_intent(

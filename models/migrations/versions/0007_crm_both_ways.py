@@ -7,7 +7,8 @@ Create Date: 2026-12-04 19:40:00.000000
 `account.owner_*` hold the owner `abm crm pull` read from the CRM. `crmpush` also keeps the
 ICP reasons summary and committee coverage last pushed, and the CRM's id of the account's
 record (later pushes address it without a search). `crmdeal` keeps every deal or
-opportunity as last pulled, with the stage the mapping table gives it.
+opportunity as last pulled, once per account of ours it belongs to, with the stage the
+mapping table gives it.
 """
 
 from collections.abc import Sequence
@@ -42,7 +43,7 @@ def upgrade() -> None:
         "crmdeal",
         sa.Column("crm", TEXT(length=20), nullable=False),
         sa.Column("crm_id", TEXT(length=80), nullable=False),
-        sa.Column("account_id", sa.Integer(), nullable=True),
+        sa.Column("account_id", sa.Integer(), nullable=False),
         sa.Column("name", TEXT(length=300), nullable=True),
         sa.Column("crm_stage", TEXT(length=120), nullable=False),
         sa.Column("pipeline", TEXT(length=120), nullable=True),
@@ -53,7 +54,7 @@ def upgrade() -> None:
         sa.Column("modified_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.Column("pulled_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(["account_id"], ["account.id"]),
-        sa.PrimaryKeyConstraint("crm", "crm_id"),
+        sa.PrimaryKeyConstraint("crm", "crm_id", "account_id"),
     )
     with op.batch_alter_table("crmdeal", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_crmdeal_account_id"), ["account_id"], unique=False)
