@@ -92,7 +92,12 @@ def get_account(engine: Engine, domain: str) -> dict[str, Any] | None:
         ]
         data["crm"] = {
             "owner": (
-                {"name": data["owner_name"], "email": data["owner_email"], "crm": data["owner_crm"]}
+                {
+                    "name": data["owner_name"],
+                    "email": data["owner_email"],
+                    "crm": data["owner_crm"],
+                    "active": data["owner_active"] is not False,
+                }
                 if data["owner_crm"]
                 else None
             ),

@@ -42,8 +42,10 @@ class Account(SQLModel, table=True):
     owner_name: str | None = Field(default=None, max_length=300)
     owner_email: str | None = Field(default=None, max_length=320)
     owner_crm: str | None = Field(default=None, max_length=20)
+    # False: the owner has left (archived, inactive): still shown, never sent as
+    owner_active: bool | None = None
     created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
 
 
 class Contact(SQLModel, table=True):

@@ -104,7 +104,7 @@ def test_accounts_come_page_by_page_from_the_cursor_with_their_owners(
     assert first == CrmAccount(
         crm_id="100",
         domain="Company0.example",
-        owner=CrmOwner("71", "gone@vendor.example", "Former Rep"),
+        owner=CrmOwner("71", "gone@vendor.example", "Former Rep", active=False),  # archived
         modified_at=T0,
     )
     assert unknown.owner == CrmOwner("72")  # neither active nor archived: the id alone

@@ -29,6 +29,7 @@ from stages.content.compose import (
     NO_OWNER_EMAIL,
     OWNER_ADDRESS_UNUSABLE,
     OWNER_ELSEWHERE,
+    OWNER_LEFT,
     Composer,
     account_owner,
     owner_sender,
@@ -206,6 +207,7 @@ def test_with_a_monitored_mailbox_replies_also_reach_the_campaign_sender(
         ({"owner_email": "dana@demo.example\r\nBcc: x@evil.example"}, OWNER_ADDRESS_UNUSABLE),
         ({"owner_email": "dána@demo.example"}, OWNER_ADDRESS_UNUSABLE),
         ({"owner_email": "Dana <dana@demo.example>"}, OWNER_ADDRESS_UNUSABLE),
+        ({"owner_active": False}, OWNER_LEFT),  # archived in HubSpot, inactive in Salesforce
     ],
 )
 def test_the_campaign_sender_is_used_with_its_reason(owner, reason) -> None:

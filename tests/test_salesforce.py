@@ -513,7 +513,8 @@ def test_a_pull_follows_next_records_url_page_by_page(org: Org) -> None:
     with org.crm() as crm:
         pages = list(crm.pull_changes("accounts", "2024-05-01T09:59:59.500+00:00"))
     assert soql_of(first.calls.last.request) == (
-        "SELECT Id, ABM_Domain__c, Website, OwnerId, Owner.Email, Owner.Name, SystemModstamp "
+        "SELECT Id, ABM_Domain__c, Website, OwnerId, Owner.Email, Owner.Name, Owner.IsActive, "
+        "SystemModstamp "
         "FROM Account WHERE SystemModstamp >= 2024-05-01T09:59:59Z ORDER BY SystemModstamp, Id"
     )
     assert [p.cursor for p in pages] == ["2024-05-01T11:30:15Z", "2024-05-02T08:00:00Z"]

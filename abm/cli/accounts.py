@@ -136,7 +136,8 @@ def _print_crm(crm: dict) -> None:
     if owner:
         email = f"<{owner['email']}>" if owner["email"] else None
         who = " ".join(part for part in (owner["name"], email) if part)
-        out.print(f"  owner: {who} ({owner['crm']})", highlight=False, markup=False)
+        left = "" if owner.get("active", True) else ", no longer active there: never sent as"
+        out.print(f"  owner: {who} ({owner['crm']}{left})", highlight=False, markup=False)
     else:
         out.print("  owner: none in the CRM", highlight=False, markup=False)
     if crm["deals"]:

@@ -59,11 +59,14 @@ class WriteBackResult:
 
 @dataclass(frozen=True)
 class CrmOwner:
-    """The CRM user who owns an account (HubSpot owner, Salesforce User)."""
+    """The CRM user who owns an account (HubSpot owner, Salesforce User). `active` is False
+    for one who has left (HubSpot archived, Salesforce inactive): still the owner of record,
+    but never a From address."""
 
     crm_id: str
     email: str | None = None
     name: str | None = None
+    active: bool = True
 
 
 @dataclass(frozen=True)

@@ -453,7 +453,8 @@ def _undated(what: str, record_id: str) -> str:
 def _crm_owner(item: dict[str, Any]) -> CrmOwner:
     name = " ".join(str(item.get(k) or "").strip() for k in ("firstName", "lastName")).strip()
     email = str(item.get("email") or "").strip() or None
-    return CrmOwner(crm_id=str(item["id"]), email=email, name=name or None)
+    active = item.get("archived") is not True
+    return CrmOwner(crm_id=str(item["id"]), email=email, name=name or None, active=active)
 
 
 def _amount(value: Any, label: str) -> float | None:

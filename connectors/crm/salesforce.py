@@ -698,7 +698,10 @@ class SalesforceCrm(CrmBackend):
         df = self.domain_field
         since = f"SystemModstamp >= {soql_datetime(cursor)}" if cursor else ""
         if kind == "accounts":
-            select = f"Id, {df}, Website, OwnerId, Owner.Email, Owner.Name, SystemModstamp"
+            select = (
+                f"Id, {df}, Website, OwnerId, Owner.Email, Owner.Name, Owner.IsActive, "
+                "SystemModstamp"
+            )
             source, where = "Account", [since]
         elif kind == "deals":
             select = (
@@ -783,7 +786,10 @@ class SalesforceCrm(CrmBackend):
             if raw.get("OwnerId"):
                 owner_raw = owner_raw if isinstance(owner_raw, dict) else {}
                 owner = CrmOwner(
-                    str(raw["OwnerId"]), owner_raw.get("Email") or None, owner_raw.get("Name")
+                    str(raw["OwnerId"]),
+                    owner_raw.get("Email") or None,
+                    owner_raw.get("Name"),
+                    active=owner_raw.get("IsActive") is not False,
                 )
             return CrmAccount(record_id, domain, owner, modified), ""
         if kind == "deals":

@@ -32,6 +32,7 @@ NO_OWNER = "no CRM owner"
 NO_OWNER_EMAIL = "CRM owner without an email address"
 OWNER_ADDRESS_UNUSABLE = "owner's address unusable"
 OWNER_ELSEWHERE = "owner at another domain"
+OWNER_LEFT = "CRM owner no longer active"
 
 
 def account_owner(row: dict[str, Any]) -> dict[str, str] | None:
@@ -60,6 +61,8 @@ def owner_sender(row: dict[str, Any], sender: Sender) -> tuple[Sender, str | Non
     email = (row.get("owner_email") or "").strip()
     if not email:
         return sender, NO_OWNER_EMAIL if row.get("owner_name") else NO_OWNER
+    if row.get("owner_active") is False:  # a rep who left: their mailbox may be gone
+        return sender, OWNER_LEFT
     parsed = parseaddr(email)[1]
     if parsed != email or not email.isascii() or email.count("@") != 1 or " " in email:
         return sender, OWNER_ADDRESS_UNUSABLE

@@ -215,6 +215,7 @@ def _accounts_by_domain(session: Any, domains: Iterable[str]) -> dict[str, dict[
                 Account.owner_name,
                 Account.owner_email,
                 Account.owner_crm,
+                Account.owner_active,
             ).where(Account.domain.in_(batch))
         ).mappings():
             found[row["domain"]] = dict(row)
@@ -271,6 +272,7 @@ def _apply_accounts(
             "owner_name": owner.name if owner else None,
             "owner_email": owner.email.strip().lower() if owner and owner.email else None,
             "owner_crm": context.crm if owner else None,
+            "owner_active": owner.active if owner else None,
         }
         ids[account["id"]] = record.crm_id
         if any(account[name] != value for name, value in values.items()):

@@ -76,6 +76,7 @@ PERSON_COLUMNS = (
     Account.owner_name,
     Account.owner_email,
     Account.owner_crm,
+    Account.owner_active,
 )
 
 

@@ -32,6 +32,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("owner_name", TEXT(length=300), nullable=True))
         batch_op.add_column(sa.Column("owner_email", TEXT(length=320), nullable=True))
         batch_op.add_column(sa.Column("owner_crm", TEXT(length=20), nullable=True))
+        batch_op.add_column(sa.Column("owner_active", sa.Boolean(), nullable=True))
 
     with op.batch_alter_table("crmpush", schema=None) as batch_op:
         batch_op.add_column(sa.Column("icp_summary", TEXT(length=500), nullable=True))
@@ -69,5 +70,5 @@ def downgrade() -> None:
         for column in ("crm_id", "gaps", "coverage", "icp_summary"):
             batch_op.drop_column(column)
     with op.batch_alter_table("account", schema=None) as batch_op:
-        for column in ("owner_crm", "owner_email", "owner_name"):
+        for column in ("owner_active", "owner_crm", "owner_email", "owner_name"):
             batch_op.drop_column(column)
