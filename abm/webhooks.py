@@ -15,7 +15,12 @@ other routes can keep one from being answered.
 
 The same server answers first-party tracking (abm/tracking.py): tracked links, the open pixel,
 the site script and its page views. Links and unsubscribe tokens signed with a key in
-ABM_PREVIOUS_SECRET_KEYS keep working after ABM_SECRET_KEY is rotated."""
+ABM_PREVIOUS_SECRET_KEYS keep working after ABM_SECRET_KEY is rotated.
+
+Under load (README "Under load"): a batch is stored in a worker thread, in one transaction
+committed before the 2xx; a busy database (lock or statement timeout, no pooled connection,
+refused connection, serialization failure) gets 503 with Retry-After and nothing stored,
+never a 500; `abm webhooks serve --workers N` runs N processes, on PostgreSQL only."""
 
 from __future__ import annotations
 
@@ -25,15 +30,21 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
+from functools import lru_cache
 
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from abm.request_limits import BodyRefused, RequestLimits, RouteLimit, Slots
+from abm.request_limits import RETRY_AFTER, BodyRefused, RequestLimits, RouteLimit, Slots
 from abm.tracking import tracking_routes
 from connectors.email.mailgun_events import mailgun_as_sendgrid, verify_mailgun_signature
 from connectors.email.sendgrid_events import (
@@ -44,6 +55,7 @@ from connectors.email.sendgrid_events import (
     verify_sendgrid_signature,
 )
 from connectors.email.webhook_events import BadEvents, BadSignature, split_keys, token_matches
+from core.errors import ConfigError
 from core.settings import Settings, get_settings
 from core.tracking_tokens import SigningKeys
 from core.unsubscribe import BadToken, read_token
@@ -85,6 +97,16 @@ SERVER_LIMITS = {
     "timeout_keep_alive": 5,
 }
 
+# The receiver's database sessions (PostgreSQL): a busy database answers 503 in seconds, not
+# a request hung until the provider gives up. A lock held longer than LOCK_TIMEOUT_MS, a
+# statement running past STATEMENT_TIMEOUT_MS, no pooled connection free within
+# POOL_TIMEOUT_S or no connection made within CONNECT_TIMEOUT_S: the transaction is rolled
+# back, nothing of the batch is stored, and the provider is told to retry.
+LOCK_TIMEOUT_MS = 2_000
+STATEMENT_TIMEOUT_MS = 20_000
+POOL_TIMEOUT_S = 2
+CONNECT_TIMEOUT_S = 5
+
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:Arial,sans-serif;max-width:32rem;margin:4rem auto;color:#222}}
 button{{font-size:1rem;padding:.6rem 1.2rem}}</style></head><body>{body}</body></html>"""
@@ -102,6 +124,59 @@ def _closed(route: str, reason: str) -> Response:
     return JSONResponse({"error": reason}, status_code=403)
 
 
+def check_workers(engine: Engine, workers: int) -> None:
+    """More than one server process needs PostgreSQL: SQLite takes one writer at a time, so a
+    second process would only wait on the first one's lock (and hold a request meanwhile)."""
+    if workers > 1 and engine.dialect.name == "sqlite":
+        raise ConfigError(
+            f"--workers {workers} needs PostgreSQL (ABM_DATABASE_URL): SQLite writes one "
+            "transaction at a time, so more server processes would only queue on its lock. "
+            "Use --workers 1 with SQLite"
+        )
+
+
+@lru_cache(maxsize=8)
+def receiver_engine(url: str) -> Engine:
+    """The receiver's own pool on PostgreSQL (one per process and URL), whose sessions give
+    up quickly on a busy database (the timeouts above); on SQLite the shared engine (its
+    busy timeout applies)."""
+    if make_url(url).get_backend_name() != "postgresql":
+        return get_engine(url)
+    options = f"-c lock_timeout={LOCK_TIMEOUT_MS} -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        hide_parameters=True,
+        pool_timeout=POOL_TIMEOUT_S,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "options": options},
+    )
+
+
+def database_busy(exc: Exception) -> bool:
+    """True when the database could not take the work now but may in a moment: a lock or
+    statement timeout, a serialization failure or deadlock, a refused or dropped connection,
+    too many connections (the driver's OperationalError, PostgreSQL or SQLite), or no pooled
+    connection free in time. The transaction was rolled back, so nothing of it is stored."""
+    if isinstance(exc, PoolTimeout | OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+async def _busy(request: Request, exc: Exception) -> Response:
+    """503 with Retry-After, never 500, when the database is busy: nothing was acknowledged
+    and nothing stored, so the provider's retry stores it. Logged with the error's class,
+    never the path (an unsubscribe token) or what the request held."""
+    if not database_busy(exc):
+        raise exc
+    cause = type(getattr(exc, "orig", None) or exc).__name__
+    log.warning("database busy (%s): answered %s with 503", cause, request.method)
+    return JSONResponse(
+        {"error": f"the database is busy ({cause}): nothing was stored, retry later"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER)},
+    )
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -112,7 +187,7 @@ def create_app(
     `clock` are for `abm demo` alone: in its own database of demo accounts it follows its
     messages' links through this app, and every event stored is marked simulated."""
     settings = settings or get_settings()
-    engine = get_engine(settings.database_url)
+    engine = receiver_engine(settings.database_url)
     if simulated:
         refuse_simulation_on_real_data(engine)
     keys = SigningKeys.from_settings(settings)
@@ -138,6 +213,13 @@ def create_app(
         signature, timestamp = request.headers.get(SIGNATURE), request.headers.get(TIMESTAMP)
         if not signature or not timestamp:
             return JSONResponse({"error": "unsigned request"}, status_code=401)
+        return await run_in_threadpool(receive_sendgrid, signature, timestamp, body)
+
+    def receive_sendgrid(signature: str, timestamp: str, body: bytes) -> Response:
+        """One batch: the signature checked once over it (with the keys loaded at start),
+        parsed, then stored in one transaction that commits before this returns, so a 2xx
+        is never sent for an event that is not stored. In a worker thread: the event loop
+        keeps answering unsubscribes and health checks while a batch is stored."""
         try:
             verify_sendgrid_signature(sendgrid_keys, signature, timestamp, body, time.time())
         except BadSignature as exc:
@@ -276,6 +358,7 @@ def create_app(
         RouteLimit("/unsubscribe/{token}", UNSUBSCRIBE_MAX_BODY),
     ]
     return Starlette(
+        exception_handlers={DBAPIError: _busy, PoolTimeout: _busy},
         middleware=[
             Middleware(
                 RequestLimits,

@@ -263,12 +263,37 @@ def crm_push(as_json: JsonOption = False) -> None:
 def webhooks_serve(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8025,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="ABM_WEBHOOK_WORKERS",
+            help="server processes; more than 1 needs PostgreSQL (SQLite takes one writer "
+            "at a time, so more processes would only queue on its lock)",
+        ),
+    ] = 1,
 ) -> None:
     """Serve POST /webhooks/sendgrid, GET and POST /unsubscribe/{token}, GET /healthz."""
     import uvicorn
 
-    from abm.webhooks import SERVER_LIMITS, create_app
+    from abm.webhooks import SERVER_LIMITS, check_workers, create_app
 
-    open_engine()
-    err.print(f"listening on http://{host}:{port} (Ctrl+C to stop)", highlight=False)
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning", **SERVER_LIMITS)
+    check_workers(open_engine(), workers)
+    err.print(
+        f"listening on http://{host}:{port} with {workers} worker process"
+        f"{'es' if workers > 1 else ''} (Ctrl+C to stop)",
+        highlight=False,
+    )
+    if workers == 1:
+        uvicorn.run(create_app(), host=host, port=port, log_level="warning", **SERVER_LIMITS)
+        return
+    # Each worker process builds its own app (and database pool) from the same settings.
+    uvicorn.run(
+        "abm.webhooks:create_app",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level="warning",
+        **SERVER_LIMITS,
+    )

@@ -9,6 +9,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -70,6 +71,13 @@ def load_public_keys(value: str | None) -> tuple[list[ec.EllipticCurvePublicKey]
     return keys, problems
 
 
+@lru_cache(maxsize=8)
+def _loaded_keys(value: str) -> tuple[ec.EllipticCurvePublicKey, ...]:
+    """The setting's usable keys, parsed once per value: loading a key costs about as much
+    as checking a signature with it."""
+    return tuple(load_public_keys(value)[0])
+
+
 def verify_sendgrid_signature(
     public_keys: str | Sequence[ec.EllipticCurvePublicKey],
     signature_b64: str,
@@ -79,7 +87,7 @@ def verify_sendgrid_signature(
 ) -> None:
     """ECDSA P-256 / SHA-256 over timestamp + raw body, as SendGrid signs event webhooks;
     any one of the keys (the setting's text, or keys already loaded) may have signed."""
-    keys = load_public_keys(public_keys)[0] if isinstance(public_keys, str) else public_keys
+    keys = _loaded_keys(public_keys) if isinstance(public_keys, str) else public_keys
     if not keys:
         raise BadSignature("no usable public key is configured")
     try:

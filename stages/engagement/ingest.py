@@ -125,12 +125,20 @@ def _sendgrid_rows(
             if e.get("abm_message_id") and str(e["event"]) in ACCEPTANCE_EVENTS
         },
     )
-    # Every recipient normalised once, looked up in one query (with the Message-IDs).
-    emails = {address: address.strip().lower() for address in {str(e["email"]) for e in events}}
-    people = _people(engine, set(emails.values()))
+    # The Message-IDs in one query; then, in one more, the recipients of the events that
+    # carry none the ledger knows, each address normalised once.
     ledger = _ledger_matches(
         engine, {str(e["abm_message_id"]) for e in events if e.get("abm_message_id")}
     )
+    emails = {
+        address: address.strip().lower()
+        for address in {
+            str(e["email"])
+            for e in events
+            if not (e.get("abm_message_id") and str(e["abm_message_id"]) in ledger)
+        }
+    }
+    people = _people(engine, set(emails.values()))
     rows: list[dict[str, Any]] = []
     for event in events:
         kind = SENDGRID_TYPES.get(str(event["event"]))
