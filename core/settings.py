@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
 
 EMAIL_BACKENDS = ("outbox", "console", "smtp", "sendgrid")
-CHUNK_RUNNERS = ("auto", "threads", "processes")
+CHUNK_RUNNERS = ("auto", "threads", "processes", "dask")
 SMTP_RELAYS = ("generic", "sendgrid", "mailgun", "ses")
 # LinkedIn-Version: monthly (YYYYMM); LinkedIn serves each version for about a year after its
 # release and then answers 426 NONEXISTENT_VERSION, so this is bumped, not forgotten.
@@ -223,8 +223,14 @@ class Settings(BaseSettings):
     chunk_size: int = Field(1000, ge=1, le=50_000, description="contacts per delivery task")
     chunk_runner: str = Field(
         "auto",
-        description="threads (one core), processes (every core), or auto: processes for "
-        "steps of 8 chunks or more",
+        description="threads (one core), processes (every core), dask (the workers of the "
+        "Dask cluster at ABM_DASK_SCHEDULER, on any machines), or auto: processes for steps "
+        "of 8 chunks or more",
+    )
+    dask_scheduler: str | None = Field(
+        None,
+        description="address of the Dask scheduler chunk tasks go to when ABM_CHUNK_RUNNER "
+        "is dask, like tcp://dask-scheduler:8786",
     )
     chunk_workers: int | None = Field(
         None, ge=1, le=64, description="chunk tasks at once: 4 threads, or a process per core"
@@ -240,6 +246,23 @@ class Settings(BaseSettings):
         choices = CHOICES[info.field_name]
         if value not in choices:
             raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    @field_validator("dask_scheduler")
+    @classmethod
+    def _dask_needs(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Chunks on other machines write to one shared ledger: PostgreSQL, and a scheduler
+        to reach (checked here, before a run writes anything)."""
+        if info.data.get("chunk_runner") != "dask":
+            return value
+        if not value:
+            raise ValueError("ABM_CHUNK_RUNNER=dask needs the scheduler: tcp://HOST:8786")
+        if not str(info.data.get("database_url", "")).startswith("postgresql"):
+            raise ValueError(
+                "ABM_CHUNK_RUNNER=dask runs chunks on other machines, which all write to one "
+                "ledger: set ABM_DATABASE_URL to PostgreSQL (postgresql+psycopg://...), "
+                "not SQLite"
+            )
         return value
 
     @field_validator("sender")

@@ -5,10 +5,11 @@ target -> map -> plan -> render and deliver (in chunks) -> write back.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,13 @@ from prefect.artifacts import (
 )
 from prefect.futures import as_completed
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from connectors.crm import crm_choice
 from connectors.email import get_backend
-from core.campaign_file import load_campaign
+from core.campaign_file import CampaignFile, load_campaign
 from core.settings import Settings, get_settings
+from flows.distributed import dask_task_runner, take_over_abandoned
 from flows.preflight import preflight
 from flows.tasks import (
     deliver_chunk,
@@ -39,9 +41,19 @@ from flows.tasks import (
     simulate_engagement,
     write_back_engagement,
 )
+from models.cursors import read_cursor, write_cursor
 from models.db import chunked, get_engine, require_current_schema
-from models.tables import Account, Contact, utcnow
-from stages.committee.coverage import Coverage
+from models.tables import (
+    Account,
+    Campaign,
+    Contact,
+    Delivery,
+    EngagementEvent,
+    StageChange,
+    utcnow,
+)
+from stages.committee.coverage import Coverage, classify_contacts
+from stages.committee.titles import load_title_table
 from stages.delivery.ledger import (
     ChunkOutcome,
     DeliveryContext,
@@ -49,16 +61,20 @@ from stages.delivery.ledger import (
     due_delivery_ids,
     forget_rehearsal,
     ledger_summary,
+    mark_planned,
     pending_outside_audience,
+    plan_fingerprint,
     plan_step,
     register_campaign,
     release_expired_leases,
+    work_estimate,
 )
 from stages.delivery.reputation import pause_if_unhealthy
 from stages.delivery.send import default_sender_counts, default_sender_text
 from stages.delivery.uncertain import apply_policy
 from stages.engagement.rollup import refuse_simulation_on_real_data
 from stages.report import publish_artifact, report_data
+from stages.targeting.scoring import load_icp_rules, rules_fingerprint
 
 
 def _targets_table(database_url: str, coverage: dict[int, Coverage]) -> list[dict[str, Any]]:
@@ -164,6 +180,8 @@ def _deliver_step(
             if done > shown:  # at most a hundred updates, however many chunks
                 update_progress_artifact(progress, float(done))
                 shown = done
+        if plan.kind == "dask":  # rows a dead worker held: taken over when its lease ends
+            outcomes += take_over_abandoned(runner, task, context, plan.size)
     return outcomes
 
 
@@ -179,43 +197,49 @@ PROCESSES_FROM_CHUNKS = 8
 
 def chunk_runner_kind(setting: str, chunks: int, cores: int) -> str:
     """`threads` or `processes` for a step of `chunks` chunks: rendering is CPU work, so
-    threads (cheap to start) use one core and processes use them all."""
+    threads (cheap to start) use one core and processes use them all. `dask` only when set."""
     if setting != "auto":
         return setting
     return "processes" if cores > 1 and chunks >= PROCESSES_FROM_CHUNKS else "threads"
 
 
-# A task handed to a process pool is pickled with its Prefect context in the flow's process,
-# tenths of a second each: on processes, chunks grow (up to MAX_PROCESS_CHUNK) so that each
-# process gets about CHUNKS_PER_PROCESS of them and is never left waiting for the next.
+# A task handed to a process pool (or to Dask) is pickled with its Prefect context in the
+# flow's process, tenths of a second each: on processes and Dask, chunks grow (up to
+# MAX_PROCESS_CHUNK) so that each process gets about CHUNKS_PER_PROCESS of them and is never
+# left waiting for the next.
 CHUNKS_PER_PROCESS = 4
 MAX_PROCESS_CHUNK = 10_000
 
 
 @dataclass(frozen=True)
 class ChunkPlan:
-    """How a step's due rows are cut and run: `threads` or `processes`, how many at once,
-    how many rows per chunk task."""
+    """How a step's due rows are cut and run: `threads`, `processes` or `dask` (at the
+    scheduler's address), how many at once, how many rows per chunk task."""
 
     kind: str
     workers: int
     size: int
+    scheduler: str | None = None
 
 
 def chunk_plan(settings: Settings, due: int, cores: int) -> ChunkPlan:
     """The plan for `due` rows on a machine of `cores` cores (`ABM_CHUNK_RUNNER`,
-    `ABM_CHUNK_WORKERS`, `ABM_CHUNK_SIZE`, the smallest chunk on processes)."""
+    `ABM_CHUNK_WORKERS`, `ABM_CHUNK_SIZE`, the smallest chunk on processes). On Dask the
+    cluster's size is not known here: ABM_CHUNK_WORKERS (its threads in all) or `cores`."""
     size = settings.chunk_size
     kind = chunk_runner_kind(settings.chunk_runner, -(-due // size), cores)
-    workers = settings.chunk_workers or (cores if kind == "processes" else CHUNK_THREADS)
-    if kind == "processes":
+    workers = settings.chunk_workers or (CHUNK_THREADS if kind == "threads" else cores)
+    if kind in ("processes", "dask"):
         size = max(size, min(MAX_PROCESS_CHUNK, -(-due // (workers * CHUNKS_PER_PROCESS))))
-    return ChunkPlan(kind, workers, size)
+    scheduler = settings.dask_scheduler if kind == "dask" else None
+    return ChunkPlan(kind, workers, size, scheduler)
 
 
-def chunk_task_runner(plan: ChunkPlan) -> TaskRunner:
-    """Prefect's process pool or thread pool, as planned. Beyond one machine: work pools
-    and workers."""
+def chunk_task_runner(plan: ChunkPlan) -> AbstractContextManager[TaskRunner]:
+    """Prefect's process pool or thread pool, as planned; beyond one machine, the workers of
+    a Dask cluster (flows/distributed.py)."""
+    if plan.kind == "dask" and plan.scheduler:
+        return dask_task_runner(plan.scheduler)
     if plan.kind == "processes":
         return WarmProcessPool(max_workers=plan.workers)
     return ThreadPoolTaskRunner(max_workers=plan.workers)
@@ -246,18 +270,86 @@ class WarmProcessPool(ProcessPoolTaskRunner):
 
 
 @contextmanager
-def _early_chunk_processes(settings: Settings) -> Iterator[TaskRunner | None]:
+def _early_chunk_processes(
+    settings: Settings, campaign_id: int, fingerprint: str
+) -> Iterator[TaskRunner | None]:
     """The chunk processes, started as the flow starts when its first step will likely
-    need them (at most every contact is due, so the contacts count stands in for the due
-    count), and stopped when it ends; None when threads will do."""
-    with get_engine(settings.database_url).connect() as connection:
-        contacts = connection.execute(select(func.count()).select_from(Contact)).scalar_one()
-    plan = chunk_plan(settings, contacts, os.cpu_count() or 1)
+    need them, and stopped when it ends; None when threads will do. Likely: the rows due
+    now and the contacts changed since the campaign was last completely planned with this
+    file and these rules (else every contact) would make a step of `processes`. A run with
+    nothing due never starts them (seconds of start-up and shut-down for nothing)."""
+    engine = get_engine(settings.database_url)
+    with engine.connect() as connection:
+        planned = connection.execute(
+            select(Campaign.planned_through, Campaign.plan_fingerprint).where(
+                Campaign.id == campaign_id
+            )
+        ).first()
+    since = planned.planned_through if planned and planned.plan_fingerprint == fingerprint else None
+    estimate = work_estimate(engine, campaign_id, since)
+    if estimate is None:
+        with engine.connect() as connection:
+            estimate = connection.execute(select(func.count()).select_from(Contact)).scalar_one()
+    plan = chunk_plan(settings, estimate, os.cpu_count() or 1)
     if plan.kind != "processes":
         yield None
         return
     with chunk_task_runner(plan) as runner:
         yield runner
+
+
+# The `synccursor` row holding the change stamp the report was last built at.
+REPORT_BUILT = "built:report"
+
+
+def campaign_fingerprint(settings: Settings, campaign: CampaignFile) -> str:
+    """What a campaign was planned with: its file as parsed and the ICP and title rules in
+    effect (`stages.delivery.ledger.plan_fingerprint`)."""
+    return plan_fingerprint(
+        campaign,
+        rules_fingerprint(load_icp_rules(settings.icp_rules)),
+        rules_fingerprint(load_title_table(settings.title_rules)),
+    )
+
+
+def _change_stamp(engine: Engine, settings: Settings) -> str:
+    """What the report and the targets table are built from, in a few indexed reads: the
+    day (the report counts weeks and decays), the rules, the latest change to an account,
+    contact or campaign, the latest event and stage change, and the row counts (a removal
+    shows). A run that changed the ledger rebuilds them anyway."""
+    with engine.connect() as connection:
+        values = [
+            connection.execute(statement).scalar()
+            for statement in (
+                select(func.max(Account.updated_at)),
+                select(func.count()).select_from(Account),
+                select(func.max(Contact.updated_at)),
+                select(func.count()).select_from(Contact),
+                select(func.max(Campaign.updated_at)),
+                select(func.count()).select_from(Campaign),
+                select(func.max(EngagementEvent.id)),
+                select(func.max(StageChange.id)),
+            )
+        ]
+    rules = (
+        rules_fingerprint(load_icp_rules(settings.icp_rules)),
+        rules_fingerprint(load_title_table(settings.title_rules)),
+    )
+    text = "|".join(str(v) for v in (utcnow().date(), *rules, *values))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _accounts_sent_to_since(engine: Engine, campaign_id: int, since: Any) -> list[int]:
+    """The accounts whose ledger rows of this campaign changed since `since`: whose
+    engagement a run's sends can have moved."""
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                select(Delivery.account_id)
+                .where(Delivery.campaign_id == campaign_id, Delivery.updated_at >= since)
+                .distinct()
+            ).scalars()
+        )
 
 
 @flow(name="run-campaign", log_prints=False)
@@ -287,12 +379,16 @@ def run_campaign(
         summary = ledger_summary(engine, campaign_id)
         logger.warning("campaign %s sends nothing: %s", key, summary["paused_because"])
         return {**summary, "paused": True}
-    with _early_chunk_processes(settings) as warm:
+    run_started = utcnow()
+    fingerprint = campaign_fingerprint(settings, campaign)
+    with _early_chunk_processes(settings, campaign_id, fingerprint) as warm:
         title_rules = str(settings.title_rules) if settings.title_rules else None
         icp_rules = str(settings.icp_rules) if settings.icp_rules else None
 
-        # 1. target
+        # 1. target: scores and titles brought up to date where accounts, contacts or the
+        # rules changed since they were last worked out (the roles planning filters on)
         score_accounts(database_url, icp_rules)
+        classify_contacts(engine, settings.title_rules)
         account_ids = select_target_accounts(database_url, campaign.audience)
         logger.info("%d target accounts in tiers %s", len(account_ids), campaign.audience.tiers)
         left = pending_outside_audience(engine, campaign_id, campaign.audience, account_ids)
@@ -304,19 +400,26 @@ def run_campaign(
                 left,
             )
 
-        # 2. map
+        # 2. map: committee coverage, when what it is measured on changed since the
+        # targets table was last made (the accounts, their people, the rules, the roles)
         required = list(campaign.audience.required_roles)
-        coverage = map_stakeholders(database_url, account_ids, required, title_rules)
-        if coverage:
-            create_table_artifact(
-                key=f"{artifact_key}-targets",
-                table=_targets_table(database_url, coverage),
-                description=f"Target accounts of {key} by tier, with committee coverage",
-            )
+        targets_key = f"built:targets:{key}"[:80]
+        targets_stamp = hashlib.sha256(
+            f"{_change_stamp(engine, settings)}|{required}|{account_ids}".encode()
+        ).hexdigest()
+        if read_cursor(engine, targets_key) != targets_stamp:
+            coverage = map_stakeholders(database_url, account_ids, required, title_rules)
+            if coverage:
+                create_table_artifact(
+                    key=f"{artifact_key}-targets",
+                    table=_targets_table(database_url, coverage),
+                    description=f"Target accounts of {key} by tier, with committee coverage",
+                )
+            write_cursor(engine, targets_key, targets_stamp)
 
         # 3-4. plan, render and deliver, a chunk of contacts per task
         backend = get_backend(settings)
-        release_expired_leases(engine, campaign_id, requeue=backend.idempotent)
+        released = release_expired_leases(engine, campaign_id, requeue=backend.idempotent)
         if settled := apply_policy(engine, campaign_id, campaign.uncertain):
             logger.warning(
                 "%d messages uncertain for %s or more: %s, as the campaign file's "
@@ -335,8 +438,11 @@ def run_campaign(
         )
         rehearsal: list[ChunkOutcome] = []
         started = utcnow()
+        planned = 0
         for index, step in enumerate(campaign.steps):
-            plan_step(engine, campaign_id, key, campaign.steps, index, account_ids, roles, limit)
+            planned += plan_step(
+                engine, campaign_id, key, campaign.steps, index, account_ids, roles, limit
+            )
             context = DeliveryContext(
                 database_url=database_url,
                 campaign=campaign,
@@ -350,10 +456,13 @@ def run_campaign(
             forget_rehearsal(engine, campaign_id, started)
             return {**_dry_run_summary(outcomes=rehearsal), "left_audience_pending": left}
 
-        # 5. write back
+        # 5. write back: the accounts this run's sends (or the demo's simulation) touched;
+        # the nightly rescore applies time decay to every account
         if simulate:
             simulate_engagement(database_url, campaign_id)
-        write_back_engagement(database_url, account_ids)
+            write_back_engagement(database_url, account_ids)
+        elif rehearsal and (touched := _accounts_sent_to_since(engine, campaign_id, started)):
+            write_back_engagement(database_url, touched)
         if crm_choice(settings) != "none":
             crm = push_crm_changes(database_url)  # every changed account, not just this audience
             logger.info("CRM push: %s", {k: v for k, v in crm.items() if k != "failures"})
@@ -374,7 +483,21 @@ def run_campaign(
             )
         for why, waiting in summary["deferred_by_reason"].items():
             logger.info("%d messages wait, to go when allowed: %s", waiting, why)
-        publish_artifact(report_data(engine))
+        # the report over the whole database, when this run changed the ledger or anything
+        # it is built from changed since it was last built
+        stamp = _change_stamp(engine, settings)
+        if (
+            rehearsal
+            or planned
+            or released
+            or settled
+            or simulate
+            or (read_cursor(engine, REPORT_BUILT) != stamp)
+        ):
+            publish_artifact(report_data(engine))
+            write_cursor(engine, REPORT_BUILT, stamp)
+        if limit is None:
+            mark_planned(engine, campaign_id, run_started, fingerprint)
         create_markdown_artifact(
             key=f"{artifact_key}-summary",
             markdown=_summary_markdown(key, summary),

@@ -1,7 +1,8 @@
 """The flows deployments run on a schedule (see prefect.yaml):
 
 - `advance_sequences` (every 15 minutes, once switched on: it sends, so it is deployed
-  off): every active campaign sends what is due now:
+  off): every active campaign with anything due or new (one query says which) sends what
+  is due now:
   later steps whose wait has passed, messages deferred by a cap or a sending window, and
   retryable failures whose backoff is over. Stop conditions are checked again at send time.
 - `sync_engagement` (hourly, once switched on): LinkedIn ad analytics by company and
@@ -28,8 +29,10 @@ from prefect import flow, get_run_logger
 from sqlalchemy import select
 
 from connectors.crm import crm_choice
+from core.campaign_file import CampaignFile, load_campaign
+from core.errors import AbmError
 from core.settings import get_settings
-from flows.campaign import run_campaign
+from flows.campaign import campaign_fingerprint, run_campaign
 from flows.tasks import (
     pull_crm_changes,
     push_crm_changes,
@@ -38,6 +41,7 @@ from flows.tasks import (
 )
 from models.db import get_engine, require_current_schema
 from models.tables import Account, Campaign
+from stages.delivery.ledger import campaigns_with_work
 from stages.engagement.linkedin_sync import sync_linkedin
 from stages.engagement.mailbox_poll import poll_mailbox as read_mailbox
 from stages.engagement.rollup import engagement_rules_from
@@ -45,20 +49,49 @@ from stages.engagement.rollup import engagement_rules_from
 
 @flow(name="advance-sequences")
 def advance_sequences() -> dict[str, Any]:
-    """Run every active campaign whose file is still present; returns summaries by key."""
+    """Run the active campaigns that have anything due or new, under this one flow run;
+    returns summaries by key (`{"idle": why}` for a campaign with nothing to do).
+
+    One query finds them (`campaigns_with_work`): rows due, leases run out, a later step
+    whose wait ended, a contact or account changed since the campaign was last completely
+    planned, or a campaign file or rules changed since. A tick with nothing due costs that
+    query and reading the campaign files."""
     logger = get_run_logger()
-    engine = get_engine(get_settings().database_url)
+    settings = get_settings()
+    engine = get_engine(settings.database_url)
     require_current_schema(engine)
     with engine.connect() as connection:
         campaigns = connection.execute(
-            select(Campaign.key, Campaign.source_path).where(Campaign.status == "active")
+            select(Campaign.id, Campaign.key, Campaign.source_path).where(
+                Campaign.status == "active"
+            )
         ).all()
-    summaries: dict[str, Any] = {}
-    for key, source in campaigns:
+    found: dict[int, tuple[CampaignFile, str]] = {}
+    broken: set[int] = set()
+    for campaign_id, key, source in campaigns:
         if not source or not Path(source).is_file():
             logger.warning("campaign %s: file %s is gone; not advanced", key, source)
             continue
-        summaries[key] = run_campaign(campaign_file=source)
+        try:
+            _, campaign = load_campaign(Path(source))
+            found[campaign_id] = (campaign, campaign_fingerprint(settings, campaign))
+        except AbmError:
+            broken.add(campaign_id)  # the run says what is wrong with it, and fails
+    work = campaigns_with_work(engine, found) | broken
+    summaries: dict[str, Any] = {}
+    for campaign_id, key, source in campaigns:
+        if campaign_id in work:
+            summaries[key] = run_campaign(campaign_file=source)
+        elif campaign_id in found:
+            summaries[key] = {"idle": "nothing due or new since its last complete run"}
+    idle = [key for key, summary in summaries.items() if "idle" in summary]
+    logger.info(
+        "%d active campaigns: %d run, %d with nothing due or new%s",
+        len(campaigns),
+        len(summaries) - len(idle),
+        len(idle),
+        f" ({', '.join(idle[:20])})" if idle else "",
+    )
     return summaries
 
 

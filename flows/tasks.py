@@ -52,9 +52,9 @@ def select_target_accounts(database_url: str, audience: Audience) -> list[int]:
 def map_stakeholders(
     database_url: str, account_ids: list[int], required: list[str], title_rules: str | None
 ) -> dict[int, Coverage]:
-    """Classify titles of the target accounts' contacts, then measure committee coverage."""
+    """Classify titles changed since last classified, then measure committee coverage."""
     engine = get_engine(database_url)
-    classify_contacts(engine, account_ids, _path(title_rules))
+    classify_contacts(engine, _path(title_rules))
     return committee_coverage(engine, account_ids, required)
 
 

@@ -66,8 +66,10 @@ class Contact(SQLModel, table=True):
     role: str | None = Field(default=None, max_length=30)
     status: str = Field(default="active", max_length=20, index=True)
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # the title was classified at or after this contact's last change (None: never since)
+    classified_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
 
 
 class Campaign(SQLModel, table=True):
@@ -81,6 +83,10 @@ class Campaign(SQLModel, table=True):
     status_reason: str | None = Field(
         default=None, max_length=1000, description="why it was paused, in plain words"
     )
+    # a completed run planned every change it could see up to this time, with this campaign
+    # file and these rules: what `advance-sequences` compares to skip a campaign
+    planned_through: datetime | None = None
+    plan_fingerprint: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -93,6 +99,8 @@ class Delivery(SQLModel, table=True):
             "campaign_id", "step", "contact_id", name="uq_delivery_campaign_step_contact"
         ),
         Index("ix_delivery_campaign_state_due", "campaign_id", "state", "due_at"),
+        # whose wait for the next step ended since a time: a seek, not a scan of the ledger
+        Index("ix_delivery_campaign_step_sent", "campaign_id", "step", "sent_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

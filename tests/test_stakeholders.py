@@ -403,7 +403,7 @@ def test_committee_coverage_counts_reachable_contacts_in_the_campaigns_role_orde
             update(Contact).where(Contact.email == "cto@half.example").values(status="unsubscribed")
         )
     ids = account_ids_by_domain(engine, domains)
-    classify_contacts(engine, list(ids.values()), None)
+    classify_contacts(engine, None)
     required = ["decision_maker", "approver", "specifier", "approver"]
     found = committee_coverage(engine, [ids[d] for d in domains], required)
     roles = ("decision_maker", "approver", "specifier")
@@ -417,7 +417,7 @@ def test_classifying_writes_changes_in_batches_and_counts_them_all(engine, monke
 
     import stages.committee.coverage
     from models.db import session_scope
-    from models.store import account_ids_by_domain, upsert_accounts, upsert_contacts
+    from models.store import upsert_accounts, upsert_contacts
     from models.tables import Contact
     from stages.committee.coverage import classify_contacts
 
@@ -432,9 +432,8 @@ def test_classifying_writes_changes_in_batches_and_counts_them_all(engine, monke
         ],
     )
     monkeypatch.setattr(stages.committee.coverage, "CLASSIFY_BATCH", 2)
-    accounts = list(account_ids_by_domain(engine, ["a.example"]).values())
-    assert classify_contacts(engine, accounts, None) == 5
+    assert classify_contacts(engine, None) == 5
     with session_scope(engine) as session:
         stored = dict(session.execute(select(Contact.title, Contact.role)).all())
     assert stored == {title: classify_title(title).role for title in titles}
-    assert classify_contacts(engine, accounts, None) == 0  # nothing left to change
+    assert classify_contacts(engine, None) == 0  # nothing left to change

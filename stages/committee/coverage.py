@@ -6,14 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, or_, select
 
+from models.cursors import read_cursor, write_cursor
 from models.db import session_scope
-from models.store import rows_of_accounts, update_rows_by_id
+from models.store import DriverStatement, rows_of_accounts, update_by_id
 from models.tables import Contact, utcnow
 from stages.committee.titles import classify_title, load_title_table
+from stages.targeting.scoring import rules_fingerprint
 
 
 @dataclass(frozen=True)
@@ -39,51 +40,83 @@ def coverage(roles_present: Iterable[str | None], required: Iterable[str]) -> Co
     )
 
 
-# Changed classifications written at a time, so new title rules over a million contacts
-# never hold a million updates in memory.
+# Classifications written at a time, so new title rules over a million contacts never
+# hold a million updates in memory.
 CLASSIFY_BATCH = 20_000
 
+# Where the fingerprint of the title table the stored classes came from is kept
+# (`synccursor`): a changed table reclassifies every contact.
+TITLE_RULES_SOURCE = "rules:titles"
 
-def classify_contacts(engine: Engine, account_ids: list[int], title_rules: Path | None) -> int:
-    """Re-derive seniority, function and role where they changed; returns rows updated.
-    Changes are written CLASSIFY_BATCH at a time, each batch its own transaction (a rerun
-    finishes what a failed one left)."""
+
+def classify_contacts(engine: Engine, title_rules: Path | None, everything: bool = False) -> int:
+    """Classify the titles of contacts changed since they were last classified, or of all
+    contacts when the title table changed since (or `everything`); returns rows whose
+    seniority, function or role changed.
+
+    Every contact of every account, not only a campaign's: the table's fingerprint is one
+    for the whole database. Written CLASSIFY_BATCH at a time, each batch its own transaction
+    (a rerun finishes what a failed one left: the fingerprint is stored after the last). A
+    class is stored only if the contact is still as it was read (same `updated_at`)."""
     table = load_title_table(title_rules)
-    changed: list[dict[str, Any]] = []
-    written = 0
+    fingerprint = rules_fingerprint(table)
+    all_again = everything or read_cursor(engine, TITLE_RULES_SOURCE) != fingerprint
     query = select(
-        Contact.account_id,
         Contact.id,
         Contact.title,
         Contact.seniority,
         Contact.function,
         Contact.role,
-    )
-    with engine.connect() as connection:
-        for _, contact_id, title, seniority, function, role in rows_of_accounts(
-            connection, query, account_ids
-        ):
-            result = classify_title(title, table)
-            if (result.seniority, result.function, result.role) != (seniority, function, role):
-                changed.append(
+        Contact.updated_at,
+    ).order_by(Contact.id)
+    if not all_again:
+        query = query.where(
+            or_(Contact.classified_at.is_(None), Contact.updated_at > Contact.classified_at)
+        )
+    query = query.limit(CLASSIFY_BATCH)
+    changed = 0
+    last = 0
+    while True:
+        with session_scope(engine) as session:
+            rows = session.execute(query.where(Contact.id > last)).all()
+            if not rows:
+                break
+            now = utcnow()
+            updates = []
+            for contact_id, title, seniority, function, role, updated_at in rows:
+                result = classify_title(title, table)
+                moved = (result.seniority, result.function, result.role) != (
+                    seniority,
+                    function,
+                    role,
+                )
+                changed += moved
+                updates.append(
                     {
                         "_id": contact_id,
+                        "seen": updated_at,
                         "seniority": result.seniority,
                         "function": result.function,
                         "role": result.role,
+                        # a changed class is a change of the contact; the same one is not
+                        "updated_at": now if moved else updated_at,
+                        "classified_at": now,
                     }
                 )
-            if len(changed) == CLASSIFY_BATCH:
-                _write_classes(engine, changed)
-                written, changed = written + len(changed), []
-    _write_classes(engine, changed)
-    return written + len(changed)
+            connection = session.connection()
+            DriverStatement(_STORE_CLASS, connection.dialect).execute_many(connection, updates)
+            last = rows[-1][0]
+    if all_again:
+        write_cursor(engine, TITLE_RULES_SOURCE, fingerprint)
+    return changed
 
 
-def _write_classes(engine: Engine, changed: list[dict[str, Any]]) -> None:
-    if changed:
-        with session_scope(engine) as session:
-            update_rows_by_id(session, Contact, changed, updated_at=utcnow())
+_CONTACT = Contact.__table__
+_STORE_CLASS = update_by_id(
+    _CONTACT,
+    ["seniority", "function", "role", "updated_at", "classified_at"],
+    _CONTACT.c.updated_at == bindparam("seen", type_=_CONTACT.c.updated_at.type),
+)
 
 
 def committee_coverage(

@@ -4,6 +4,7 @@ else keeps a list of whom to send to."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,10 +15,12 @@ from typing import Any
 from sqlalchemy import (
     Engine,
     Select,
+    and_,
     delete,
     exists,
     func,
     literal,
+    or_,
     select,
     true,
     update,
@@ -30,6 +33,7 @@ from models.store import (
     update_rows_by_id,
 )
 from models.tables import (
+    Account,
     Campaign,
     Contact,
     Delivery,
@@ -506,3 +510,110 @@ def campaign_id_for(engine: Engine, key: str) -> int:
     if found is None:
         raise AbmError(f"campaign {key!r} has not run yet: `abm campaign run FILE` first")
     return int(found)
+
+
+# A completed run records `planned_through` this long before it started: a change whose
+# timestamp was taken before the run but committed after the run read it is still newer.
+PLANNED_MARGIN = timedelta(minutes=10)
+
+
+def plan_fingerprint(campaign: CampaignFile, *rules: str) -> str:
+    """SHA-256 of the campaign file as parsed and the fingerprints of the rules that choose
+    its audience: when it changes, the next `advance-sequences` tick runs the campaign."""
+    text = campaign.model_dump_json() + "|" + "|".join(rules)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def mark_planned(engine: Engine, campaign_id: int, started: datetime, fingerprint: str) -> None:
+    """After a complete run: everything changed before `started` (less PLANNED_MARGIN) has
+    been planned with this campaign file and these rules."""
+    with session_scope(engine) as session:
+        session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id)
+            .values(planned_through=started - PLANNED_MARGIN, plan_fingerprint=fingerprint)
+        )
+
+
+def _work_condition(
+    campaign_id: int, campaign: CampaignFile, since: datetime, now: datetime
+) -> Any:
+    """SQL true when the campaign has anything to do now: rows due (or whose lease ran
+    out, or uncertain ones its policy settles), a later step whose wait ended since
+    `since`, or a contact or account changed since `since` (who may join its audience)."""
+    own = Delivery.campaign_id == campaign_id
+    due = exists().where(own, Delivery.state.in_(CLAIMABLE), Delivery.due_at <= now)
+    held = exists().where(
+        own, Delivery.state.in_(("rendered", "sending")), Delivery.lease_until < now
+    )
+    found = [due, held]
+    if campaign.uncertain is not None:
+        found.append(exists().where(own, Delivery.state == "uncertain"))
+    for previous, step in zip(campaign.steps, campaign.steps[1:], strict=False):
+        found.append(
+            exists().where(
+                own,
+                Delivery.step == previous.id,
+                Delivery.sent_at > since - step.delay,
+                Delivery.sent_at <= now - step.delay,
+            )
+        )
+    found.append(exists().where(Contact.updated_at > since))
+    found.append(exists().where(Account.updated_at > since))
+    return or_(*found)
+
+
+def campaigns_with_work(engine: Engine, campaigns: dict[int, tuple[CampaignFile, str]]) -> set[int]:
+    """Which of these active campaigns (id: parsed file, its plan fingerprint) have anything
+    due or new, in one query. A campaign never completely planned, or planned with another
+    file or other rules, always has."""
+    now = utcnow()
+    with engine.connect() as connection:
+        known = {
+            row.id: row
+            for row in connection.execute(
+                select(Campaign.id, Campaign.planned_through, Campaign.plan_fingerprint).where(
+                    Campaign.id.in_(list(campaigns))
+                )
+            )
+        }
+        work = {
+            campaign_id
+            for campaign_id, (_, fingerprint) in campaigns.items()
+            if campaign_id not in known
+            or known[campaign_id].planned_through is None
+            or known[campaign_id].plan_fingerprint != fingerprint
+        }
+        conditions = [
+            and_(
+                Campaign.id == campaign_id,
+                _work_condition(campaign_id, campaign, known[campaign_id].planned_through, now),
+            )
+            for campaign_id, (campaign, _) in campaigns.items()
+            if campaign_id not in work
+        ]
+        if conditions:
+            work |= set(connection.execute(select(Campaign.id).where(or_(*conditions))).scalars())
+    return work
+
+
+def work_estimate(engine: Engine, campaign_id: int, since: datetime | None) -> int | None:
+    """Rows due now plus contacts changed since the campaign was last completely planned:
+    about how many messages this run may send. None when it was never planned (anyone)."""
+    if since is None:
+        return None
+    now = utcnow()
+    with engine.connect() as connection:
+        due = connection.execute(
+            select(func.count())
+            .select_from(Delivery)
+            .where(
+                Delivery.campaign_id == campaign_id,
+                Delivery.state.in_(CLAIMABLE),
+                Delivery.due_at <= now,
+            )
+        ).scalar_one()
+        changed = connection.execute(
+            select(func.count()).select_from(Contact).where(Contact.updated_at > since)
+        ).scalar_one()
+    return int(due) + int(changed)

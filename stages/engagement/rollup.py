@@ -380,7 +380,14 @@ def rollup_in(
                     "engagement_sources": stored_sources(engagement),
                 }
             )
-        update_rows_by_id(session, Account, updates, updated_at=now)
+        # `updated_at` says the account changed as imports, audiences and incremental
+        # scoring see it: a new stage does (audiences filter on it), a score that decayed
+        # does not, or every rollup would make every engaged account look edited
+        moved = {row["account_id"] for row in history}
+        update_rows_by_id(
+            session, Account, [u for u in updates if u["_id"] in moved], updated_at=now
+        )
+        update_rows_by_id(session, Account, [u for u in updates if u["_id"] not in moved])
         if history:
             session.execute(StageChange.__table__.insert(), history)
         changes += len(history)

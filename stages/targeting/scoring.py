@@ -3,20 +3,22 @@ put them in tiers. Scoring is a pure function; the task around it reads and writ
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, func, or_, select
 
 from core.field_test import FieldTest
 from core.settings import DEFAULTS_DIR
 from core.vocabulary import ROLES, Role
 from core.yamlfile import load_model
+from models.cursors import read_cursor, store_cursor
 from models.db import session_scope
-from models.store import update_rows_by_id
+from models.store import DriverStatement, update_by_id
 from models.tables import Account, utcnow
 
 
@@ -150,31 +152,62 @@ SCORED_FIELDS = ("id", "domain", "name", "industry", "employees", "annual_revenu
 # Accounts scored per read and write: memory stays the same for a hundred thousand.
 SCORE_BATCH = 5000
 
+# Where the fingerprint of the rules the stored scores were worked out with is kept
+# (`synccursor`): a changed ICP file (or shipped default) rescores every account.
+ICP_RULES_SOURCE = "rules:icp"
 
-def rescore_accounts_in_db(engine: Engine, rules: IcpRules) -> dict[int | None, int]:
-    """Score every account and store score, reasons and tier; returns accounts per tier.
-    One transaction, read and written SCORE_BATCH accounts at a time in id order."""
+
+def rules_fingerprint(rules: BaseModel) -> str:
+    """SHA-256 of the rules as parsed: an edit that changes nothing they mean (a comment,
+    the order of keys) keeps it, one that changes a weight or threshold does not."""
+    return hashlib.sha256(rules.model_dump_json().encode("utf-8")).hexdigest()
+
+
+def rescore_accounts_in_db(
+    engine: Engine, rules: IcpRules, everything: bool = False
+) -> dict[int | None, int]:
+    """Score the accounts that changed since they were last scored, or all of them when the
+    rules changed since (or `everything`); returns all accounts per tier.
+
+    One transaction, SCORE_BATCH accounts at a time in id order. A score is stored only if
+    the account is still as it was read (same `updated_at`): one changed meanwhile keeps its
+    older `scored_at` and is scored again next time, never left with a stale score."""
+    fingerprint = rules_fingerprint(rules)
     columns = [getattr(Account, name) for name in SCORED_FIELDS]
-    extra = [Account.technologies, Account.attributes, Account.tier_override]
+    extra = [Account.technologies, Account.attributes, Account.tier_override, Account.updated_at]
     query = select(*columns, *extra).order_by(Account.id).limit(SCORE_BATCH)
-    per_tier: dict[int | None, int] = {}
+    all_again = everything or read_cursor(engine, ICP_RULES_SOURCE) != fingerprint
+    if not all_again:
+        query = query.where(
+            or_(Account.scored_at.is_(None), Account.updated_at >= Account.scored_at)
+        )
+    table = Account.__table__
+    store = update_by_id(
+        table,
+        ["icp_score", "icp_reasons", "tier", "scored_at"],
+        table.c.updated_at == bindparam("seen", type_=table.c.updated_at.type),
+    )
     now = utcnow()
     with session_scope(engine) as session:
+        statement = DriverStatement(store, session.connection().dialect)
         last = 0  # ids start at 1
         while rows := session.execute(query.where(Account.id > last)).mappings().all():
             updates = []
             for row in rows:
                 result = score_account(row, rules)
-                per_tier[result.tier] = per_tier.get(result.tier, 0) + 1
                 updates.append(
                     {
                         "_id": row["id"],
+                        "seen": row["updated_at"],
                         "icp_score": result.score,
                         "icp_reasons": result.reasons,
                         "tier": result.tier,
                         "scored_at": now,
                     }
                 )
-            update_rows_by_id(session, Account, updates)
+            statement.execute_many(session.connection(), updates)
             last = rows[-1]["id"]
-    return per_tier
+        if all_again:
+            store_cursor(session, engine, ICP_RULES_SOURCE, fingerprint)
+        per_tier = session.execute(select(Account.tier, func.count()).group_by(Account.tier))
+        return {tier: count for tier, count in per_tier.all()}
