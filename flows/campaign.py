@@ -23,6 +23,7 @@ from prefect.artifacts import (
 )
 from prefect.futures import as_completed
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 from sqlalchemy import Engine, func, select
 
 from connectors.crm import crm_choice
@@ -408,7 +409,8 @@ def run_campaign(
             f"{_change_stamp(engine, settings)}|{required}|{account_ids}".encode()
         ).hexdigest()
         if read_cursor(engine, targets_key) != targets_stamp:
-            coverage = map_stakeholders(database_url, account_ids, required, title_rules)
+            # quote: Prefect would otherwise walk every id looking for futures in the inputs
+            coverage = map_stakeholders(database_url, quote(account_ids), required, title_rules)
             if coverage:
                 create_table_artifact(
                     key=f"{artifact_key}-targets",

@@ -49,13 +49,15 @@ CLAIMABLE = ("planned", "failed")
 
 
 def register_campaign(engine: Engine, key: str, campaign: CampaignFile, source: Path) -> int:
-    """The campaign's row, created on first run and renamed when the file is."""
+    """The campaign's row, created on first run and renamed when the file is (only then
+    is it changed: a run with nothing new must not look like an edit to the report's and
+    the targets table's change stamps)."""
     with session_scope(engine) as session:
         row = session.execute(select(Campaign).where(Campaign.key == key)).scalar_one_or_none()
         if row is None:
             row = Campaign(key=key, name=campaign.name, source_path=str(source))
             session.add(row)
-        else:
+        elif (row.name, row.source_path) != (campaign.name, str(source)):
             row.name, row.source_path, row.updated_at = campaign.name, str(source), utcnow()
         session.flush()
         return int(row.id)  # type: ignore[arg-type]
