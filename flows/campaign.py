@@ -456,7 +456,11 @@ def run_campaign(
 
         if dry_run:
             forget_rehearsal(engine, campaign_id, started)
-            return {**_dry_run_summary(outcomes=rehearsal), "left_audience_pending": left}
+            return {
+                **_dry_run_summary(outcomes=rehearsal),
+                "left_audience_pending": left,
+                "target_accounts": len(account_ids),
+            }
 
         # 5. write back: the accounts this run's sends (or the demo's simulation) touched;
         # the nightly rescore applies time decay to every account
@@ -472,6 +476,7 @@ def run_campaign(
         summary = {
             **ledger_summary(engine, campaign_id),
             "left_audience_pending": left,
+            "target_accounts": len(account_ids),
             "sent_from_default_sender": default_sender_counts(rehearsal),  # this run's sends
         }
         if fallback := default_sender_text(summary["sent_from_default_sender"]):

@@ -41,3 +41,24 @@ def test_a_run_whose_messages_all_fail_exits_1(
 
     assert code == 1, err
     assert "failed" in err and "abm campaign people" in err
+
+
+@pytest.mark.slow
+def test_a_run_that_reaches_nobody_says_why(
+    sqlite_url, tmp_path, monkeypatch, capsys, prefect_server
+) -> None:
+    """Found trying it on my own accounts: all were customers or untiered, and the run
+    showed a row of zeros without a word."""
+    monkeypatch.setenv("ABM_DATABASE_URL", sqlite_url)
+    for name in ("PREFECT_HOME", "PREFECT_LOGGING_SETTINGS_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    reset_settings()
+    migrate(get_engine(sqlite_url))
+    accounts = tmp_path / "accounts.csv"
+    accounts.write_text("domain,name,stage\nacme.example,Acme,customer\n", encoding="utf-8")
+    import_file("accounts", accounts, get_engine(sqlite_url), get_settings())
+
+    code, _out, err = run_abm(capsys, monkeypatch, "campaign", "run", str(CAMPAIGN))
+
+    assert code == 0, err
+    assert f"no account is in the audience of {CAMPAIGN}: tiers 1, 2, 3 at stages" in err

@@ -98,6 +98,8 @@ def campaign_run(
     if dry_run and not as_json:
         err.print("dry run: nothing was sent; 'sent' counts what would go out now")
     _summary(summary, as_json)
+    if summary.get("target_accounts") == 0 and not as_json:
+        err.print(_empty_audience_text(file), markup=False)
     if by_rule:  # this run or an earlier one: nothing goes out until a person resumes it
         err.print(f"paused: {by_rule}", style="red", markup=False)
         raise typer.Exit(PAUSED_BY_RULE_EXIT)
@@ -368,6 +370,20 @@ def _stream_json(rows: Iterable[dict[str, Any]]) -> None:
         sys.stdout.write(separator + json.dumps(row, default=str, ensure_ascii=False))
         separator = ",\n"
     sys.stdout.write("\n]\n" if separator != "\n" else "]\n")
+
+
+def _empty_audience_text(file: Path) -> str:
+    """Why a run reached nobody, in the campaign's own terms (found trying it on my own
+    accounts: all were customers or untiered, and the run showed only zeros)."""
+    from core.campaign_file import load_campaign
+
+    audience = load_campaign(file)[1].audience
+    filters = " and its icp/intent filters" if audience.icp or audience.intent else ""
+    return (
+        f"no account is in the audience of {file}: tiers {', '.join(map(str, audience.tiers))} "
+        f"at stages {', '.join(audience.stages)}{filters}; `abm accounts list` shows each "
+        "account's tier and stage (`abm score` tiers them by your ICP rules)"
+    )
 
 
 def _summary(summary: dict[str, Any], as_json: bool, file: Path | None = None) -> None:
