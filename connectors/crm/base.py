@@ -7,14 +7,16 @@ is decided in `stages/crm`, never in a backend: a backend only speaks its CRM's 
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Self
 
 from connectors.http import Closing
 from core.errors import ConfigError
+from core.vocabulary import STAGES, TIERS
 
 # What a pull reads, each with its own cursor: the account records (for their owner), the
 # deals or opportunities (for the stage), and the meetings booked with our contacts.
@@ -115,6 +117,30 @@ class CrmMeeting:
 
 
 CrmRecord = CrmAccount | CrmDeal | CrmMeeting
+
+
+def checked_values(account: Mapping[str, Any]) -> tuple[float, str, int | None, int | None]:
+    """The engagement score, stage, tier and ICP score a push sends, checked the same way
+    for every CRM: ValueError names the first value that cannot be sent (the backend
+    reports it for that domain and sends the rest)."""
+    try:
+        score = float(account["engagement_score"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(
+            f"engagement_score {account.get('engagement_score')!r} is not a number"
+        ) from None
+    if not math.isfinite(score):
+        raise ValueError(f"engagement_score {score!r} is not a finite number")
+    stage = str(account.get("stage") or "").strip().lower()
+    if stage not in STAGES:
+        raise ValueError(f"stage {account.get('stage')!r} is not one of {', '.join(STAGES)}")
+    tier = account.get("tier")
+    if tier is not None and tier not in TIERS:
+        raise ValueError(f"tier {tier!r} is not 1, 2, 3 or None")
+    icp = account.get("icp_score")
+    if icp is not None and not (isinstance(icp, int) and 0 <= icp <= 100):
+        raise ValueError(f"icp_score {icp!r} is not an integer from 0 to 100, or None")
+    return score, stage, tier, icp
 
 
 @dataclass

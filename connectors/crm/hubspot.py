@@ -19,7 +19,6 @@ search index has caught up. Facts and sources: connectors/crm/README.md.
 from __future__ import annotations
 
 import logging
-import math
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,12 +26,19 @@ from typing import Any
 
 import httpx
 
-from connectors.crm.base import CrmAuthError, CrmBackend, PullKind, PullPage, WriteBackResult
+from connectors.crm.base import (
+    CrmAuthError,
+    CrmBackend,
+    PullKind,
+    PullPage,
+    WriteBackResult,
+    checked_values,
+)
 from connectors.crm.hubspot_read import HubSpotReader
 from connectors.http import ApiClient, ApiError, RetryPolicy
 from core.domains import domain_or_none
 from core.errors import ConfigError
-from core.vocabulary import STAGES, TIERS
+from core.vocabulary import STAGES
 
 log = logging.getLogger(__name__)
 
@@ -434,23 +440,7 @@ class HubSpotCrm(CrmBackend):
     def _values(self, account: Mapping[str, Any]) -> dict[str, str]:
         """The account's properties as HubSpot strings; "" clears a property."""
         p = self.prefix
-        try:
-            score = float(account["engagement_score"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(
-                f"engagement_score {account.get('engagement_score')!r} is not a number"
-            ) from None
-        if not math.isfinite(score):
-            raise ValueError(f"engagement_score {score!r} is not a finite number")
-        stage = str(account.get("stage") or "").strip().lower()
-        if stage not in STAGES:
-            raise ValueError(f"stage {account.get('stage')!r} is not one of {', '.join(STAGES)}")
-        tier = account.get("tier")
-        if tier is not None and tier not in TIERS:
-            raise ValueError(f"tier {tier!r} is not 1, 2, 3 or None")
-        icp = account.get("icp_score")
-        if icp is not None and not (isinstance(icp, int) and 0 <= icp <= 100):
-            raise ValueError(f"icp_score {icp!r} is not an integer from 0 to 100, or None")
+        score, stage, tier, icp = checked_values(account)
         values = {
             f"{p}engagement_score": _number(score),
             f"{p}stage": stage,

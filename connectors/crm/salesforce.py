@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,12 +32,12 @@ from connectors.crm.base import (
     PullKind,
     PullPage,
     WriteBackResult,
+    checked_values,
 )
 from connectors.crm.salesforce_auth import SalesforceAuth, SalesforceToken
 from connectors.http import ApiClient, ApiError, RetryPolicy
 from core.domains import domain_or_none
 from core.errors import ConfigError
-from core.vocabulary import STAGES, TIERS
 
 log = logging.getLogger(__name__)
 
@@ -124,23 +123,7 @@ def _text(value: Any, limit: int) -> str | None:
 def account_values(account: Mapping[str, Any]) -> dict[str, Any]:
     """Our account keys -> the values a push writes (None clears a field); ValueError names
     the first value that cannot be sent."""
-    try:
-        score = float(account["engagement_score"])
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(
-            f"engagement_score {account.get('engagement_score')!r} is not a number"
-        ) from None
-    if not math.isfinite(score):
-        raise ValueError(f"engagement_score {score!r} is not a finite number")
-    stage = str(account.get("stage") or "").strip().lower()
-    if stage not in STAGES:
-        raise ValueError(f"stage {account.get('stage')!r} is not one of {', '.join(STAGES)}")
-    tier = account.get("tier")
-    if tier is not None and tier not in TIERS:
-        raise ValueError(f"tier {tier!r} is not 1, 2, 3 or None")
-    icp = account.get("icp_score")
-    if icp is not None and not (isinstance(icp, int) and 0 <= icp <= 100):
-        raise ValueError(f"icp_score {icp!r} is not an integer from 0 to 100, or None")
+    score, stage, tier, icp = checked_values(account)
     values: dict[str, Any] = {
         "tier": tier,
         "icp_score": icp,

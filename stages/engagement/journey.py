@@ -112,13 +112,18 @@ def set_stages_in(
         current = {account_id: stage for account_id, _, stage in rows}
         by_id = {account_id: wanted[domain] for account_id, domain, _ in rows}
         if above:
-            outranked = _latest_source(session, (source, *above), list(current))
+            latest = _latest_change(session, (source, *above), list(current))
             for account_id, domain, _ in rows:
-                if outranked.get(account_id) in above:
+                who = latest.get(account_id, ("", ""))[0]
+                if who in above:
                     del by_id[account_id]
                     if kept is not None:
-                        kept.append((domain, outranked[account_id]))
-        last_set = _last_set_by(session, source, list(current)) if once else {}
+                        kept.append((domain, who))
+        last_set = (
+            {a: stage for a, (_, stage) in _latest_change(session, [source], list(current)).items()}
+            if once
+            else {}
+        )
         moves = stage_moves(current, by_id, source, now, last_set)
         update_rows_by_id(
             session,
@@ -132,38 +137,22 @@ def set_stages_in(
     return made
 
 
-def _latest_source(session: Any, sources: Sequence[str], account_ids: list[int]) -> dict[int, str]:
-    """Which of `sources` changed each account's stage last."""
+def _latest_change(
+    session: Any, sources: Sequence[str], account_ids: list[int]
+) -> dict[int, tuple[str, str]]:
+    """The latest stage change by any of `sources`, per account: (its source, the stage)."""
     latest = (
         select(StageChange.account_id, func.max(StageChange.id).label("id"))
         .where(StageChange.source.in_(sources), StageChange.account_id.in_(account_ids))
         .group_by(StageChange.account_id)
         .subquery()
     )
-    return dict(
-        session.execute(
-            select(StageChange.account_id, StageChange.source).join(
-                latest, latest.c.id == StageChange.id
-            )
-        ).all()
+    rows = session.execute(
+        select(StageChange.account_id, StageChange.source, StageChange.to_stage).join(
+            latest, latest.c.id == StageChange.id
+        )
     )
-
-
-def _last_set_by(session: Any, source: str, account_ids: list[int]) -> dict[int, str]:
-    """The stage `source` set last, per account."""
-    latest = (
-        select(StageChange.account_id, func.max(StageChange.id).label("id"))
-        .where(StageChange.source == source, StageChange.account_id.in_(account_ids))
-        .group_by(StageChange.account_id)
-        .subquery()
-    )
-    return dict(
-        session.execute(
-            select(StageChange.account_id, StageChange.to_stage).join(
-                latest, latest.c.id == StageChange.id
-            )
-        ).all()
-    )
+    return {account_id: (source, stage) for account_id, source, stage in rows}
 
 
 def set_stage(
