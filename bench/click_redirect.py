@@ -31,9 +31,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO_ROOT, SECRET_KEY, _vm_hwm_kb, write_result
+from bench.common import (
+    REPO_ROOT,
+    SECRET_KEY,
+    _vm_hwm_kb,
+    seed_sent_ledger,
+    set_message_ids,
+    write_result,
+)
 
-PEOPLE_PER_ACCOUNT = 10  # as in the demo dataset (~2,000 contacts in ~200 accounts)
 URL = (
     "https://bench.example/guides/stitching-tools"
     "?utm_source=abm&utm_medium=email&utm_campaign=bench&utm_content={step}"
@@ -45,80 +51,15 @@ _LENGTH = re.compile(rb"\r\ncontent-length: *(\d+)", re.IGNORECASE)
 
 def _ledger(database_url: str, clicks: int) -> list[int]:
     """N sent messages in a fresh database; their ledger row ids."""
-    from sqlalchemy import select
+    from models.tables import utcnow
 
-    from models.db import get_engine, migrate
-    from models.tables import Account, Campaign, Contact, Delivery, utcnow
-
-    engine = get_engine(database_url)
-    migrate(engine)
-    now = utcnow()
-    sent = now - timedelta(hours=1)
-    people = (clicks + 1) // 2
-    accounts_n = max(1, people // PEOPLE_PER_ACCOUNT)
-    stamps = {"created_at": now, "updated_at": now}
-    with engine.begin() as connection:
-        connection.execute(
-            Account.__table__.insert(),
-            [
-                {
-                    "domain": f"account{i}.example",
-                    "name": f"Account {i}",
-                    "technologies": [],
-                    "attributes": {},
-                    "icp_reasons": [],
-                    "stage": "target",
-                    "engagement_score": 0.0,
-                    "tier": 1 + i % 3,
-                    **stamps,
-                }
-                for i in range(accounts_n)
-            ],
-        )
-        accounts = list(connection.execute(select(Account.id).order_by(Account.id)).scalars())
-        connection.execute(
-            Contact.__table__.insert(),
-            [
-                {
-                    "email": f"person{i}@account{i % accounts_n}.example",
-                    "account_id": accounts[i % accounts_n],
-                    "status": "active",
-                    "attributes": {},
-                    **stamps,
-                }
-                for i in range(people)
-            ],
-        )
-        contacts = connection.execute(
-            select(Contact.id, Contact.account_id).order_by(Contact.id)
-        ).all()
-        campaign = connection.execute(
-            Campaign.__table__.insert().values(
-                key="bench-clicks", name="bench clicks", status="active", **stamps
-            )
-        ).inserted_primary_key[0]
-        rows = [
-            {
-                "campaign_id": campaign,
-                "step": step,
-                "contact_id": contact,
-                "account_id": account,
-                "channel": "email",
-                "variant": "a",
-                "state": "sent",
-                "due_at": sent,
-                "sent_at": sent,
-                "message_id": f"<abm.bench.{step}.{contact}@demo.example>",
-                "attempts": 1,
-                **stamps,
-            }
-            for step in ("s1", "s2")
-            for contact, account in contacts
-        ][:clicks]
-        connection.execute(Delivery.__table__.insert(), rows)
-        ids = list(connection.execute(select(Delivery.id).order_by(Delivery.id)).scalars())
-    engine.dispose()
-    return ids
+    sent = utcnow() - timedelta(hours=1)
+    rows = seed_sent_ledger(database_url, clicks, "bench-clicks", ("s1", "s2"), sent)
+    set_message_ids(
+        database_url,
+        {row_id: f"<abm.bench.{step}.{contact}@demo.example>" for row_id, step, contact, _ in rows},
+    )
+    return [row_id for row_id, *_ in rows]
 
 
 def _links(ids: list[int]) -> list[str]:

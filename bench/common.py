@@ -179,3 +179,119 @@ def _vm_hwm_kb(pid: int) -> int:
 def write_result(path: Path, result: dict[str, Any]) -> None:
     """Children hand their numbers back in a file, so stray output cannot corrupt them."""
     path.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+
+
+# As in the demo dataset (~2,000 contacts in ~200 accounts).
+PEOPLE_PER_ACCOUNT = 10
+
+
+def seed_sent_ledger(
+    database_url: str,
+    messages: int,
+    campaign_key: str,
+    steps: tuple[str, str],
+    sent: Any,
+    roles: tuple[str, ...] = (),
+) -> list[tuple[int, str, int, str]]:
+    """`messages` sent messages (both steps for each of messages/2 people, 10 people an
+    account) of one campaign in a fresh database, without Message-IDs (the caller sets
+    them); their (delivery id, step, contact id, email), in id order. `roles` are handed
+    out to the people in turn (none: no role)."""
+    from sqlalchemy import select
+
+    from models.db import get_engine, migrate
+    from models.tables import Account, Campaign, Contact, Delivery, utcnow
+
+    engine = get_engine(database_url)
+    migrate(engine)
+    now = utcnow()
+    people = (messages + 1) // 2
+    accounts_n = max(1, people // PEOPLE_PER_ACCOUNT)
+    stamps = {"created_at": now, "updated_at": now}
+    with engine.begin() as connection:
+        connection.execute(
+            Account.__table__.insert(),
+            [
+                {
+                    "domain": f"account{i}.example",
+                    "name": f"Account {i}",
+                    "technologies": [],
+                    "attributes": {},
+                    "icp_reasons": [],
+                    "stage": "target",
+                    "engagement_score": 0.0,
+                    "tier": 1 + i % 3,
+                    **stamps,
+                }
+                for i in range(accounts_n)
+            ],
+        )
+        accounts = list(connection.execute(select(Account.id).order_by(Account.id)).scalars())
+        connection.execute(
+            Contact.__table__.insert(),
+            [
+                {
+                    "email": f"person{i}@account{i % accounts_n}.example",
+                    "account_id": accounts[i % accounts_n],
+                    "status": "active",
+                    "role": roles[i % len(roles)] if roles else None,
+                    "attributes": {},
+                    **stamps,
+                }
+                for i in range(people)
+            ],
+        )
+        contacts = connection.execute(
+            select(Contact.id, Contact.account_id).order_by(Contact.id)
+        ).all()
+        campaign = connection.execute(
+            Campaign.__table__.insert().values(
+                key=campaign_key, name=campaign_key.replace("-", " "), status="active", **stamps
+            )
+        ).inserted_primary_key[0]
+        connection.execute(
+            Delivery.__table__.insert(),
+            [
+                {
+                    "campaign_id": campaign,
+                    "step": step,
+                    "contact_id": contact,
+                    "account_id": account,
+                    "channel": "email",
+                    "variant": "a",
+                    "state": "sent",
+                    "due_at": sent,
+                    "sent_at": sent,
+                    "attempts": 1,
+                    **stamps,
+                }
+                for step in steps
+                for contact, account in contacts
+            ][:messages],
+        )
+        rows = connection.execute(
+            select(Delivery.id, Delivery.step, Contact.id, Contact.email)
+            .join(Contact, Contact.id == Delivery.contact_id)
+            .order_by(Delivery.id)
+        ).all()
+    engine.dispose()
+    return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+def set_message_ids(database_url: str, message_ids: dict[int, str]) -> None:
+    """Give each ledger row (by id) its Message-ID, in one executemany."""
+    from sqlalchemy import bindparam
+
+    from models.db import get_engine
+    from models.tables import Delivery
+
+    engine = get_engine(database_url)
+    table = Delivery.__table__
+    with engine.begin() as connection:
+        connection.execute(
+            table.update()
+            .where(table.c.id == bindparam("_id"))
+            .values(message_id=bindparam("_mid")),
+            [{"_id": row_id, "_mid": mid} for row_id, mid in message_ids.items()],
+        )
+    engine.dispose()

@@ -57,9 +57,16 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from bench.common import REPO_ROOT, SECRET_KEY, fresh_database, is_postgres_url, write_result
+from bench.common import (
+    REPO_ROOT,
+    SECRET_KEY,
+    fresh_database,
+    is_postgres_url,
+    seed_sent_ledger,
+    set_message_ids,
+    write_result,
+)
 
-PEOPLE_PER_ACCOUNT = 10
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
 SENDER_DOMAIN = "demo.example"
@@ -86,97 +93,19 @@ URLS = (
 def seed_ledger(database_url: str, messages: int) -> list[tuple[str, str]]:
     """`messages` sent messages (two steps for each of messages/2 people) in a fresh
     database; their (Message-ID, recipient) pairs."""
-    from sqlalchemy import bindparam, select
+    from models.tables import utcnow
 
-    from models.db import get_engine, migrate
-    from models.tables import Account, Campaign, Contact, Delivery, utcnow
-
-    engine = get_engine(database_url)
-    migrate(engine)
-    now = utcnow()
-    sent = now - timedelta(hours=2)
-    people = (messages + 1) // 2
-    accounts_n = max(1, people // PEOPLE_PER_ACCOUNT)
-    stamps = {"created_at": now, "updated_at": now}
-    with engine.begin() as connection:
-        connection.execute(
-            Account.__table__.insert(),
-            [
-                {
-                    "domain": f"account{i}.example",
-                    "name": f"Account {i}",
-                    "technologies": [],
-                    "attributes": {},
-                    "icp_reasons": [],
-                    "stage": "target",
-                    "engagement_score": 0.0,
-                    "tier": 1 + i % 3,
-                    **stamps,
-                }
-                for i in range(accounts_n)
-            ],
-        )
-        accounts = list(connection.execute(select(Account.id).order_by(Account.id)).scalars())
-        roles = ("decision_maker", "specifier", "influencer", "user", "reviewer")
-        connection.execute(
-            Contact.__table__.insert(),
-            [
-                {
-                    "email": f"person{i}@account{i % accounts_n}.example",
-                    "account_id": accounts[i % accounts_n],
-                    "status": "active",
-                    "role": roles[i % len(roles)],
-                    "attributes": {},
-                    **stamps,
-                }
-                for i in range(people)
-            ],
-        )
-        contacts = connection.execute(
-            select(Contact.id, Contact.account_id, Contact.email).order_by(Contact.id)
-        ).all()
-        campaign = connection.execute(
-            Campaign.__table__.insert().values(
-                key=CAMPAIGN_KEY, name="bench webhooks", status="active", **stamps
-            )
-        ).inserted_primary_key[0]
-        connection.execute(
-            Delivery.__table__.insert(),
-            [
-                {
-                    "campaign_id": campaign,
-                    "step": step,
-                    "contact_id": contact,
-                    "account_id": account,
-                    "channel": "email",
-                    "variant": "a",
-                    "state": "sent",
-                    "due_at": sent,
-                    "sent_at": sent,
-                    "attempts": 1,
-                    **stamps,
-                }
-                for step in ("intro", "follow-up")
-                for contact, account, _ in contacts
-            ][:messages],
-        )
-        rows = connection.execute(
-            select(Delivery.id, Contact.email)
-            .join(Contact, Contact.id == Delivery.contact_id)
-            .order_by(Delivery.id)
-        ).all()
-        pairs = []
-        for delivery_id, email in rows:
-            digest = hashlib.sha256(f"{SECRET_KEY}:{delivery_id}".encode()).hexdigest()[:12]
-            pairs.append((f"<abm.{delivery_id}.{digest}@{SENDER_DOMAIN}>", email))
-        connection.execute(
-            Delivery.__table__.update()
-            .where(Delivery.__table__.c.id == bindparam("_id"))
-            .values(message_id=bindparam("_mid")),
-            [{"_id": row[0], "_mid": mid} for row, (mid, _) in zip(rows, pairs, strict=True)],
-        )
-    engine.dispose()
-    return pairs
+    sent = utcnow() - timedelta(hours=2)
+    roles = ("decision_maker", "specifier", "influencer", "user", "reviewer")
+    rows = seed_sent_ledger(
+        database_url, messages, CAMPAIGN_KEY, ("intro", "follow-up"), sent, roles
+    )
+    pairs = {}
+    for delivery_id, _, _, email in rows:
+        digest = hashlib.sha256(f"{SECRET_KEY}:{delivery_id}".encode()).hexdigest()[:12]
+        pairs[delivery_id] = (f"<abm.{delivery_id}.{digest}@{SENDER_DOMAIN}>", email)
+    set_message_ids(database_url, {row_id: mid for row_id, (mid, _) in pairs.items()})
+    return list(pairs.values())
 
 
 def _sg_message_id(rng: random.Random) -> str:
