@@ -35,6 +35,7 @@ from bench.common import (
     REPO_ROOT,
     SECRET_KEY,
     _vm_hwm_kb,
+    free_port,
     seed_sent_ledger,
     set_message_ids,
     write_result,
@@ -72,12 +73,6 @@ def _links(ids: list[int]) -> list[str]:
     ]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def serve(port: int) -> None:
     """The web server as `abm webhooks serve` runs it (in the child process)."""
     import uvicorn
@@ -88,7 +83,7 @@ def serve(port: int) -> None:
 
 
 def _start_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+    port = free_port()
     with log.open("ab") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "bench.click_redirect", "--serve", str(port)],

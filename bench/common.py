@@ -181,6 +181,15 @@ def write_result(path: Path, result: dict[str, Any]) -> None:
     path.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 # As in the demo dataset (~2,000 contacts in ~200 accounts).
 PEOPLE_PER_ACCOUNT = 10
 

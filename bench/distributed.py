@@ -30,18 +30,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import CAMPAIGN, SECRET_KEY, bench_icp_rules, is_postgres_url, write_result
+from bench.common import (
+    CAMPAIGN,
+    SECRET_KEY,
+    bench_icp_rules,
+    free_port,
+    is_postgres_url,
+    write_result,
+)
 from bench.harness import prefect_server
 
 STEP = "intro"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _worker_env(database_url: str, folder: Path, outbox: Path, api_url: str) -> dict[str, str]:
@@ -154,7 +153,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ABM_ICP_RULES=str(bench_icp_rules(work)),
             ABM_CHUNK_RUNNER="dask",
         )
-        scheduler_address = f"tcp://127.0.0.1:{_free_port()}"
+        scheduler_address = f"tcp://127.0.0.1:{free_port()}"
         os.environ["ABM_DASK_SCHEDULER"] = scheduler_address
         with prefect_server(work) as (api_url, _):
             os.environ["PREFECT_API_URL"] = api_url

@@ -35,6 +35,9 @@ PEOPLE_PER_ACCOUNT = 5
 
 def _tests_module(name: str) -> ModuleType:
     """A helper module of the test suite, loaded from its file (tests is not a package)."""
+    tests = str(REPO_ROOT / "tests")
+    if tests not in sys.path:  # where they import each other from, as under pytest
+        sys.path.append(tests)
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "tests" / f"{name}.py")
         assert spec is not None and spec.loader is not None

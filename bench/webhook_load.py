@@ -60,6 +60,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from bench.common import (
     REPO_ROOT,
     SECRET_KEY,
+    free_port,
     fresh_database,
     is_postgres_url,
     seed_sent_ledger,
@@ -274,12 +275,6 @@ def poster(
 
 
 # ---- the server, and the CPU each side used --------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_server(env: dict[str, str], port: int, workers: int, log: Path) -> subprocess.Popen:
@@ -538,7 +533,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     now = int(time.time()) - 3 * 3600
     steady = batches_of(sendgrid_events(pairs, "steady", now, 1), args.batch)
     kill = batches_of(sendgrid_events(pairs, "kill", now + 3600, 2), args.batch)
-    port = _free_port()
+    port = free_port()
     log = state / "server.log"
 
     def restart() -> subprocess.Popen:

@@ -11,9 +11,7 @@ Without Dovecot the tests that need it skip with the reason, unless ABM_TEST_REQ
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import imaplib
-import ipaddress
 import os
 import pwd
 import shutil
@@ -26,6 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from smtp_server import free_port, self_signed_certificate
 
 PASSWORD = "imap-test-Secret"
 REQUIRE_IMAP = os.environ.get("ABM_TEST_REQUIRE_IMAP") == "1"
@@ -40,49 +40,6 @@ def dovecot_binary() -> str | None:
         ),
         None,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    """(certificate, key) PEM files for 127.0.0.1, valid for a day."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "abm-test-imap")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def _quoted(name: str) -> str:
@@ -282,7 +239,7 @@ def dovecot() -> Iterator[Dovecot]:
     for folder in ("run", "state", "mail"):
         (root / folder).mkdir()
     os.chown(mail, uid, gid)
-    cert, key = _self_signed(root)
+    cert, key = self_signed_certificate(root)
     port, ssl_port = free_port(), free_port()
     (root / "dovecot.conf").write_text(
         CONFIG.format(

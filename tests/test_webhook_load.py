@@ -8,7 +8,6 @@ import base64
 import http.client
 import json
 import os
-import socket
 import threading
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from cli_support import run_abm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from smtp_server import free_port
 from sqlalchemy import func, select, text
 from starlette.testclient import TestClient
 
@@ -50,12 +50,6 @@ def _sign(body: bytes) -> dict[str, str]:
     return sign(KEY, body)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _stored_ids(engine) -> list[str]:
     with engine.connect() as connection:
         return list(connection.execute(select(EngagementEvent.provider_event_id)).scalars().all())
@@ -70,7 +64,7 @@ def _app(monkeypatch, database_url: str):
 
 def test_an_unreachable_database_gets_503_with_retry_after_not_500(monkeypatch, load):
     """Connection refused: the provider is told to retry, nothing is acknowledged."""
-    client = _app(monkeypatch, f"postgresql+psycopg://abm@127.0.0.1:{_free_port()}/abm")
+    client = _app(monkeypatch, f"postgresql+psycopg://abm@127.0.0.1:{free_port()}/abm")
     body = json.dumps(
         [
             {
@@ -187,7 +181,7 @@ def test_no_acknowledged_event_is_lost_when_the_server_is_killed_mid_load(
         ABM_SENDGRID_WEBHOOK_PUBLIC_KEY=PUBLIC_KEY,
         PYTHONPATH=str(REPO_ROOT),
     )
-    port, log = _free_port(), tmp_path / "server.log"
+    port, log = free_port(), tmp_path / "server.log"
     server = load.start_server(env, port, 2, log)
     posters = [Poster(port, [body for body, _ in batches[n::3]]) for n in range(3)]
     try:
