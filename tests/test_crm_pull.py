@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import respx
 from cli_support import run_abm
 from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
@@ -31,6 +33,7 @@ from connectors.crm.base import (
 from core.errors import ConfigError
 from core.settings import get_settings, reset_settings
 from models.cursors import read_cursor
+from models.db import get_engine, migrate
 from models.store import upsert_accounts, upsert_contacts
 from models.tables import Account, CrmPush, EngagementEvent, StageChange
 from models.tables import CrmDeal as CrmDealRow
@@ -564,3 +567,23 @@ def test_an_import_does_not_undo_a_stage_the_crm_set(
     assert (_stage(accounts, "acme.com"), _stage(accounts, "beta.com")) == ("customer", "mqa")
     assert "stages kept, set since by a person or the CRM" in stderr
     assert "acme.com (set by crm)" in stderr
+
+
+def test_a_crm_that_does_not_answer_is_an_error_line_not_a_traceback(
+    sqlite_url, capsys, monkeypatch
+) -> None:
+    """Found trying it: with HubSpot unreachable, `abm crm pull` printed a traceback. (The
+    shared client's retries take about half a minute: SQLite only.)"""
+    migrate(get_engine(sqlite_url))
+    monkeypatch.setenv("ABM_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("ABM_CRM", "hubspot")
+    monkeypatch.setenv("ABM_HUBSPOT_ACCESS_TOKEN", "pat-na1-unreachable-0000")
+    monkeypatch.setenv("ABM_HUBSPOT_BASE_URL", "https://api.hubapi.com")
+    reset_settings()
+    with respx.mock(assert_all_called=False) as router:
+        router.post(url__regex=r".*/search$").mock(side_effect=httpx.ConnectError("refused"))
+        code, _, stderr = run_abm(capsys, monkeypatch, "crm", "pull", "--kind", "deals")
+
+    assert code == 1
+    assert "error: the CRM did not answer after its retries" in stderr
+    assert "Traceback" not in stderr and "pat-na1" not in stderr

@@ -155,6 +155,7 @@ def crm_pull(
     """Pull what changed in the CRM since the last pull: owners, deals (and the stages they
     give accounts), meetings with our people; each page stored with its cursor."""
     from connectors.crm import PULL_KINDS, get_crm
+    from connectors.http import ApiError
     from core.errors import ConfigError
     from stages.crm.pull import pull_crm
     from stages.crm.stage_map import stage_table_from
@@ -181,16 +182,25 @@ def crm_pull(
             highlight=False,
         )
 
-    with crm:
-        report = pull_crm(
-            engine,
-            crm,
-            kinds,
-            stage_table=table,
-            rules=rules,
-            progress=progress,
-            full=full,
+    try:
+        with crm:
+            report = pull_crm(
+                engine,
+                crm,
+                kinds,
+                stage_table=table,
+                rules=rules,
+                progress=progress,
+                full=full,
+            )
+    except ApiError as exc:  # unreachable, or failing after every retry: not a traceback
+        err.print(
+            f"error: the CRM did not answer after its retries ({exc}); every page stored "
+            "above stays stored, and the next pull goes on from there",
+            markup=False,
+            highlight=False,
         )
+        raise typer.Exit(1) from None
     if as_json:
         print_json(report.as_dict())
         return
