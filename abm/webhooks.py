@@ -44,6 +44,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from abm.console.app import console_mount
+from abm.console.context import ConsoleContext
 from abm.request_limits import RETRY_AFTER, BodyRefused, RequestLimits, RouteLimit, Slots
 from abm.tracking import tracking_routes
 from connectors.email.mailgun_events import mailgun_as_sendgrid, verify_mailgun_signature
@@ -374,5 +376,6 @@ def create_app(
             Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
             Route("/unsubscribe/{token}", unsubscribe_post, methods=["POST"]),
             *tracking,
+            console_mount(ConsoleContext(settings, engine)),
         ],
     )

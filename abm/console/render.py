@@ -1,0 +1,82 @@
+"""One way to turn a template into a page: every page gets the signed-in user, the CSRF
+token its forms carry and the navigation, so no page can forget them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+NAV = [
+    ("accounts", "Accounts", "/console/accounts"),
+    ("campaigns", "Campaigns", "/console/campaigns"),
+    ("suppressions", "Suppressions", "/console/suppressions"),
+    ("report", "Report", "/console/report"),
+    ("audit", "Audit log", "/console/audit"),
+]
+
+
+def _when(value: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A stored time for people: UTC, to the minute; blank for none."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value[:16].replace("T", " ")
+    return f"{value:{fmt}}" if isinstance(value, datetime) else str(value)
+
+
+def _number(value: Any) -> str:
+    """1234567 -> 1,234,567; 0.5 -> 0.5; None -> blank."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.1f}"
+    return f"{int(value):,}"
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
+environment = Environment(
+    loader=FileSystemLoader(TEMPLATES),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+environment.filters.update(when=_when, number=_number, percent=_percent)
+
+
+def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    """The page, with `user` (None before sign-in), `csrf_token` and `nav` in its context,
+    and headers that keep it out of caches and frames."""
+    state = request.state
+    body = environment.get_template(template).render(
+        request=request,
+        user=getattr(state, "user", None),
+        csrf_token=getattr(state, "csrf_token", ""),
+        nav=NAV,
+        **context,
+    )
+    return HTMLResponse(body, status_code=status_code, headers=PAGE_HEADERS)
+
+
+# Pages hold personal data: never cached, never framed, no inline script, no referrer
+# carrying a console URL to another site.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+}
