@@ -112,7 +112,7 @@ def stop_reasons(
             EngagementEvent.contact_id.in_(ids),
             EngagementEvent.type.in_(list(kinds)),
             or_(EngagementEvent.type != "click", EngagementEvent.campaign_id == campaign_id),
-            _meetings_since_start(engine, campaign_id),
+            _meetings_since_start(campaign_id),
         )
         with engine.connect() as connection:
             for contact_id, kind in connection.execute(query):
@@ -123,18 +123,14 @@ def stop_reasons(
 PAUSE_RECHECK = timedelta(days=1)
 
 
-def _meetings_since_start(engine: Engine, campaign_id: int | None) -> Any:
+def _meetings_since_start(campaign_id: int | None) -> Any:
     """Only meetings from the campaign's start on stop or hold it: a CRM's meeting history
     (a first `abm crm pull` reads years of it) says nothing about a campaign begun today.
-    Replies and clicks answer our own messages, so they need no such bound."""
+    Replies and clicks answer our own messages, so they need no such bound. A condition for
+    the events query itself (the start read in the same statement), not a query of its own."""
     if campaign_id is None:
         return true()
-    with engine.connect() as connection:
-        started = connection.execute(
-            select(Campaign.created_at).where(Campaign.id == campaign_id)
-        ).scalar()
-    if started is None:
-        return true()
+    started = select(Campaign.created_at).where(Campaign.id == campaign_id).scalar_subquery()
     return or_(EngagementEvent.type != "meeting", EngagementEvent.occurred_at >= started)
 
 
@@ -170,7 +166,7 @@ def account_holds(
                 ).where(
                     EngagementEvent.account_id.in_(batch),
                     EngagementEvent.type.in_(["reply", "meeting"]),
-                    _meetings_since_start(engine, campaign_id),
+                    _meetings_since_start(campaign_id),
                 )
             ):
                 latest.setdefault(account_id, []).append((contact_id, at))
