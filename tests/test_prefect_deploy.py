@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from smtp_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -42,12 +42,6 @@ eve@one.example,Eve,CEO
 fay@one.example,Fay,VP Marketing
 """
 TIER3 = {"ana@three-a.example", "bo@three-a.example", "cy@three-b.example", "dee@three-b.example"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _stop(process: subprocess.Popen, grace: float = 15) -> None:
@@ -99,7 +93,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     return {
         **inherited,
         "PREFECT_HOME": str(tmp_path / "prefect"),
-        "PREFECT_API_URL": f"http://127.0.0.1:{_free_port()}/api",
+        "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_ENABLED": "false",
         # no scheduled runs of run-campaign-nightly for the worker to pick up by chance

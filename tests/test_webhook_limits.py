@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 import test_webhooks
+from smtp_server import free_port
 from sqlalchemy import select as select_rows
 from test_webhooks import (
     INBOUND,
@@ -423,12 +424,6 @@ FLOOD_SECONDS = 8
 PEAK_RSS_LIMIT = 300 * 1024 * 1024
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _kib(pid: int, field_name: str) -> int:
     with open(f"/proc/{pid}/status", encoding="ascii") as status:
         for line in status:
@@ -487,7 +482,7 @@ def server(sqlite_url, tmp_path, monkeypatch):
         [{"email": email, "account_domain": "acme.example", "attributes": {}} for email in people],
     )
     tokens = [_token_of(engine, email) for email in people]
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "ABM_DATABASE_URL": sqlite_url,
