@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -239,6 +240,29 @@ class Settings(BaseSettings):
         600, ge=1, description="how long a claimed chunk may take before it counts as crashed"
     )
     state_dir: Path = Field(Path(".abm"), description="local state: database, secret, demo")
+    # The console (abm/console): who may sign in, and how
+    console_users: Path | None = Field(
+        None,
+        description="YAML file of console users (name, role viewer or operator, argon2 "
+        "password_hash), written by `abm console add-user` with mode 0600 and re-read when "
+        "it changes (default: <state dir>/console-users.yaml)",
+    )
+    console_auth: str = Field(
+        "password",
+        description="how console users sign in: password (the users file's hashes) or proxy "
+        "(a reverse proxy that has authenticated them names them in ABM_CONSOLE_PROXY_HEADER)",
+    )
+    console_proxy_header: str | None = Field(
+        None,
+        validate_default=True,
+        description="ABM_CONSOLE_AUTH=proxy: the request header holding the signed-in user's "
+        "name, like X-Forwarded-User; believed only from ABM_CONSOLE_TRUSTED_PROXIES",
+    )
+    console_trusted_proxies: str = Field(
+        "127.0.0.1, ::1",
+        description="ABM_CONSOLE_AUTH=proxy: addresses or networks (CIDR), comma separated, "
+        "of the proxies whose user header is believed; from any other peer it is refused",
+    )
 
     @field_validator("crm", "email_backend", "chunk_runner", "smtp_relay")
     @classmethod
@@ -263,6 +287,33 @@ class Settings(BaseSettings):
                 "ledger: set ABM_DATABASE_URL to PostgreSQL (postgresql+psycopg://...), "
                 "not SQLite"
             )
+        return value
+
+    @field_validator("console_auth")
+    @classmethod
+    def _console_auth(cls, value: str) -> str:
+        if value not in ("password", "proxy"):
+            raise ValueError("must be password or proxy")
+        return value
+
+    @field_validator("console_proxy_header")
+    @classmethod
+    def _console_proxy_header(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Proxy sign-in without a header to read would trust nothing or anything: refused
+        at start, whatever the command."""
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9-]{1,80}", value):
+            raise ValueError("must be an HTTP header name, like X-Forwarded-User")
+        if info.data.get("console_auth") == "proxy" and not value:
+            raise ValueError(
+                "ABM_CONSOLE_AUTH=proxy needs the header your proxy names the user in: "
+                "set ABM_CONSOLE_PROXY_HEADER, like X-Forwarded-User"
+            )
+        return value
+
+    @field_validator("console_trusted_proxies")
+    @classmethod
+    def _console_trusted_proxies(cls, value: str) -> str:
+        parse_networks(value)
         return value
 
     @field_validator("sender")
@@ -373,6 +424,19 @@ def parse_domain_limits(text: str | None) -> dict[str, tuple[int, timedelta]]:
             raise ValueError(f"{part!r}: write domain=N/h or domain=N/d, like gmail.com=500/h")
         limits[found[1]] = (int(found[2]), timedelta(hours=1 if found[3] == "h" else 24))
     return limits
+
+
+def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """`127.0.0.1, ::1, 10.0.0.0/8` as networks (an address is a network of one)."""
+    networks = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"{part!r} is not an IP address or network: write 10.0.0.5 or 10.0.0.0/8"
+            ) from None
+    return networks
 
 
 def safe_url(url: str) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import ColumnElement, Engine, and_, case, exists, func, not_, or_, select, true
 
 from models.tables import (
     Account,
@@ -17,6 +19,98 @@ from models.tables import (
 )
 
 
+@dataclass(frozen=True)
+class AccountFilters:
+    """What a list of accounts is narrowed to (`abm accounts list`, the console's accounts
+    page). `tier` "none": accounts not targeted. `coverage`: "full" (a reachable contact in
+    every role of `required_roles`), "missing:<role>" (no reachable contact in that role) or
+    "unreachable" (no reachable contact at all). `source`: accounts whose kept engagement
+    score has points from that source. `search`: part of the name or domain, any case."""
+
+    tier: int | Literal["none"] | None = None
+    stage: str | None = None
+    coverage: str | None = None
+    source: str | None = None
+    search: str | None = None
+    required_roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AccountSort:
+    """The order of a list of accounts: `key` one of ACCOUNT_SORTS; `stages` the journey in
+    order, for key "stage" (the stage names are not alphabetical). The domain breaks ties,
+    so pages never overlap."""
+
+    key: str = "score"
+    descending: bool = True
+    stages: tuple[str, ...] = ()
+
+
+ACCOUNT_SORTS = ("score", "engagement", "name", "stage", "tier", "changed")
+
+
+def _reachable(role: str | None = None) -> ColumnElement[bool]:
+    """The account has an active contact (in this role): an indexed seek per account."""
+    test = [Contact.account_id == Account.id, Contact.status == "active"]
+    if role is not None:
+        test.append(Contact.role == role)
+    return exists().where(*test)
+
+
+def _coverage_test(coverage: str, required: Sequence[str]) -> ColumnElement[bool]:
+    if coverage == "full":
+        return and_(true(), *(_reachable(role) for role in required))
+    if coverage == "unreachable":
+        return not_(_reachable())
+    role = coverage.removeprefix("missing:")
+    if coverage.startswith("missing:") and role in required:
+        return not_(_reachable(role))
+    raise ValueError(f"coverage {coverage!r}: use full, unreachable or missing:<required role>")
+
+
+def _account_conditions(filters: AccountFilters) -> list[ColumnElement[bool]]:
+    """The WHERE clause of a filtered list, one condition a filter."""
+    conditions: list[ColumnElement[bool]] = []
+    if filters.tier == "none":
+        conditions.append(Account.tier.is_(None))
+    elif filters.tier is not None:
+        conditions.append(Account.tier == filters.tier)
+    if filters.stage is not None:
+        conditions.append(Account.stage == filters.stage)
+    if filters.coverage is not None:
+        conditions.append(_coverage_test(filters.coverage, filters.required_roles))
+    if filters.source is not None:
+        conditions.append(Account.engagement_sources[filters.source].as_float() > 0)
+    if filters.search:
+        conditions.append(
+            or_(
+                Account.domain.icontains(filters.search, autoescape=True),
+                Account.name.icontains(filters.search, autoescape=True),
+            )
+        )
+    return conditions
+
+
+def _account_order(sort: AccountSort) -> list[Any]:
+    if sort.key not in ACCOUNT_SORTS:
+        raise ValueError(f"sort {sort.key!r}: use one of {', '.join(ACCOUNT_SORTS)}")
+    column: Any = {
+        "score": Account.icp_score,
+        "engagement": Account.engagement_score,
+        "name": func.lower(func.coalesce(Account.name, Account.domain)),
+        "stage": case(
+            {stage: index for index, stage in enumerate(sort.stages)},
+            value=Account.stage,
+            else_=len(sort.stages),
+        ),
+        "tier": Account.tier,
+        "changed": Account.updated_at,
+    }[sort.key]
+    column = column.desc() if sort.descending else column.asc()
+    # accounts without a score or tier go last whichever way the list is sorted
+    return [column.nulls_last(), Account.domain]
+
+
 def list_accounts(
     engine: Engine, tier: int | None = None, stage: str | None = None
 ) -> list[dict[str, Any]]:
@@ -26,24 +120,80 @@ def list_accounts(
         .group_by(Contact.account_id)
         .subquery()
     )
-    query = select(
-        Account.id,
-        Account.domain,
-        Account.name,
-        Account.icp_score.label("score"),
-        Account.tier,
-        Account.stage,
-        Account.engagement_score,
-        Account.industry,
-        func.coalesce(contacts.c.contacts, 0).label("contacts"),
-    ).outerjoin(contacts, contacts.c.account_id == Account.id)
-    if tier is not None:
-        query = query.where(Account.tier == tier)
-    if stage is not None:
-        query = query.where(Account.stage == stage)
-    query = query.order_by(Account.icp_score.desc().nulls_last(), Account.domain)
+    query = (
+        select(
+            Account.id,
+            Account.domain,
+            Account.name,
+            Account.icp_score.label("score"),
+            Account.tier,
+            Account.stage,
+            Account.engagement_score,
+            Account.industry,
+            func.coalesce(contacts.c.contacts, 0).label("contacts"),
+        )
+        .outerjoin(contacts, contacts.c.account_id == Account.id)
+        .where(*_account_conditions(AccountFilters(tier=tier, stage=stage)))
+        .order_by(*_account_order(AccountSort()))
+    )
     with engine.connect() as connection:
         return [dict(row) for row in connection.execute(query).mappings()]
+
+
+def account_page(
+    engine: Engine, filters: AccountFilters, sort: AccountSort, page: int, size: int = 50
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of accounts (page 1 first) and how many match in all, for the console.
+
+    Three queries whatever the table's size: the count, the page's rows (filters, order,
+    limit), and for those rows only their contacts (`contacts`: how many; `reachable_roles`:
+    the roles of the active ones, for the committee coverage)."""
+    conditions = _account_conditions(filters)
+    query = (
+        select(
+            Account.id,
+            Account.domain,
+            Account.name,
+            Account.icp_score.label("score"),
+            Account.tier,
+            Account.stage,
+            Account.engagement_score,
+            Account.engagement_sources,
+            Account.updated_at,
+        )
+        .where(*conditions)
+        .order_by(*_account_order(sort))
+        .limit(size)
+        .offset((max(page, 1) - 1) * size)
+    )
+    with engine.connect() as connection:
+        total = connection.execute(
+            select(func.count()).select_from(Account).where(*conditions)
+        ).scalar_one()
+        rows = [dict(row) for row in connection.execute(query).mappings()]
+        for row in rows:
+            row["contacts"], row["reachable_roles"] = 0, []
+        by_id = {row["id"]: row for row in rows}
+        if by_id:
+            people = connection.execute(
+                select(Contact.account_id, Contact.role, Contact.status, func.count())
+                .where(Contact.account_id.in_(list(by_id)))
+                .group_by(Contact.account_id, Contact.role, Contact.status)
+            )
+            for account_id, role, status, count in people:
+                row = by_id[account_id]
+                row["contacts"] += count
+                if status == "active" and role is not None:
+                    row["reachable_roles"].append(role)
+    for row in rows:
+        row["reachable_roles"] = sorted(set(row["reachable_roles"]))
+    return rows, int(total)
+
+
+def count_accounts(engine: Engine) -> int:
+    """How many accounts there are at all (an empty list says why it is empty)."""
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(Account)).scalar_one())
 
 
 def get_account(engine: Engine, domain: str) -> dict[str, Any] | None:

@@ -721,13 +721,17 @@ def suppression_rows(
     kind: str | None = None,
     channel: str | None = None,
     search: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
     """The suppressions in force, by kind, value and channel; each says whether it is an
-    unsubscribe (`abm suppressions list`)."""
+    unsubscribe (`abm suppressions list`; the console asks for a page of them)."""
     query = (
         select(*(getattr(Suppression, name) for name in SUPPRESSION_FIELDS))
         .where(*_filters(Suppression, kind, channel, search))
         .order_by(Suppression.kind, Suppression.value, Suppression.channel)
+        .limit(limit)
+        .offset(offset)
     )
     with engine.connect() as connection:
         rows = [dict(row._mapping) for row in connection.execute(query)]
@@ -741,6 +745,8 @@ def lifted_suppression_rows(
     kind: str | None = None,
     channel: str | None = None,
     search: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Every lifted suppression as it was, with who lifted it, when and why; newest first."""
     columns = (*SUPPRESSION_FIELDS, *LIFT_FIELDS)
@@ -748,9 +754,26 @@ def lifted_suppression_rows(
         select(*(getattr(LiftedSuppression, name) for name in columns))
         .where(*_filters(LiftedSuppression, kind, channel, search))
         .order_by(LiftedSuppression.lifted_at.desc(), LiftedSuppression.id.desc())
+        .limit(limit)
+        .offset(offset)
     )
     with engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def count_suppressions(
+    engine: Engine,
+    kind: str | None = None,
+    channel: str | None = None,
+    search: str | None = None,
+    lifted: bool = False,
+) -> int:
+    """How many rows `suppression_rows` (or, `lifted`, `lifted_suppression_rows`) would
+    list without a limit: the console's pages need the total."""
+    model = LiftedSuppression if lifted else Suppression
+    query = select(func.count()).select_from(model).where(*_filters(model, kind, channel, search))
+    with engine.connect() as connection:
+        return int(connection.execute(query).scalar_one())
 
 
 def statuses_freed(row: dict[str, Any], person_asked: bool) -> set[str]:

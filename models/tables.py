@@ -51,6 +51,12 @@ class Account(SQLModel, table=True):
 class Contact(SQLModel, table=True):
     """A person at an account, identified by normalised email."""
 
+    __table_args__ = (
+        # "has this account an active contact in this role?" from the index alone: the
+        # console's committee coverage filter asks it per account and role (0010)
+        Index("ix_contact_account_status_role", "account_id", "status", "role"),
+    )
+
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(max_length=320, unique=True, index=True)
     account_id: int = Field(foreign_key="account.id", index=True)
@@ -262,3 +268,48 @@ class CrmDeal(SQLModel, table=True):
     maps_to: str | None = Field(default=None, max_length=20)
     modified_at: datetime
     pulled_at: datetime = Field(default_factory=utcnow)
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A signed-in console browser. Keyed by the SHA-256 of the session id, so a read of this
+    table (a backup, a leaked dump) hands nobody a usable cookie. The role is not kept: it is
+    read from the users file on every request."""
+
+    __tablename__ = "console_session"
+
+    id_hash: str = Field(primary_key=True, max_length=64)
+    user_name: str = Field(max_length=128, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_seen_at: datetime = Field(default_factory=utcnow)
+
+
+class ConsoleLoginFailure(SQLModel, table=True):
+    """A failed console sign-in (never the password tried): the rate limit counts these, so
+    it holds across server processes and restarts."""
+
+    __tablename__ = "console_login_failure"
+    __table_args__ = (
+        Index("ix_console_login_failure_name_at", "name", "at"),
+        Index("ix_console_login_failure_address_at", "address", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    name: str = Field(max_length=128)
+    address: str = Field(max_length=64)
+
+
+class AuditLog(SQLModel, table=True):
+    """An operator action (pause, resume, suppression change, ...): who, with which role,
+    when, on what, through the console or the command line. Rows are only ever added."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=128)
+    role: str | None = Field(default=None, max_length=20)
+    action: str = Field(max_length=80)
+    target: str = Field(max_length=300)
+    detail: str | None = Field(default=None, max_length=2000)
+    via: str = Field(default="console", max_length=20)

@@ -9,7 +9,16 @@ import sys
 import typer
 from rich.markup import escape
 
-from abm.cli import accounts, campaigns, data, doctor, engagement, operations, reporting
+from abm.cli import (
+    accounts,
+    campaigns,
+    console,
+    data,
+    doctor,
+    engagement,
+    operations,
+    reporting,
+)
 from abm.cli.common import err
 from core.errors import AbmError
 from models.db import DatabaseError
@@ -34,6 +43,8 @@ app.add_typer(operations.suppressions_app, name="suppressions")
 app.command("report")(reporting.report)
 app.command("demo")(reporting.demo)
 app.command("doctor")(doctor.doctor)
+app.add_typer(console.console_app, name="console")
+app.command("serve")(console.serve)
 
 
 def main() -> None:

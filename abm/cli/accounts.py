@@ -53,28 +53,12 @@ def accounts_show(domain: str, as_json: JsonOption = False) -> None:
     """One account: score with reasons, committee with roles and gaps, stages, engagement
     by source (email, LinkedIn, web, intent) with what counted most, its intent topics, and
     a timeline of what we sent, what its people did and how its stage moved."""
-    from models.queries import get_account
-    from stages.committee.coverage import coverage
-    from stages.engagement.breakdown import engagement_by_source
-    from stages.engagement.rollup import engagement_rules_from
-    from stages.engagement.timeline import account_timeline
-    from stages.targeting.scoring import load_icp_rules
+    from stages.accounts.details import account_details
 
-    engine = open_engine()
-    account = get_account(engine, domain.strip().lower())
+    account = account_details(open_engine(), get_settings(), domain)
     if account is None:
         raise AbmError(f"no account with domain {domain!r}")
-    rules = engagement_rules_from(get_settings())
-    account["engagement_sources"], account["intent"] = engagement_by_source(engine, account, rules)
-    account["timeline"] = account_timeline(engine, account["id"])
-    required = load_icp_rules(get_settings().icp_rules).committee.required_roles
-    reachable = [c["role"] for c in account["contacts"] if c["status"] == "active"]
-    cover = coverage(reachable, required)
-    account["committee"] = {
-        "required": list(required),
-        "covered": list(cover.covered),
-        "gaps": list(cover.gaps),
-    }
+    committee = account["committee"]
     if as_json:
         print_json(account)
         return
@@ -108,8 +92,9 @@ def accounts_show(domain: str, as_json: JsonOption = False) -> None:
             )
         )
     out.print(table)
-    out.print(f"covered: {', '.join(cover.covered) or 'none'}")
-    out.print(f"[red]gaps: {', '.join(cover.gaps)}[/]" if cover.gaps else "gaps: none")
+    out.print(f"covered: {', '.join(committee['covered']) or 'none'}")
+    gaps = ", ".join(committee["gaps"])
+    out.print(f"[red]gaps: {gaps}[/]" if gaps else "gaps: none")
     _print_crm(account["crm"])
     _print_sources(account["engagement_sources"])
     if account["intent"]:
@@ -125,6 +110,14 @@ def accounts_show(domain: str, as_json: JsonOption = False) -> None:
             )
     if account["timeline"]:
         _print_timeline(account["timeline"])
+    for campaign in account["campaigns"]:
+        states = ", ".join(f"{state} {count}" for state, count in campaign["states"].items())
+        out.print(
+            f"campaign {campaign['key']} ({campaign['status']}): {campaign['people']} of its "
+            f"people; by state: {states}",
+            highlight=False,
+            markup=False,
+        )
 
 
 def _print_crm(crm: dict) -> None:

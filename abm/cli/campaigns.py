@@ -185,12 +185,23 @@ def _campaign_id(file: Path) -> int:
     return register_campaign(open_engine(), key, campaign, file)
 
 
+def _audit(file: Path, action: str, detail: str | None = None) -> None:
+    """The action in the audit log, by the login name, via the command line."""
+    from abm.cli.operations import operator
+    from core.campaign_file import load_campaign
+    from models.audit import record_action
+
+    key, _ = load_campaign(file)
+    record_action(open_engine(), operator(), action, key, detail, via="cli")
+
+
 @campaign_app.command("pause")
 def campaign_pause(file: Path) -> None:
     """Stop sending at once (also mid-run, before the next batch); nobody gets a step twice."""
     from stages.delivery.ledger import set_campaign_status
 
     set_campaign_status(open_engine(), _campaign_id(file), "paused")
+    _audit(file, "campaign.pause")
     err.print(f"{file}: paused", markup=False)
 
 
@@ -208,9 +219,11 @@ def campaign_resume(
 
     if account:
         due = release_account(open_engine(), _campaign_id(file), account.strip().lower())
+        _audit(file, "campaign.release-account", f"account {account.strip().lower()}")
         err.print(f"{file}: {account} released; {due} held messages are due again", markup=False)
         return
     set_campaign_status(open_engine(), _campaign_id(file), "active")
+    _audit(file, "campaign.resume")
     err.print(f"{file}: active again; the next run or schedule sends what is due", markup=False)
 
 

@@ -16,10 +16,11 @@ STYLES = {"ok": "green", "warn": "yellow", "fail": "red"}
 
 def doctor(as_json: JsonOption = False) -> None:
     """Check the configured backends' settings and say what is missing or unsafe."""
+    from abm.cli.console import console_check
     from connectors.checks import Check, run_checks
 
     try:
-        checks = run_checks(get_settings())
+        checks = [*run_checks(get_settings()), console_check(get_settings())]
     except ConfigError as exc:  # a value that does not parse stops everything else
         checks = [Check("settings", "fail", str(exc))]
     failed = [check for check in checks if check.status == "fail"]

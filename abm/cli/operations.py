@@ -48,23 +48,6 @@ def when(value: Any) -> str:
     return value.isoformat(timespec="seconds") if value is not None else ""
 
 
-def suppression_key(raw: str) -> tuple[str, str]:
-    """(kind, value) as suppressions are stored: an email address, or a domain however it was
-    pasted ("@acme.com", "*.acme.com", a URL). A usage error when it is neither."""
-    from core.domains import normalise_domain
-    from stages.importing.values import normalise_email
-
-    text = raw.strip()
-    try:
-        if "@" in text and not text.startswith(("@", "*@")):
-            return "email", normalise_email(text)
-        for prefix in ("*@", "@", "*."):
-            text = text.removeprefix(prefix)
-        return "domain", normalise_domain(text)
-    except ValueError as exc:
-        raise AbmError(f"{raw!r} is not a valid email or domain: {exc}") from None
-
-
 def operator() -> str:
     """Who runs the command, for the history: the login name, where the system knows it."""
     try:
@@ -160,6 +143,7 @@ def suppressions_remove(
     """Lift the suppression of one email or domain. The people it alone held can be
     contacted again; the lift is kept with who, when and why (`list --lifted`)."""
     from models.store import SuppressionNotFound, UnsubscribeNotLifted, lift_suppressions
+    from stages.importing.suppressions import suppression_key
 
     if not reason.strip():
         raise AbmError("--reason: say why the suppression is lifted; it is kept in the history")
@@ -185,6 +169,17 @@ def suppressions_remove(
             f"again, run: abm suppressions remove {key} --person-asked --reason "
             '"when and how they asked"'
         ) from None
+    from models.audit import record_action
+
+    named = f"; --by {by.strip()}" if by and by.strip() else ""
+    record_action(
+        engine,
+        operator(),
+        "suppression.lift",
+        f"{kind} {key} on {channel.value if channel else 'every channel'}",
+        reason.strip() + (" (the person asked)" if person_asked else "") + named,
+        via="cli",
+    )
     for row in lifted:
         err.print(
             f"lifted: {row['kind']} {row['value']} on channel {row['channel']} (reason "
@@ -195,60 +190,11 @@ def suppressions_remove(
         )
 
 
-def campaign_rows(engine: Any) -> list[dict[str, Any]]:
-    """Every campaign that has run: its status, the steps of its file as it is now (or why
-    they cannot be read) and its progress in the ledger."""
-    from sqlalchemy import select
-
-    from models.tables import Campaign
-    from stages.delivery.ledger import ledger_summary
-
-    with engine.connect() as connection:
-        campaigns = connection.execute(
-            select(
-                Campaign.id, Campaign.key, Campaign.name, Campaign.status, Campaign.source_path
-            ).order_by(Campaign.key)
-        ).all()
-    rows = []
-    for campaign_id, key, name, status, source in campaigns:
-        steps, problem = campaign_steps(source)
-        summary = ledger_summary(engine, campaign_id)
-        rows.append(
-            {
-                "key": key,
-                "name": name,
-                "status": status,
-                "source_path": source,
-                "steps": steps,
-                "file_problem": problem,
-                "progress": {"sent": summary["sent"], "planned": summary["planned"]},
-            }
-        )
-    return rows
-
-
-def campaign_steps(source: str | None) -> tuple[list[dict[str, str]] | None, str | None]:
-    """(steps, None) from the campaign's file as it is now, or (None, why not)."""
-    from core.campaign_file import load_campaign
-    from core.errors import ConfigError
-
-    if not source:
-        return None, "no file recorded"
-    path = Path(source)
-    if not path.is_absolute() and not path.is_file() and os.environ.get("ABM_HOME"):
-        path = Path(os.environ["ABM_HOME"]) / path
-    if not path.is_file():
-        return None, f"file missing: {source}"
-    try:
-        _, campaign = load_campaign(path)
-    except ConfigError as exc:
-        return None, f"file no longer valid: {exc}"
-    return [{"id": step.id, "channel": step.channel} for step in campaign.steps], None
-
-
 @campaign_app.command("list")
 def campaign_list(as_json: JsonOption = False) -> None:
     """Campaigns that have run: key, name, status, steps and progress (sent of planned)."""
+    from stages.delivery.campaigns import campaign_rows
+
     rows = campaign_rows(open_engine())
     if as_json:
         print_json(rows)

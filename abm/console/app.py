@@ -8,12 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.responses import RedirectResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from abm.console.access import ConsoleAccess
+from abm.console.access import ConsoleAccess, http_error_page
 from abm.console.context import ConsoleContext
 from abm.console.pages import accounts, audit, campaigns, report, signin, suppressions
 
@@ -28,6 +29,7 @@ def console_app(context: ConsoleContext) -> Starlette:
 
     return Starlette(
         middleware=[Middleware(ConsoleAccess, context=context)],
+        exception_handlers={HTTPException: http_error_page},
         routes=[
             Route("/", home),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -59,11 +59,16 @@ def page(request: Request, template: str, status_code: int = 200, **context: Any
     and headers that keep it out of caches and frames."""
     state = request.state
     body = environment.get_template(template).render(
-        request=request,
-        user=getattr(state, "user", None),
-        csrf_token=getattr(state, "csrf_token", ""),
-        nav=NAV,
-        **context,
+        {
+            "request": request,
+            "user": getattr(state, "user", None),
+            "csrf_token": getattr(state, "csrf_token", ""),
+            "nav": NAV,
+            "active": None,
+            "notice": None,
+            "problem": None,
+            **context,
+        }
     )
     return HTMLResponse(body, status_code=status_code, headers=PAGE_HEADERS)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, literal_column, select
+from sqlalchemy import Connection, Engine, and_, case, func, literal_column, select
 
 from core.intent import SURGE_SCORE, topic_key
 from core.vocabulary import ENGAGEMENT_SOURCES, EVENT_TYPES, STAGES
@@ -292,50 +292,68 @@ def _ab_test(channel: str, variants: dict[str, dict[str, Any]]) -> dict[str, Any
     return {"variants": rows, "comparisons": comparisons}
 
 
-def _campaigns(connection: Connection) -> list[dict[str, Any]]:
+def campaign_results(engine: Engine, campaign_id: int) -> dict[str, Any] | None:
+    """One campaign as the report counts it (the funnel per step, the A/B tests), read
+    with the ledger's campaign index alone; None when there is no such campaign."""
+    with engine.connect() as connection:
+        found = _campaigns(connection, campaign_id)
+    return found[0] if found else None
+
+
+def _campaigns(connection: Connection, campaign_id: int | None = None) -> list[dict[str, Any]]:
     """Per campaign and step: the ledger's outcome, responses and, where a step has A/B
-    variants, their comparison. Responses join events to deliveries by message id."""
+    variants, their comparison. Responses join events to deliveries by message id.
+    With `campaign_id`, that campaign only."""
+    only = [] if campaign_id is None else [Delivery.campaign_id == campaign_id]
+    chosen = [] if campaign_id is None else [Campaign.id == campaign_id]
+    # one pass over the ledger: the states, with skipped rows by reason and planned ones
+    # apart when deferred (the campaign page reads this for 100,000 rows on every view)
+    is_deferred = case(
+        (and_(Delivery.state == "planned", Delivery.last_error.like("deferred:%")), 1), else_=0
+    ).label("is_deferred")
+    skip = case((Delivery.state == "skipped", Delivery.skip_reason), else_=None).label("skip")
     steps: dict[tuple[int, str], dict[str, Any]] = {}
-    for campaign_id, step, channel, variant, state, n, first in connection.execute(
+    deferred: Counter[tuple[int, str]] = Counter()
+    reasons: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
+    for ledger_campaign, step, channel, variant, state, why, late, n, first in connection.execute(
         select(
             Delivery.campaign_id,
             Delivery.step,
             Delivery.channel,
             Delivery.variant,
             Delivery.state,
+            skip,
+            is_deferred,
             func.count(),
             func.min(Delivery.id),
-        ).group_by(
-            Delivery.campaign_id, Delivery.step, Delivery.channel, Delivery.variant, Delivery.state
+        )
+        .where(*only)
+        .group_by(
+            Delivery.campaign_id,
+            Delivery.step,
+            Delivery.channel,
+            Delivery.variant,
+            Delivery.state,
+            skip,
+            is_deferred,
         )
     ):
+        key = (ledger_campaign, step)
         entry = steps.setdefault(
-            (campaign_id, step),
-            {"channel": channel, "first": first, "states": Counter(), "variants": {}},
+            key, {"channel": channel, "first": first, "states": Counter(), "variants": {}}
         )
         entry["first"] = min(entry["first"], first)
         entry["states"][state] += n
+        if late:
+            deferred[key] += n
+        if state == "skipped":
+            reasons[key][str(why)] = reasons[key].get(str(why), 0) + n
         if variant is not None:
             entry["variants"].setdefault(variant, {"sent": 0})
             if state == "sent":
                 entry["variants"][variant]["sent"] += n
-    deferred = {
-        (campaign_id, step): n
-        for campaign_id, step, n in connection.execute(
-            select(Delivery.campaign_id, Delivery.step, func.count())
-            .where(Delivery.state == "planned", Delivery.last_error.like("deferred:%"))
-            .group_by(Delivery.campaign_id, Delivery.step)
-        )
-    }
-    reasons: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
-    for campaign_id, step, reason, n in connection.execute(
-        select(Delivery.campaign_id, Delivery.step, Delivery.skip_reason, func.count())
-        .where(Delivery.state == "skipped")
-        .group_by(Delivery.campaign_id, Delivery.step, Delivery.skip_reason)
-    ):
-        reasons[(campaign_id, step)][str(reason)] = n
     responses: dict[tuple[int, str], Counter[str]] = defaultdict(Counter)
-    for campaign_id, step, variant, kind, n in connection.execute(
+    for ledger_campaign, step, variant, kind, n in connection.execute(
         select(
             Delivery.campaign_id,
             Delivery.step,
@@ -344,25 +362,27 @@ def _campaigns(connection: Connection) -> list[dict[str, Any]]:
             func.count(func.distinct(Delivery.id)),
         )
         .join(EngagementEvent, EngagementEvent.message_id == Delivery.message_id)
-        .where(Delivery.state == "sent", EngagementEvent.type.in_(list(RESPONSES)))
+        .where(*only, Delivery.state == "sent", EngagementEvent.type.in_(list(RESPONSES)))
         .group_by(Delivery.campaign_id, Delivery.step, Delivery.variant, EngagementEvent.type)
     ):
-        responses[(campaign_id, step)][RESPONSES[kind]] += n
+        responses[(ledger_campaign, step)][RESPONSES[kind]] += n
         if variant is not None:
-            entry = steps[(campaign_id, step)]["variants"].setdefault(variant, {"sent": 0})
+            entry = steps[(ledger_campaign, step)]["variants"].setdefault(variant, {"sent": 0})
             entry[RESPONSES[kind]] = entry.get(RESPONSES[kind], 0) + n
     reached = dict(
         connection.execute(
             select(Delivery.campaign_id, func.count(func.distinct(Delivery.account_id)))
-            .where(Delivery.state == "sent")
+            .where(*only, Delivery.state == "sent")
             .group_by(Delivery.campaign_id)
         ).all()
     )
     campaigns = []
-    for campaign_id, key, name, status in connection.execute(
-        select(Campaign.id, Campaign.key, Campaign.name, Campaign.status).order_by(Campaign.id)
+    for found_id, key, name, status in connection.execute(
+        select(Campaign.id, Campaign.key, Campaign.name, Campaign.status)
+        .where(*chosen)
+        .order_by(Campaign.id)
     ):
-        keys = sorted((k for k in steps if k[0] == campaign_id), key=lambda k: steps[k]["first"])
+        keys = sorted((k for k in steps if k[0] == found_id), key=lambda k: steps[k]["first"])
         rows, tests = [], []
         for k in keys:
             entry = steps[k]
@@ -394,7 +414,7 @@ def _campaigns(connection: Connection) -> list[dict[str, Any]]:
                 "key": key,
                 "name": name,
                 "status": status,
-                "accounts_reached": reached.get(campaign_id, 0),
+                "accounts_reached": reached.get(found_id, 0),
                 "totals": totals,
                 "steps": rows,
                 "ab_tests": tests,
