@@ -91,9 +91,13 @@ INBOUND_SLOTS = 2  # inbound posts at once
 BODY_TIMEOUT = 60.0  # seconds for a body-heavy post's body to arrive, or 408
 # For uvicorn.run: the h11 implementation, whose header limit this sets (a request whose
 # header block passes it gets 400), at most this many connections at once (the rest get 503),
-# and idle keep-alive connections closed after a few seconds.
+# and idle keep-alive connections closed after a few seconds. X-Forwarded-For is not
+# rewritten into the client address by uvicorn (which trusts it from 127.0.0.1 by default):
+# the console needs the real peer to decide whether it is a trusted proxy
+# (ABM_CONSOLE_TRUSTED_PROXIES), and reads the header itself only from those peers.
 SERVER_LIMITS = {
     "http": "h11",
+    "proxy_headers": False,
     "h11_max_incomplete_event_size": 16 * 1024,
     "limit_concurrency": 200,
     "timeout_keep_alive": 5,

@@ -21,11 +21,17 @@ def id_hash(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()
 
 
-def create_session(engine: Engine, session_id: str, user_name: str, now: datetime) -> None:
+def create_session(
+    engine: Engine, session_id: str, user_name: str, credential: str, now: datetime
+) -> None:
     with session_scope(engine) as session:
         session.add(
             ConsoleSession(
-                id_hash=id_hash(session_id), user_name=user_name, created_at=now, last_seen_at=now
+                id_hash=id_hash(session_id),
+                user_name=user_name,
+                credential=credential,
+                created_at=now,
+                last_seen_at=now,
             )
         )
 

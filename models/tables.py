@@ -279,6 +279,9 @@ class ConsoleSession(SQLModel, table=True):
 
     id_hash: str = Field(primary_key=True, max_length=64)
     user_name: str = Field(max_length=128, index=True)
+    # a fingerprint of the password hash the session was opened with: a new password (or a
+    # user removed and added again) ends every session opened with the old one
+    credential: str = Field(default="", max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
     last_seen_at: datetime = Field(default_factory=utcnow)
 

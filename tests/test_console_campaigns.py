@@ -356,6 +356,40 @@ def test_bookmark_pages_match_the_full_order_both_ways(db, tmp_path):
     )
 
 
+def test_bookmark_pages_of_a_large_campaign_skip_nobody_either_way(
+    db, database_url, tmp_path, monkeypatch
+):
+    """Above SORTED_WHOLE rows a page reads its accounts first; from a bookmark at the last
+    row of an account, that account adds nothing, and a page of one-person accounts came up
+    a row short: the list ended at row 100 of 160."""
+    import stages.delivery.people as people_module
+
+    monkeypatch.setattr(people_module, "SORTED_WHOLE", 10)
+    _people(db, {f"a{i:03d}.example": 1 for i in range(160)})
+    campaign_id, _ = _planned(db, _campaign_file(tmp_path))
+    with db.begin() as connection:
+        connection.execute(
+            update(Delivery).where(Delivery.contact_id % 4 == 0).values(state="failed")
+        )
+    client = signed_in_client(database_url, tmp_path, role="viewer")
+    shown = re.compile(r"(p\d+@a\d+\.example)</td>")
+    for state in (None, "planned", "failed"):
+        everyone = [row["email"] for row in campaign_people(db, campaign_id, ["intro"], state)]
+        link = "/console/campaigns/console-check" + (f"?state={state}" if state else "")
+        pages = []
+        while link:
+            html = client.get(link).text
+            pages.append(shown.findall(html))
+            found = re.search(r'rel="next" href="([^"]*)"', html)
+            link = found and found[1].replace("&amp;", "&")
+        assert [email for page in pages for email in page] == everyone, state
+        back = []
+        while found := re.search(r'rel="prev" href="([^"]*)"', html):
+            html = client.get(found[1].replace("&amp;", "&")).text
+            back.insert(0, shown.findall(html))
+        assert back == pages[:-1], state
+
+
 def test_an_account_held_by_a_reply_is_released_from_the_page(db, database_url, tmp_path):
     _people(db, {"acme.example": 3})
     _planned(db, _campaign_file(tmp_path))
@@ -391,6 +425,9 @@ def test_people_parameters_are_checked():
             parse_people(bad)
     with pytest.raises(BadParameter):
         parse_people({"after": "1", "before": "2"})
+    for odd in ("²", "9" * 25, "-3"):  # "²".isdigit(), yet int() refuses it: was a 500
+        with pytest.raises(BadParameter):
+            parse_people({"after": odd})
 
 
 def test_the_report_is_shown_to_signed_in_users_under_its_own_policy(db, database_url, tmp_path):

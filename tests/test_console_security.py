@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 from console_support import (
+    BASE_URL,
     PASSWORD,
     console_client,
     console_settings,
@@ -382,3 +383,93 @@ def test_proxy_mode_without_a_header_name_refuses_to_start(monkeypatch):
     reset_settings()
     with pytest.raises(ConfigError, match=r"ABM_CONSOLE_TRUSTED_PROXIES.*proxy\.example"):
         get_settings()
+
+
+# str.isdigit() takes "²" (int() then fails), a number too big for any database integer,
+# and a NUL (PostgreSQL refuses it in any string): each was a 500 before
+ODD_NUMBERS = ("²", "٣", "9" * 25, "-1", "1e3")
+
+
+def test_odd_page_numbers_and_nul_characters_are_refused_not_a_500(database_url, tmp_path):
+    client = signed_in_client(database_url, tmp_path, role="viewer")
+    client.raise_server_exceptions = False  # type: ignore[attr-defined]
+    for path in ("/console/accounts", "/console/suppressions", "/console/audit"):
+        for value in ODD_NUMBERS:
+            answer = client.get(path, params={"page": value})
+            assert answer.status_code in (200, 400), (path, value, answer.status_code)
+    for path, params in (
+        ("/console/accounts/x%00y", {}),
+        ("/console/campaigns/x%00y", {}),
+        ("/console/accounts", {"q": "a\x00b"}),
+    ):
+        answer = client.get(path, params=params)
+        assert answer.status_code == 400 and "NUL" in answer.text, (path, answer.status_code)
+    answer = client.post(
+        "/console/suppressions/search", data={"csrf_token": csrf_of(client), "q": "a\x00@b.c"}
+    )
+    assert answer.status_code == 400 and "NUL" in answer.text
+    stranger = console_client(console_settings(database_url, tmp_path))
+    stranger.raise_server_exceptions = False  # type: ignore[attr-defined]
+    token = form_token(stranger.get("/console/login").text)
+    answer = stranger.post(
+        "/console/login", data={"name": "vi\x00ewer", "password": "x", "csrf_token": token}
+    )
+    assert answer.status_code == 400 and "NUL" in answer.text
+
+
+def test_a_new_password_ends_the_sessions_opened_with_the_old_one(database_url, tmp_path):
+    client = signed_in_client(database_url, tmp_path)
+    assert client.get("/console/audit").status_code == 200
+    add_user(users_file(tmp_path), "operator", "operator", "a different passphrase", replace=True)
+    answer = client.get("/console/audit")
+    assert answer.status_code == 303 and answer.headers["location"] == "/console/login"
+    assert sign_in(client, "operator", "a different passphrase").status_code == 303
+    assert client.get("/console/audit").status_code == 200
+
+
+def test_behind_a_trusted_proxy_the_limit_counts_the_address_the_proxy_saw(sqlite_url, tmp_path):
+    """nginx in front (peer 127.0.0.1, trusted by default) names each browser in
+    X-Forwarded-For: one browser's failures do not lock out another's; from a peer that is
+    not trusted, the header is the client's own claim and changes nothing."""
+    add_user(users_file(tmp_path), "amy", "operator", PASSWORD)
+    settings = console_settings(sqlite_url, tmp_path)
+    proxy = TestClient(
+        create_app(settings), base_url=BASE_URL, client=("127.0.0.1", 40000), follow_redirects=False
+    )
+    attacker = {"X-Forwarded-For": "198.51.100.7, 203.0.113.9"}  # the last one: what nginx saw
+    for n in range(20):
+        form = proxy.get("/console/login")
+        answer = proxy.post(
+            "/console/login",
+            data={"name": f"guess{n}", "password": "x", "csrf_token": form_token(form.text)},
+            headers=attacker,
+        )
+        assert answer.status_code == 401
+    assert _attempt(proxy, "amy", PASSWORD).status_code == 303  # another browser: let in
+    proxy.cookies.clear()
+    form = proxy.get("/console/login")
+    answer = proxy.post(
+        "/console/login",
+        data={"name": "amy", "password": PASSWORD, "csrf_token": form_token(form.text)},
+        headers={"X-Forwarded-For": "203.0.113.9"},
+    )
+    assert answer.status_code == 429  # the attacker's address, however the client spells it
+    outsider = TestClient(
+        create_app(settings), base_url=BASE_URL, client=("192.0.2.1", 40000), follow_redirects=False
+    )
+    for n in range(20):
+        form = outsider.get("/console/login")
+        outsider.post(
+            "/console/login",
+            data={"name": f"guess{n}", "password": "x", "csrf_token": form_token(form.text)},
+            headers={"X-Forwarded-For": f"10.0.0.{n}"},  # a new claimed address each time
+        )
+    assert _attempt(outsider, "amy", PASSWORD).status_code == 429
+
+
+def test_the_server_leaves_x_forwarded_for_to_the_console():
+    """uvicorn would otherwise replace the peer with the header's address (it trusts it from
+    127.0.0.1), and the console could no longer tell a trusted proxy from anyone."""
+    from abm.webhooks import SERVER_LIMITS
+
+    assert SERVER_LIMITS["proxy_headers"] is False

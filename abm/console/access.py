@@ -38,7 +38,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from abm.console.context import ConsoleContext
 from abm.console.render import page
-from abm.console.users import ConsoleUser, UserDirectory, password_matches, users_path
+from abm.console.users import (
+    ConsoleUser,
+    UserDirectory,
+    credential_of,
+    password_matches,
+    users_path,
+)
 from core.errors import ConfigError
 from core.settings import Settings, parse_networks
 from models import console_store
@@ -151,7 +157,9 @@ class ConsoleGate:
             console_store.delete_session(self.engine, session_id)
             return None
         user = self.directory.user(row.user_name)
-        if user is None:  # removed from the users file since
+        entry = self.directory.users().get(row.user_name)
+        if user is None or not hmac.compare_digest(row.credential, credential_of(entry)):
+            # removed from the users file since, or given a new password: sign in again
             console_store.delete_session(self.engine, session_id)
             return None
         if now - row.last_seen_at > TOUCH_EVERY:
@@ -182,7 +190,7 @@ class ConsoleGate:
         console_store.clear_failures(self.engine, name)
         console_store.delete_stale_sessions(self.engine, now - IDLE_TIMEOUT, now - ABSOLUTE_TIMEOUT)
         session_id = secrets.token_urlsafe(32)
-        console_store.create_session(self.engine, session_id, name, now)
+        console_store.create_session(self.engine, session_id, name, credential_of(entry), now)
         log.info("console sign-in: %r from %s", name, address)
         return SignIn(session_id=session_id)
 
@@ -206,11 +214,7 @@ class ConsoleGate:
     def proxy_user(self, request: Request) -> tuple[ConsoleUser | None, str]:
         """The user the trusted proxy names, or (None, why not)."""
         peer = request.client.host if request.client else ""
-        try:
-            trusted = any(ip_address(peer) in network for network in self.trusted)
-        except ValueError:
-            trusted = False
-        if not trusted:
+        if not self._trusted(peer):
             return None, (
                 f"This console takes its users from a reverse proxy, and {peer or 'this peer'} "
                 "is not one it trusts: connect through the proxy, or add its address to "
@@ -230,12 +234,43 @@ class ConsoleGate:
             )
         return user, ""
 
+    def client_address(self, request: Request) -> str:
+        """The address a sign-in is counted against: the connection's peer, or, when that
+        peer is a trusted proxy, the last address the proxy put in X-Forwarded-For (the one
+        it saw connect; entries before it were written by the client and prove nothing)."""
+        peer = request.client.host if request.client else "unknown"
+        forwarded = request.headers.get("x-forwarded-for", "").split(",")[-1].strip()
+        if not forwarded or not self._trusted(peer):
+            return peer
+        try:
+            return str(ip_address(forwarded))
+        except ValueError:
+            return peer
+
+    def _trusted(self, peer: str) -> bool:
+        try:
+            return any(ip_address(peer) in network for network in self.trusted)
+        except ValueError:
+            return False
+
     # CSRF
     def csrf_for_session(self, session_id: str) -> str:
         return self.keys.sign("csrf", session_id)
 
     def csrf_for_browser(self, purpose: str, nonce: str) -> str:
         return self.keys.sign(purpose, nonce)
+
+
+NUL_REFUSED = (
+    "The address or form holds a NUL character (%00), which no name, domain or search "
+    "contains: it was refused."
+)
+
+
+def _has_nul(*texts: object) -> bool:
+    """Whether any text holds a NUL, which PostgreSQL refuses in any string (a 500 had it
+    reached a query): refused at the door instead, for every page at once."""
+    return any(isinstance(text, str) and "\x00" in text for text in texts)
 
 
 def _relative(scope: Scope) -> str:
@@ -306,6 +341,10 @@ class ConsoleAccess:
             return
         request = Request(scope)
         gate = self.gate
+        if _has_nul(path, *(text for item in request.query_params.multi_items() for text in item)):
+            response = refusal(request, 400, NUL_REFUSED)
+            await response(scope, receive, send)
+            return
         if request.method not in ("GET", "HEAD") and not same_origin(request, gate.settings):
             response = refusal(
                 request,
@@ -390,6 +429,8 @@ async def checked_form(request: Request) -> FormData:
     """The posted form, once its csrf_token is this session's (compared in constant time);
     403 when it is missing or forged. Every POST handler reads its form through this."""
     form = await request.form()
+    if _has_nul(*(text for item in form.multi_items() for text in item)):
+        raise HTTPException(400, NUL_REFUSED)
     expected = getattr(request.state, "csrf_token", "") or ""
     given = form.get("csrf_token")
     if not isinstance(given, str) or not given:

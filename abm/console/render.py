@@ -40,6 +40,16 @@ def _number(value: Any) -> str:
     return f"{int(value):,}"
 
 
+def whole_number(text: str, digits: int = 18) -> int | None:
+    """A number from a query string: ASCII digits only (str.isdigit takes "²", which int()
+    refuses) and at most `digits` of them (a longer one fits no database integer, and the
+    database would refuse it with a 500); None for anything else."""
+    text = text.strip()
+    if not text or len(text) > digits or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
+
 def _percent(value: float | None) -> str:
     return "" if value is None else f"{value:.1%}"
 

@@ -5,6 +5,7 @@ The role always comes from this file, never from a session."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -133,7 +134,9 @@ def hash_password(password: str) -> str:
 
 
 def add_user(path: Path, name: str, role: str, password: str, *, replace: bool = False) -> None:
-    """Add (or with `replace`, change) a user, its password hashed with argon2id."""
+    """Add (or with `replace`, change) a user, its password hashed with argon2id. The same
+    password again keeps its hash, so a change of role alone leaves the user's sessions on
+    (the role is read on every request); a new password ends them."""
     try:
         check_name(name)
     except ValueError as exc:
@@ -143,7 +146,10 @@ def add_user(path: Path, name: str, role: str, password: str, *, replace: bool =
     users = read_users(path)
     if name in users and not replace:
         raise ConfigError(f"{path}: {name} is already a user; add --replace to change it")
-    users[name] = UserEntry(name=name, role=role, password_hash=hash_password(password))  # type: ignore[arg-type]
+    earlier = users.get(name)
+    same = earlier is not None and password_matches(earlier, password)
+    hashed = earlier.password_hash if same and earlier else hash_password(password)
+    users[name] = UserEntry(name=name, role=role, password_hash=hashed)  # type: ignore[arg-type]
     write_users(path, list(users.values()))
 
 
@@ -153,6 +159,13 @@ def remove_user(path: Path, name: str) -> None:
         raise ConfigError(f"{path}: no user {name!r}")
     del users[name]
     write_users(path, list(users.values()))
+
+
+def credential_of(entry: UserEntry | None) -> str:
+    """A fingerprint of the user's password hash (not the hash itself): what a session keeps
+    so that a new password ends the sessions opened with the old one."""
+    stored = (entry.password_hash if entry is not None else None) or ""
+    return hashlib.sha256(stored.encode()).hexdigest()[:32]
 
 
 def password_matches(entry: UserEntry | None, password: str) -> bool:

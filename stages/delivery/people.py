@@ -173,8 +173,11 @@ def campaign_people(
     ):
         # the page's accounts first, down the account index: then only their rows are
         # sorted, not the whole campaign's (a tenth of a second at 100,000 rows, every page)
+        # from a bookmark, its own account may have no rows left on this side of it: one
+        # account more, or a page of one-row accounts comes up a row short and ends the list
         start = None if found is None else found[0]
-        page = _page_accounts(engine, campaign_id, state, start, backwards, limit)
+        wanted = limit if found is None else limit + 1
+        page = _page_accounts(engine, campaign_id, state, start, backwards, wanted)
         accounts = Delivery.account_id.in_(page)
     query = _joined(
         _filtered(

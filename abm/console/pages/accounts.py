@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from abm.console.context import ConsoleContext
-from abm.console.render import page
+from abm.console.render import page, whole_number
 from core.vocabulary import SOURCE_LABELS, STAGES, TIERS
 from models.queries import (
     ACCOUNT_SORTS,
@@ -110,8 +110,8 @@ def parse_listing(params: Mapping[str, str], required: Sequence[str]) -> Listing
     direction = values["dir"] or FIRST_DIRECTION[key]
     if direction not in ("asc", "desc"):
         raise BadParameter("dir", "use asc or desc")
-    number = values["page"] or "1"
-    if not number.isdigit() or int(number) < 1:
+    number = whole_number(values["page"] or "1", digits=9)
+    if not number:
         raise BadParameter("page", "a page is a whole number from 1")
     return Listing(
         filters=AccountFilters(
@@ -123,7 +123,7 @@ def parse_listing(params: Mapping[str, str], required: Sequence[str]) -> Listing
             required_roles=tuple(required),
         ),
         sort=AccountSort(key=key, descending=direction == "desc", stages=STAGES),
-        page=int(number),
+        page=number,
         params={
             name: value
             for name, value in values.items()

@@ -9,13 +9,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from abm.console.context import ConsoleContext
-from abm.console.render import page
+from abm.console.render import page, whole_number
 from models.audit import audit_page
 
 
 def page_number(text: str | None) -> int:
     """?page=N as a page number; anything else is the first page."""
-    return int(text) if text and text.isdigit() and len(text) < 9 else 1
+    return whole_number(text or "", digits=8) or 1
 
 
 def routes(context: ConsoleContext) -> list[BaseRoute]:

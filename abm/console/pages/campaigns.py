@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from abm.console.access import checked_form, require_operator
 from abm.console.context import ConsoleContext
-from abm.console.render import page
+from abm.console.render import page, whole_number
 from core.domains import domain_or_none
 from core.errors import AbmError
 from core.vocabulary import PERSON_STATES
@@ -75,9 +75,10 @@ def _whole(params: Mapping[str, str], name: str) -> int | None:
     raw = params.get(name, "").strip()
     if not raw:
         return None
-    if not raw.isdigit():
+    number = whole_number(raw)
+    if number is None:
         raise BadParameter(f"{name}: a whole number")
-    return int(raw)
+    return number
 
 
 def parse_people(params: Mapping[str, str]) -> PeopleQuery:

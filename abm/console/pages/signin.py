@@ -58,7 +58,7 @@ def routes(context: ConsoleContext) -> list[BaseRoute]:
                 form_page, request, 400, "Give both your name and your password."
             )
         name, password = name.strip()[:MAX_FIELD], password[:MAX_FIELD]
-        address = request.client.host if request.client else "unknown"
+        address = gate.client_address(request)
         earlier = getattr(request.state, "console_session", None)
         if earlier is not None:  # signing in again ends the session this browser had
             await run_in_threadpool(gate.sign_out, earlier)

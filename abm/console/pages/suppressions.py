@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from abm.console.access import checked_form, require_operator
 from abm.console.context import ConsoleContext
-from abm.console.render import page
+from abm.console.render import page, whole_number
 from core.errors import AbmError
 from models.audit import record_action
 from models.store import (
@@ -82,13 +82,13 @@ def parse_listing(values: Mapping[str, Any], search: bool = False) -> Listing:
     view = str(values.get("view", "")).strip()
     if view not in ("", "lifted"):
         raise BadParameter("view: lifted, or nothing for the suppressions in force")
-    number = str(values.get("page", "")).strip() or "1"
-    if not number.isdigit() or int(number) < 1:
+    number = whole_number(str(values.get("page", "")).strip() or "1", digits=9)
+    if not number:
         raise BadParameter("page: a whole number from 1")
     text = str(values.get("q", "")).strip() if search else ""
     if len(text) > SEARCH_LENGTH:
         raise BadParameter(f"search: at most {SEARCH_LENGTH} characters")
-    return Listing(kind, channel, view == "lifted", text or None, int(number))
+    return Listing(kind, channel, view == "lifted", text or None, number)
 
 
 def listing_data(context: ConsoleContext, listing: Listing) -> dict[str, Any]:

@@ -32,6 +32,7 @@ def upgrade() -> None:
         "console_session",
         sa.Column("id_hash", TEXT(length=64), nullable=False),
         sa.Column("user_name", TEXT(length=128), nullable=False),
+        sa.Column("credential", TEXT(length=64), nullable=False, server_default=""),
         sa.Column("created_at", TIME(), nullable=False),
         sa.Column("last_seen_at", TIME(), nullable=False),
         sa.PrimaryKeyConstraint("id_hash"),
