@@ -27,6 +27,25 @@ def _status(live: LiveConsole) -> str:
     return live.sql("SELECT status FROM campaign WHERE key = :key", key=CAMPAIGN_KEY)[0][0]
 
 
+def _audited(live: LiveConsole) -> int:
+    return live.sql("SELECT COUNT(*) FROM audit_log")[0][0]
+
+
+def _confirm(page: Any, button: str) -> list[str]:
+    """Click `button`, accepting the confirmation console.js asks for first (Playwright
+    dismisses a dialog nobody handles, and the form is then not sent); what it asked."""
+    asked: list[str] = []
+
+    def accept(dialog: Any) -> None:
+        asked.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", accept)
+    page.click(button)
+    page.wait_for_load_state()
+    return asked
+
+
 def test_sign_in_refuses_a_wrong_password_and_lands_on_accounts(context: Any) -> None:
     page = context.new_page()
     page.goto("/console/accounts")
@@ -114,11 +133,12 @@ def test_suppressions_report_and_audit_pages_load(context: Any) -> None:
     page = sign_in(context, "olive")
     for link, heading, name in (
         ("Suppressions", "Suppressions", "09-suppressions"),
-        ("Report", "Report", "10-report"),
+        ("Report", "Account-based marketing report", "10-report"),
         ("Audit log", "Audit log", "11-audit"),
     ):
         page.click(f"nav >> text={link}")
-        expect(page.locator("h1")).to_contain_text(heading)
+        expect(page.locator("h1")).to_have_text(heading)
+        expect(page.locator("header").first).to_contain_text("olive")  # the console's bar
         screenshot(page, name)
 
 
@@ -128,23 +148,29 @@ def test_a_pause_from_the_campaign_page_stops_the_next_send(
     page = sign_in(context, "olive")
     page.goto(CAMPAIGN)
     before = live.sent_files()
-    waiting = live.sql(
-        "SELECT COUNT(*) FROM contact WHERE id NOT IN "
-        "(SELECT contact_id FROM delivery WHERE state = 'sent')"
+    waiting = live.sql(  # people the campaign has not planned yet: its next run sends to them
+        "SELECT COUNT(*) FROM contact WHERE id NOT IN (SELECT contact_id FROM delivery)"
     )[0][0]
-    assert waiting > 0, "nobody left to send to: the seeding sent everyone"
+    assert waiting > 1, "nobody left to send to: the seeding sent everyone"
 
-    page.click("button:has-text('Pause')")
-    expect(page.locator("main")).to_contain_text("paused")
+    asked = _confirm(page, "button:has-text('Pause')")
+    assert asked and asked[0].startswith("Pause Console check?"), asked
+    expect(page.locator("h1 .badge")).to_have_text("paused")
+    expect(page.locator("main .notice")).to_contain_text("Paused: nothing more is sent")
+    expect(page.locator("main .problem")).to_contain_text("Paused by olive (the console)")
     assert _status(live) == "paused"
     screenshot(page, "12-campaign-paused")
     live.run_campaign()
     assert live.sent_files() == before  # paused: nothing went out
 
-    page.click("button:has-text('Resume')")
+    asked = _confirm(page, "button:has-text('Resume')")
+    assert asked and asked[0].startswith("Resume Console check?"), asked
+    expect(page.locator("h1 .badge")).to_have_text("active")
+    expect(page.locator("main .notice")).to_contain_text("Resumed")
     expect(page.locator("button:has-text('Pause')")).to_be_visible()
     assert _status(live) == "active"
-    live.run_campaign("--limit", "1")
+    planned = live.sql("SELECT COUNT(*) FROM delivery")[0][0]
+    live.run_campaign("--limit", str(planned + 1))  # the limit counts the ledger: one more
     assert live.sent_files() == before + 1  # resumed: it sends again
 
     page.click("nav >> text=Audit log")
@@ -159,13 +185,17 @@ def test_a_forged_csrf_token_is_refused_and_nothing_changes(
 ) -> None:
     page = sign_in(context, "olive")
     page.goto(CAMPAIGN)
-    status = _status(live)
+    status, audited = _status(live), _audited(live)
     form = page.locator("form", has=page.locator("button:has-text('Pause')"))
     form.locator("input[name=csrf_token]").evaluate("input => { input.value = 'forged' }")
-    form.locator("button[type=submit]").click()
-    expect(page.locator("main")).to_contain_text("csrf_token")
+    with page.expect_response(f"**{CAMPAIGN}/pause") as answered:
+        _confirm(page, "button:has-text('Pause')")
+    assert answered.value.status == 403
+    expect(page.locator("h1 .status")).to_have_text("(403)")
+    expect(page.locator("main [role=alert]")).to_contain_text("csrf_token")
     screenshot(page, "13-csrf-refused")
     assert _status(live) == status
+    assert _audited(live) == audited  # and nothing was put on record as done
 
 
 def test_a_viewer_sees_no_operator_button_and_a_post_is_refused(
