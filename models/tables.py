@@ -107,6 +107,17 @@ class Delivery(SQLModel, table=True):
         Index("ix_delivery_campaign_state_due", "campaign_id", "state", "due_at"),
         # whose wait for the next step ended since a time: a seek, not a scan of the ledger
         Index("ix_delivery_campaign_step_sent", "campaign_id", "step", "sent_at"),
+        # a campaign's funnel (rows by state, step, variant) and the accounts it reached,
+        # counted from the index alone: the console's campaign page reads it on every view
+        Index(
+            "ix_delivery_campaign_funnel",
+            "campaign_id",
+            "state",
+            "step",
+            "variant",
+            "channel",
+            "account_id",
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

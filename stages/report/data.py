@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, func, literal_column, select
+from sqlalchemy import Connection, Engine, func, literal_column, select
 
 from core.intent import SURGE_SCORE, topic_key
 from core.vocabulary import ENGAGEMENT_SOURCES, EVENT_TYPES, STAGES
@@ -306,36 +306,23 @@ def _campaigns(connection: Connection, campaign_id: int | None = None) -> list[d
     With `campaign_id`, that campaign only."""
     only = [] if campaign_id is None else [Delivery.campaign_id == campaign_id]
     chosen = [] if campaign_id is None else [Campaign.id == campaign_id]
-    # one pass over the ledger: the states, with skipped rows by reason and planned ones
-    # apart when deferred (the campaign page reads this for 100,000 rows on every view)
-    is_deferred = case(
-        (and_(Delivery.state == "planned", Delivery.last_error.like("deferred:%")), 1), else_=0
-    ).label("is_deferred")
-    skip = case((Delivery.state == "skipped", Delivery.skip_reason), else_=None).label("skip")
+    # The ledger's states by step and variant from the funnel index alone (the campaign page
+    # reads this for 100,000 rows on every view); then the skipped rows by reason and the
+    # deferred planned ones, each a seek on (campaign, state).
     steps: dict[tuple[int, str], dict[str, Any]] = {}
-    deferred: Counter[tuple[int, str]] = Counter()
-    reasons: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
-    for ledger_campaign, step, channel, variant, state, why, late, n, first in connection.execute(
+    for ledger_campaign, step, channel, variant, state, n, first in connection.execute(
         select(
             Delivery.campaign_id,
             Delivery.step,
             Delivery.channel,
             Delivery.variant,
             Delivery.state,
-            skip,
-            is_deferred,
             func.count(),
             func.min(Delivery.id),
         )
         .where(*only)
         .group_by(
-            Delivery.campaign_id,
-            Delivery.step,
-            Delivery.channel,
-            Delivery.variant,
-            Delivery.state,
-            skip,
-            is_deferred,
+            Delivery.campaign_id, Delivery.step, Delivery.channel, Delivery.variant, Delivery.state
         )
     ):
         key = (ledger_campaign, step)
@@ -344,14 +331,27 @@ def _campaigns(connection: Connection, campaign_id: int | None = None) -> list[d
         )
         entry["first"] = min(entry["first"], first)
         entry["states"][state] += n
-        if late:
-            deferred[key] += n
-        if state == "skipped":
-            reasons[key][str(why)] = reasons[key].get(str(why), 0) + n
         if variant is not None:
             entry["variants"].setdefault(variant, {"sent": 0})
             if state == "sent":
                 entry["variants"][variant]["sent"] += n
+    reasons: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
+    for ledger_campaign, step, why, n in connection.execute(
+        select(Delivery.campaign_id, Delivery.step, Delivery.skip_reason, func.count())
+        .where(*only, Delivery.state == "skipped")
+        .group_by(Delivery.campaign_id, Delivery.step, Delivery.skip_reason)
+    ):
+        reasons[(ledger_campaign, step)][str(why)] = n
+    deferred: Counter[tuple[int, str]] = Counter(
+        {
+            (ledger_campaign, step): n
+            for ledger_campaign, step, n in connection.execute(
+                select(Delivery.campaign_id, Delivery.step, func.count())
+                .where(*only, Delivery.state == "planned", Delivery.last_error.like("deferred:%"))
+                .group_by(Delivery.campaign_id, Delivery.step)
+            )
+        }
+    )
     responses: dict[tuple[int, str], Counter[str]] = defaultdict(Counter)
     for ledger_campaign, step, variant, kind, n in connection.execute(
         select(
