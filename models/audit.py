@@ -56,6 +56,20 @@ def record_action(
         )
 
 
+def last_action(engine: Engine, action: str, target: str) -> AuditLog | None:
+    """The latest `action` on `target` (who paused this campaign last, and when), or None."""
+    with session_scope(engine) as session:
+        row = session.scalars(
+            select(AuditLog)
+            .where(AuditLog.action == action, AuditLog.target == target)
+            .order_by(AuditLog.at.desc(), AuditLog.id.desc())  # type: ignore[union-attr]
+            .limit(1)
+        ).first()
+        if row is not None:
+            session.expunge(row)
+        return row
+
+
 def audit_page(engine: Engine, page: int = 1, size: int = PAGE_SIZE) -> AuditPage:
     """One page of the log, newest first (by time, then by id for actions in the same
     instant); a page past the end is the last page."""

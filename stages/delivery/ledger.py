@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 
 from core.campaign_file import Audience, CampaignFile, Step
+from models.audit import last_action
 from models.db import chunked, session_scope
 from models.store import (
     insert_new_from_select,
@@ -446,9 +447,21 @@ def _pause(engine: Engine, campaign_id: int) -> tuple[bool, str | None]:
 
 
 def pause_reason(engine: Engine, campaign_id: int) -> str | None:
-    """Why the campaign is paused, or None when it is not."""
+    """Why the campaign is paused, or None when it is not: a rule's reason, or who paused
+    it, where and when, as the audit log has it (a person's pause keeps no reason in the
+    campaign row, since a reason there marks a pause by a rule)."""
     paused, reason = _pause(engine, campaign_id)
-    return (reason or "paused by a person (`abm campaign pause`)") if paused else None
+    if not paused:
+        return None
+    if reason:
+        return reason
+    with engine.connect() as connection:
+        key = connection.execute(select(Campaign.key).where(Campaign.id == campaign_id)).scalar()
+    last = last_action(engine, "campaign.pause", key or "")
+    if last is None:
+        return "paused by a person (in the console or with `abm campaign pause`)"
+    where = "in the console" if last.via == "console" else "with `abm campaign pause`"
+    return f"paused by {last.actor} {where} on {last.at:%Y-%m-%d %H:%M} UTC"
 
 
 def paused_by_rule(engine: Engine, campaign_id: int) -> str | None:
