@@ -27,6 +27,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -139,6 +140,22 @@ def check_workers(engine: Engine, workers: int) -> None:
             "transaction at a time, so more server processes would only queue on its lock. "
             "Use --workers 1 with SQLite"
         )
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse, naming the option, when this host and port cannot be listened on (taken by
+    another server, or an address not this machine's), before the server says it listens."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc}); "
+                "another server (an `abm serve` already running?) may hold the port: stop it "
+                "or choose another --port"
+            ) from None
 
 
 @lru_cache(maxsize=8)

@@ -35,7 +35,7 @@ GOAL_MS = 300.0
 ACCOUNTS = 30_000
 CONTACTS = 100_000
 CAMPAIGN_KEY = "bench-console"
-OPERATOR, PASSWORD = "bench-operator", "bench-operator-password"
+OPERATOR, PASSWORD = "bench-operator", "a long bench pass phrase"
 STAGES = ("target", "aware", "engaged", "mqa", "opportunity", "customer")
 ROLES = ("decision_maker", "approver", "specifier", "reviewer", "influencer", "user", None)
 # the ledger's states, one row in ten each (sent: six in ten)

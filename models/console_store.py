@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, delete, func, or_, select, update
 
 from models.db import session_scope
 from models.tables import ConsoleLoginFailure, ConsoleSession
@@ -79,11 +79,15 @@ def record_failure(engine: Engine, name: str, address: str, now: datetime) -> No
         )
 
 
-def clear_failures(engine: Engine, name: str) -> None:
-    """A correct password: the name's earlier failures no longer count against it (the
-    address's do: one address trying many names stays limited)."""
+def clear_failures(engine: Engine, name: str, address: str | None = None) -> int:
+    """A correct password (or `abm console unlock`): the name's earlier failures no longer
+    count against it; the address's do unless it is given (one address trying many names
+    stays limited). How many were forgotten."""
+    condition = ConsoleLoginFailure.name == name[:128]
+    if address:
+        condition = or_(condition, ConsoleLoginFailure.address == address[:64])
     with session_scope(engine) as session:
-        session.execute(delete(ConsoleLoginFailure).where(ConsoleLoginFailure.name == name[:128]))
+        return session.execute(delete(ConsoleLoginFailure).where(condition)).rowcount or 0
 
 
 def failures_since(

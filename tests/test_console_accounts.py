@@ -292,6 +292,29 @@ def test_a_parameter_the_list_cannot_use_gets_400_naming_it(five, client, query,
     assert f"The list cannot use {name}=" in answer.text
 
 
+def test_an_internationalised_domain_shows_as_written_and_links_by_its_stored_form(engine, client):
+    account = _account(engine, "xn--bergstrm-ab-xfb.se", name=None, tier=1)
+    _contacts(engine, account, ("eva@xn--bergstrm-ab-xfb.se", "approver", "active"))
+    html = client.get("/console/accounts").text
+    assert '<a href="/console/accounts/xn--bergstrm-ab-xfb.se">bergström-ab.se</a>' in html
+    page = client.get("/console/accounts/xn--bergstrm-ab-xfb.se")
+    assert page.status_code == 200
+    assert "<title>bergström-ab.se" in page.text and "<h1>bergström-ab.se" in page.text
+    assert "eva@bergström-ab.se" in page.text
+    assert "xn--" not in page.text.replace("abm accounts show xn--bergstrm-ab-xfb.se", "")
+
+
+def test_the_domain_filter_decodes_each_label_and_leaves_what_does_not_decode():
+    from abm.console.render import environment
+
+    domain = environment.filters["domain"]
+    assert domain("xn--bergstrm-ab-xfb.se") == "bergström-ab.se"
+    assert domain("eva@shop.xn--bergstrm-ab-xfb.se") == "eva@shop.bergström-ab.se"
+    assert domain("acme.example") == "acme.example" and domain(None) == ""
+    assert domain("xn--zz.se") == "xn--zz.se"  # not valid punycode: as stored
+    assert domain("xn--.se") == "xn--.se"
+
+
 def test_an_unknown_account_is_404(five, client):
     answer = client.get("/console/accounts/nowhere.example")
     assert answer.status_code == 404

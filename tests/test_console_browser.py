@@ -157,7 +157,7 @@ def test_a_pause_from_the_campaign_page_stops_the_next_send(
     assert asked and asked[0].startswith("Pause Console check?"), asked
     expect(page.locator("h1 .badge")).to_have_text("paused")
     expect(page.locator("main .notice")).to_contain_text("Paused: nothing more is sent")
-    expect(page.locator("main .problem")).to_contain_text("Paused by olive (the console)")
+    expect(page.locator("main .problem")).to_contain_text("paused by olive in the console")
     assert _status(live) == "paused"
     screenshot(page, "12-campaign-paused")
     live.run_campaign()

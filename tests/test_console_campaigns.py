@@ -135,7 +135,7 @@ def test_a_pause_from_the_page_stops_the_next_send_and_a_resume_sends_it(
     assert answer.headers["location"] == "/console/campaigns/console-check?notice=paused"
     shown = client.get(answer.headers["location"])
     assert "Paused: nothing more is sent" in shown.text
-    assert "Paused by ana (the console)" in shown.text and "Resume" in shown.text
+    assert "paused by ana in the console" in shown.text and "Resume" in shown.text
 
     deliver(db, get_settings(), context, ids[2:], outbox)  # the next send: nothing goes
     assert _sent(db, campaign_id) == 2
@@ -209,10 +209,59 @@ def test_the_campaigns_page_lists_status_steps_and_progress(db, database_url, tm
     text = page.text
     assert 'href="/console/campaigns/console-check"' in text
     assert "intro" in text and "follow-up" in text and "1 of 2" in text
-    assert 'value="1" max="2"' in text  # the progress bar, no inline style
+    # the bar counts each step the same: half of intro and follow-up not begun
+    assert 'value="0.250" max="1"' in text  # no inline style
+    assert "1 of 2 sent for intro; follow-up not planned yet" in text
     assert "the provider refused the API key" in text
     assert "file missing" in text and "gone-one" in text
     _no_email_in_links(text)
+
+
+def test_a_first_run_shows_the_steps_not_planned_yet_and_no_finished_bar(
+    db, database_url, tmp_path
+):
+    _people(db, {"acme.example": 1, "beta.example": 1, "xn--bergstrm-ab-xfb.se": 1})
+    campaign_id, context = _planned(db, _campaign_file(tmp_path))
+    deliver(
+        db,
+        get_settings(),
+        context,
+        due_delivery_ids(db, campaign_id, "intro"),
+        OutboxBackend(tmp_path / "outbox"),
+    )
+    assert _sent(db, campaign_id) == 3  # every row of the ledger is sent: "3 of 3"
+
+    client = signed_in_client(database_url, tmp_path, role="viewer")
+    listing = client.get("/console/campaigns").text
+    assert "3 of 3 sent for intro; follow-up not planned yet" in listing
+    assert 'value="0.500" max="1"' in listing and 'max="3"' not in listing
+
+    page = client.get("/console/campaigns/console-check").text
+    funnel = page[page.index("Funnel per step") : page.index("A/B tests")]
+    assert "intro" in funnel and "follow-up" in funnel
+    row = funnel[funnel.index("follow-up") :]
+    assert "not planned yet: the next run (or the advance-sequences schedule) plans it " in row
+    assert "after its wait (3d)" in row
+    assert row.split("</tr>")[0].count('<td class="num">0</td>') == 10
+    assert "3 of 3 sent for intro; follow-up not planned yet" in page
+    # the people's account shows as written, its link keeps the stored form
+    assert ">bergström-ab.se</a>" in page and "p0@bergström-ab.se" in page
+    assert 'href="/console/accounts/xn--bergstrm-ab-xfb.se"' in page
+
+
+def test_a_campaign_with_no_row_yet_lists_its_first_step_as_the_next_runs(
+    db, database_url, tmp_path
+):
+    path = _campaign_file(tmp_path)
+    register_campaign(db, *load_campaign(path), path)
+    client = signed_in_client(database_url, tmp_path, role="viewer")
+    page = client.get("/console/campaigns/console-check").text
+    assert "Nothing planned yet" in page
+    funnel = page[page.index("Funnel per step") : page.index("A/B tests")]
+    intro = funnel[funnel.index("intro") : funnel.index("follow-up")]
+    assert "not planned yet: the next run plans it" in intro and "wait" not in intro
+    listing = client.get("/console/campaigns").text
+    assert "nothing planned yet" in listing and "<progress" not in listing
 
 
 def test_no_campaign_yet_says_how_to_start_one(db, database_url, tmp_path):
@@ -405,6 +454,13 @@ def test_an_account_held_by_a_reply_is_released_from_the_page(db, database_url, 
     client = signed_in_client(database_url, tmp_path, name="bo")
     page = client.get("/console/campaigns/console-check").text
     assert "Accounts held back by a reply" in page and 'name="account" value="acme.example"' in page
+    assert "<th>Release</th>" in page
+    viewer = signed_in_client(database_url, tmp_path, role="viewer").get(
+        "/console/campaigns/console-check"
+    )
+    held = viewer.text[viewer.text.index("Accounts held back") : viewer.text.index("Funnel")]
+    assert "acme.example" in held and "An operator can release them" in held
+    assert "<th>Release</th>" not in held and "<th></th>" not in held and "<form" not in held
     answer = client.post(
         "/console/campaigns/console-check/release",
         data={"csrf_token": csrf_of(client), "account": "acme.example"},

@@ -301,13 +301,44 @@ def test_with_no_user_the_sign_in_page_says_how_to_create_one(sqlite_url, tmp_pa
     assert client.get("/console/audit").status_code == 303
 
 
-def test_a_broken_users_file_refuses_everyone_and_names_the_problem(sqlite_url, tmp_path):
+def test_a_broken_users_file_refuses_everyone_and_names_the_problem_in_the_log(
+    sqlite_url, tmp_path, caplog
+):
     client = signed_in_client(sqlite_url, tmp_path)
     users_file(tmp_path).write_text("users:\n  - name: amy\n    role: admin\n")
     answer = client.get("/console/audit")
-    assert answer.status_code == 503
-    assert "console-users.yaml" in answer.text and "role" in answer.text
+    assert answer.status_code == 503 and "abm doctor" in answer.text
+    # the file and the problem are for the log, not for whoever opens the page
+    assert "console-users.yaml" not in answer.text and "admin" not in answer.text
+    assert "console-users.yaml" in caplog.text and "role" in caplog.text
     assert client.get("/console/login").status_code == 503
+
+
+def test_unlock_lets_a_user_held_by_the_sign_in_limit_in_again(
+    sqlite_url, tmp_path, capsys, monkeypatch
+):
+    from cli_support import run_abm
+
+    add_user(users_file(tmp_path), "amy", "operator", PASSWORD)
+    client = console_client(console_settings(sqlite_url, tmp_path))
+    for n in range(5):
+        _attempt(client, "amy", f"wrong {n}")
+    assert _attempt(client, "amy", PASSWORD).status_code == 429
+    monkeypatch.setenv("ABM_DATABASE_URL", sqlite_url)
+    code, _, err = run_abm(capsys, monkeypatch, "console", "unlock", "amy")
+    assert code == 0 and "5 failed sign-in(s) forgotten" in err
+    assert _attempt(client, "amy", PASSWORD).status_code == 303
+
+
+@pytest.mark.parametrize(
+    "password, why",
+    [("aaaaaaaaaaaa", "different characters"), ("amy-password-2026", "name"), ("short", "12")],
+)
+def test_weak_passwords_are_refused(tmp_path, password, why):
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=why):
+        add_user(users_file(tmp_path), "amy", "operator", password)
 
 
 # reverse-proxy sign-in
@@ -353,7 +384,7 @@ def test_proxy_mode_believes_the_header_only_from_a_trusted_peer(database_url, t
 def test_proxy_mode_posts_need_a_token_and_the_role_comes_from_the_file(sqlite_url, tmp_path):
     client = proxy_client(sqlite_url, tmp_path, "::1")
     as_viewer = {"X-Forwarded-User": "vi"}
-    page = client.get("/console/audit", headers=as_viewer)
+    page = client.get("/console/suppressions", headers=as_viewer)  # its search form
     token = form_token(page.text)
     for url in posts(sqlite_url, tmp_path):
         if url.removeprefix("/console") in VIEWER_POSTS:
@@ -473,3 +504,16 @@ def test_the_server_leaves_x_forwarded_for_to_the_console():
     from abm.webhooks import SERVER_LIMITS
 
     assert SERVER_LIMITS["proxy_headers"] is False
+
+
+def test_proxy_mode_offers_no_sign_in_or_sign_out_of_its_own(sqlite_url, tmp_path):
+    """The proxy signs people in and out: a console button for either would only lead to a
+    refusal."""
+    client = proxy_client(sqlite_url, tmp_path, "127.0.0.1")
+    page = client.get("/console/accounts", headers={"X-Forwarded-User": "vi"})
+    assert page.status_code == 200 and ">vi <" in page.text
+    assert "/console/logout" not in page.text
+    refused = client.get("/console/accounts", headers={"X-Forwarded-User": "stranger"})
+    assert refused.status_code == 403 and "/console/login" not in refused.text
+    signed = signed_in_client(sqlite_url, tmp_path / "password")
+    assert "/console/logout" in signed.get("/console/accounts").text

@@ -247,6 +247,29 @@ def test_a_viewer_cannot_add_or_lift(db, database_url, tmp_path):
     assert _suppressions(db) == {("domain", "acme.example", "all")} and _audit(db) == []
 
 
+def test_a_viewer_sees_no_lift_column_and_a_domain_as_written(db, database_url, tmp_path):
+    add_suppressions(
+        db,
+        [
+            {"kind": "domain", "value": "xn--bergstrm-ab-xfb.se", "reason": "asked by phone"},
+            {"kind": "email", "value": "bo@acme.example", "reason": "unsubscribed"},
+        ],
+    )
+    viewer = signed_in_client(database_url, tmp_path, role="viewer").get("/console/suppressions")
+    table = viewer.text[viewer.text.index("<table>") : viewer.text.index("</table>")]
+    assert "<th>Lift</th>" not in table and "<form" not in table
+    assert "Only the person can take back" not in table  # a lift column's words, not for them
+    assert table.count("<th>") == table.split("<tr>")[2].count("<td>") == 6
+    assert "an operator can add suppressions and lift them" in viewer.text
+    assert "<td>bergström-ab.se</td>" in table
+
+    operator = signed_in_client(database_url, tmp_path, name="cy").get("/console/suppressions")
+    table = operator.text[operator.text.index("<table>") : operator.text.index("</table>")]
+    assert "<th>Lift</th>" in table and "<td>bergström-ab.se</td>" in table
+    assert 'name="value" value="xn--bergstrm-ab-xfb.se"' in table  # the form keeps it stored
+    assert "Lift the suppression of bergström-ab.se" in table
+
+
 def test_an_empty_list_says_where_suppressions_come_from(db, database_url, tmp_path):
     client = signed_in_client(database_url, tmp_path)
     assert "No suppressions yet" in client.get("/console/suppressions").text

@@ -5,12 +5,14 @@ actions it records) and `abm serve`."""
 from __future__ import annotations
 
 import json
+import socket
 import stat
 from pathlib import Path
 
 import pytest
 from cli_support import run_abm
 from console_support import PASSWORD, csrf_of, signed_in_client, users_file
+from smtp_server import free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -243,14 +245,27 @@ def test_serve_says_where_the_console_is_and_warns_without_users(monkeypatch, ca
     served = []
     monkeypatch.setattr("uvicorn.run", lambda app, **kw: served.append(kw))
     monkeypatch.setattr("abm.cli.engagement.open_engine", lambda: get_engine("sqlite://"))
-    code, _, err = run_abm(capsys, monkeypatch, "serve", "--port", "8123")
+    port, other = free_port(), free_port()
+    code, _, err = run_abm(capsys, monkeypatch, "serve", "--port", str(port))
     assert code == 0, err
-    assert "console: http://127.0.0.1:8123/console/" in err
+    assert f"console: http://127.0.0.1:{port}/console/" in err
     assert "abm console add-user NAME --role operator" in err
-    assert served and served[0]["port"] == 8123
+    assert served and served[0]["port"] == port
     # the old name serves the same
-    assert run_abm(capsys, monkeypatch, "webhooks", "serve", "--port", "8124")[0] == 0
-    assert served[1]["port"] == 8124
+    assert run_abm(capsys, monkeypatch, "webhooks", "serve", "--port", str(other))[0] == 0
+    assert served[1]["port"] == other
+
+
+def test_serve_on_a_port_in_use_says_so_before_claiming_to_listen(monkeypatch, capsys):
+    monkeypatch.setattr("abm.cli.engagement.open_engine", lambda: get_engine("sqlite://"))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        code, _, err = run_abm(capsys, monkeypatch, "serve", "--port", str(port))
+    assert code == 2
+    assert f"--port {port}: cannot listen there" in err and "another --port" in err
+    assert "listening on" not in err
 
 
 def test_doctor_reports_the_console(monkeypatch, abm_state):

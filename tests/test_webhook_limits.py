@@ -410,7 +410,7 @@ def test_the_server_is_started_with_header_and_concurrency_limits(sqlite_url, mo
     reset_settings()
     started = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: started.update(options))
-    code, _, _ = run_abm(capsys, monkeypatch, "webhooks", "serve", "--port", "8999")
+    code, _, _ = run_abm(capsys, monkeypatch, "webhooks", "serve", "--port", str(free_port()))
     assert code == 0
     assert started["http"] == "h11"  # the implementation whose header limit is set here
     assert started["h11_max_incomplete_event_size"] <= 64 * 1024

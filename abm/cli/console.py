@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from abm.cli.common import JsonOption, cells, err, out, print_json
+from abm.cli.common import JsonOption, cells, err, open_engine, out, print_json
 from abm.cli.engagement import webhooks_serve
 from core.errors import AbmError, ConfigError
 from core.settings import Settings, get_settings
@@ -59,7 +59,7 @@ def add_user(
     path = _path()
     if name in read_users(path) and not replace:
         raise AbmError(f"{path}: {name} is already a user; add --replace to change it")
-    password = check_password(_password(password_stdin))
+    password = check_password(_password(password_stdin), name)
     add_user(path, name, role, password, replace=replace)
     err.print(f"{path}: {name} can sign in as {role}", markup=False, highlight=False)
 
@@ -72,6 +72,25 @@ def remove_user(name: Annotated[str, typer.Argument(help="the user to remove")])
     path = _path()
     remove_user(path, name)
     err.print(f"{path}: {name} removed", markup=False, highlight=False)
+
+
+@console_app.command("unlock")
+def unlock(
+    name: Annotated[str, typer.Argument(help="the user held by the sign-in limit")],
+    address: Annotated[
+        str | None, typer.Option(help="also forget the failures from this client address")
+    ] = None,
+) -> None:
+    """Let a user try again now, after too many failed sign-ins (the limit holds for 15
+    minutes, across restarts, since the failures are kept in the database)."""
+    from models.console_store import clear_failures
+
+    cleared = clear_failures(open_engine(), name, address)
+    err.print(
+        f"{name}: {cleared} failed sign-in(s) forgotten; they can sign in again now",
+        markup=False,
+        highlight=False,
+    )
 
 
 @console_app.command("users")

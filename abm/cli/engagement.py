@@ -286,9 +286,10 @@ def webhooks_serve(
     """Serve POST /webhooks/sendgrid, GET and POST /unsubscribe/{token}, GET /healthz."""
     import uvicorn
 
-    from abm.webhooks import SERVER_LIMITS, check_workers, create_app
+    from abm.webhooks import SERVER_LIMITS, check_port, check_workers, create_app
 
     check_workers(open_engine(), workers)
+    check_port(host, port)
     err.print(
         f"listening on http://{host}:{port} with {workers} worker process"
         f"{'es' if workers > 1 else ''} (Ctrl+C to stop)",

@@ -358,8 +358,11 @@ class ConsoleAccess:
             await run_in_threadpool(gate.directory.users)
         except ConfigError as exc:
             log.error("console refused every request: %s", exc)
-            response = refusal(
-                request, 503, f"The console users file is not valid, so nobody can sign in: {exc}"
+            response = refusal(  # the path and the problem stay out of anonymous eyes
+                request,
+                503,
+                "The console's users file is not valid, so nobody can sign in. The server's "
+                "log and `abm doctor` say what is wrong with it.",
             )
             await response(scope, receive, send)
             return
@@ -369,6 +372,7 @@ class ConsoleAccess:
         if new_nonce:
             send = _with_cookie(send, BROWSER_COOKIE, gate.keys.seal("browser", nonce))
         if gate.proxy_mode:
+            request.state.proxied = True  # no sign-in or sign-out links: the proxy's
             user, problem = await run_in_threadpool(gate.proxy_user, request)
             if user is None:
                 log.warning("console refused a proxied request: %s", problem)

@@ -3,6 +3,7 @@ token its forms carry and the navigation, so no page can forget them."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,24 @@ def whole_number(text: str, digits: int = 18) -> int | None:
     return int(text)
 
 
+_ACE_LABEL = re.compile(r"(?<![a-z0-9-])xn--[a-z0-9-]+", re.IGNORECASE)
+
+
+def _domain(value: Any) -> str:
+    """A stored (ASCII) domain, or text holding one like an email address, as people write
+    it: each xn-- label decoded (xn--bergstrm-ab-xfb.se -> bergström-ab.se). On any label
+    that does not decode, the stored text unchanged. For display only: URLs and form values
+    keep the stored form."""
+    if value is None:
+        return ""
+    text = str(value)
+    try:
+        # the standard library's idna codec, the one core.domains encodes them with
+        return _ACE_LABEL.sub(lambda label: label.group(0).lower().encode().decode("idna"), text)
+    except UnicodeError:
+        return text
+
+
 def _percent(value: float | None) -> str:
     return "" if value is None else f"{value:.1%}"
 
@@ -61,7 +80,7 @@ environment = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-environment.filters.update(when=_when, number=_number, percent=_percent)
+environment.filters.update(when=_when, number=_number, percent=_percent, domain=_domain)
 
 
 def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -74,6 +93,9 @@ def page(request: Request, template: str, status_code: int = 200, **context: Any
             "user": getattr(state, "user", None),
             "csrf_token": getattr(state, "csrf_token", ""),
             "nav": NAV,
+            # a session of ours to end: not in proxy mode, where signing out is the proxy's
+            "can_sign_out": getattr(state, "console_session", None) is not None,
+            "proxied": getattr(state, "proxied", False),
             "active": None,
             "notice": None,
             "problem": None,

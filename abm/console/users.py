@@ -123,9 +123,20 @@ def write_users(path: Path, users: list[UserEntry]) -> None:
         raise
 
 
-def check_password(password: str) -> str:
+MIN_DISTINCT = 6  # "aaaaaaaaaaaa" and "121212121212" are long enough and guessed first
+
+
+def check_password(password: str, name: str | None = None) -> str:
+    """At least MIN_PASSWORD characters, MIN_DISTINCT of them different, and not the name."""
     if len(password) < MIN_PASSWORD:
         raise ConfigError(f"the password must have at least {MIN_PASSWORD} characters")
+    if len(set(password)) < MIN_DISTINCT:
+        raise ConfigError(
+            f"the password must use at least {MIN_DISTINCT} different characters: "
+            "a repeated one is guessed first"
+        )
+    if name and name.casefold() in password.casefold():
+        raise ConfigError("the password must not contain the user's name")
     return password
 
 
@@ -148,7 +159,9 @@ def add_user(path: Path, name: str, role: str, password: str, *, replace: bool =
         raise ConfigError(f"{path}: {name} is already a user; add --replace to change it")
     earlier = users.get(name)
     same = earlier is not None and password_matches(earlier, password)
-    hashed = earlier.password_hash if same and earlier else hash_password(password)
+    hashed = (
+        earlier.password_hash if same and earlier else hash_password(check_password(password, name))
+    )
     users[name] = UserEntry(name=name, role=role, password_hash=hashed)  # type: ignore[arg-type]
     write_users(path, list(users.values()))
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from models.tables import Account, AuditLog, Campaign, Delivery
-from stages.delivery.ledger import ledger_summary, pause_reason
+from models.tables import Account, Campaign, Delivery
+from stages.delivery.ledger import pause_reason
 
 # How `send_rules.check_chunk` words a row held by a reply at its account under
 # `account_rules: {on_reply: pause}`; `send_rules.release_account` lets them go.
@@ -34,7 +34,69 @@ def campaign_steps(source: str | None) -> tuple[list[dict[str, str]] | None, str
         _, campaign = load_campaign(path)
     except ConfigError as exc:
         return None, f"file no longer valid: {exc}"
-    return [{"id": step.id, "channel": step.channel} for step in campaign.steps], None
+    return [
+        {"id": step.id, "channel": step.channel, "wait": step.wait} for step in campaign.steps
+    ], None
+
+
+def with_unplanned(
+    steps: list[dict[str, str]] | None, ledger: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The ledger's rows per step (each with a "step"), in the order of the campaign file,
+    with a row `{"step", "channel", "wait", "not_planned": True}` for each step of the file
+    the ledger has no row for yet: a step is planned only when the one before it was sent
+    and its wait ended, so without these the first run looks like the whole campaign.
+    Steps the ledger has but the file no longer names follow in the ledger's order."""
+    found = {row["step"]: {**row, "not_planned": False} for row in ledger}
+    rows = []
+    for position, step in enumerate(steps or []):
+        row = found.pop(step["id"], None)
+        if row is None:
+            wait = None if position == 0 else step.get("wait")
+            row = {"step": step["id"], "channel": step["channel"], "wait": wait}
+            row["not_planned"] = True
+        rows.append(row)
+    return rows + list(found.values())
+
+
+def progress_in_words(rows: list[dict[str, Any]]) -> str:
+    """What `with_unplanned`'s rows have sent, per step: "5 of 5 sent for intro; followup
+    not planned yet"."""
+    planned = [r for r in rows if not r["not_planned"]]
+    waiting = [r["step"] for r in rows if r["not_planned"]]
+    words = ", ".join(f"{r['sent']:,} of {r['planned']:,} sent for {r['step']}" for r in planned)
+    if waiting:
+        later = f"{', '.join(waiting)} not planned yet"
+        words = f"{words}; {later}" if words else f"nothing planned yet: {later}"
+    return words
+
+
+def progress_share(rows: list[dict[str, Any]]) -> float:
+    """How far the campaign is, from 0 to 1: each step counts the same, sent of planned,
+    a step not planned yet as not begun (so a finished first step of two is half way)."""
+    if not rows:
+        return 0.0
+    done = sum(r["sent"] / r["planned"] for r in rows if not r["not_planned"] and r["planned"])
+    return done / len(rows)
+
+
+def step_progress(engine: Engine, campaign_id: int) -> list[dict[str, Any]]:
+    """Sent and planned (every ledger row) per step, in the order the steps were first
+    planned: one pass over the campaign's part of the funnel index."""
+    counts: dict[str, dict[str, Any]] = {}
+    query = (
+        select(Delivery.step, Delivery.state, func.count(), func.min(Delivery.id))
+        .where(Delivery.campaign_id == campaign_id)
+        .group_by(Delivery.step, Delivery.state)
+    )
+    with engine.connect() as connection:
+        for step, state, n, first in connection.execute(query):
+            row = counts.setdefault(step, {"step": step, "sent": 0, "planned": 0, "first": first})
+            row["planned"] += n
+            row["first"] = min(row["first"], first)
+            if state == "sent":
+                row["sent"] += n
+    return sorted(counts.values(), key=lambda row: row["first"])
 
 
 def _row(engine: Engine, campaign: Any, progress: bool = True) -> dict[str, Any]:
@@ -49,8 +111,16 @@ def _row(engine: Engine, campaign: Any, progress: bool = True) -> dict[str, Any]
         "file_problem": problem,
     }
     if progress:
-        summary = ledger_summary(engine, campaign.id)
-        row["progress"] = {"sent": summary["sent"], "planned": summary["planned"]}
+        steps_done = with_unplanned(steps, step_progress(engine, campaign.id))
+        row["progress"] = {
+            "sent": sum(step.get("sent", 0) for step in steps_done),
+            "planned": sum(step.get("planned", 0) for step in steps_done),
+        }
+        row["step_progress"] = {
+            "words": progress_in_words(steps_done),
+            "share": progress_share(steps_done),
+            "not_planned": [step["step"] for step in steps_done if step["not_planned"]],
+        }
     return row
 
 
@@ -103,18 +173,3 @@ def held_accounts(
             {"domain": domain, "name": name, "waiting": n}
             for domain, name, n in connection.execute(query)
         ]
-
-
-def last_pause(engine: Engine, key: str) -> dict[str, Any] | None:
-    """Who paused the campaign last and when, from the audit log (the console and `abm
-    campaign pause` both record it): a person's pause keeps no reason in the campaign row,
-    since a reason there marks a pause by a rule (`ledger.paused_by_rule`)."""
-    query = (
-        select(AuditLog.actor, AuditLog.at, AuditLog.via)
-        .where(AuditLog.action == "campaign.pause", AuditLog.target == key)
-        .order_by(AuditLog.at.desc(), AuditLog.id.desc())
-        .limit(1)
-    )
-    with engine.connect() as connection:
-        found = connection.execute(query).first()
-    return None if found is None else {"actor": found.actor, "at": found.at, "via": found.via}

@@ -23,7 +23,14 @@ from core.domains import domain_or_none
 from core.errors import AbmError
 from core.vocabulary import PERSON_STATES
 from models.audit import record_action
-from stages.delivery.campaigns import campaign_row, campaign_rows, held_accounts, last_pause
+from stages.delivery.campaigns import (
+    campaign_row,
+    campaign_rows,
+    held_accounts,
+    progress_in_words,
+    progress_share,
+    with_unplanned,
+)
 from stages.delivery.ledger import set_campaign_status
 from stages.delivery.people import campaign_people, count_people
 from stages.delivery.send_rules import release_account
@@ -171,15 +178,20 @@ def _details(context: ConsoleContext, key: str, query: PeopleQuery) -> dict[str,
         step["skipped_in_words"] = [
             (skip_reason_text(reason), n) for reason, n in step["skipped_by_reason"].items()
         ]
+    # every step of the file, those the ledger has no row for yet too: after a first run
+    # the funnel shows the later steps waiting to be planned, not a finished campaign
+    funnel = with_unplanned(campaign["steps"], results["steps"])
+    campaign["progress"]["words"] = progress_in_words(funnel)
+    campaign["progress"]["share"] = progress_share(funnel)
     for test in results["ab_tests"]:
         for comparison in test["comparisons"]:
             comparison["in_words"] = AB_RESULTS.get(comparison["result"], comparison["result"])
     return {
         "campaign": campaign,
         "results": results,
+        "funnel": funnel,
         "held": held_accounts(engine, campaign["id"], HELD_SHOWN + 1),
         "held_shown": HELD_SHOWN,
-        "paused_by": last_pause(engine, key) if campaign["status"] == "paused" else None,
         **people_page(context, campaign["id"], steps, query),
     }
 
