@@ -37,7 +37,7 @@ def _password(from_stdin: bool) -> str:
 
 @console_app.command("add-user")
 def add_user(
-    name: Annotated[str, typer.Argument(help="the name to sign in with")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="the name to sign in with")],
     role: Annotated[str, typer.Option(help="viewer (reads) or operator (also pauses, lifts)")],
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="read the password from standard input")
@@ -65,7 +65,9 @@ def add_user(
 
 
 @console_app.command("remove-user")
-def remove_user(name: Annotated[str, typer.Argument(help="the user to remove")]) -> None:
+def remove_user(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="the user to remove")],
+) -> None:
     """Remove a console user: their open sessions end at their next request."""
     from abm.console.users import remove_user
 
@@ -76,13 +78,14 @@ def remove_user(name: Annotated[str, typer.Argument(help="the user to remove")])
 
 @console_app.command("unlock")
 def unlock(
-    name: Annotated[str, typer.Argument(help="the user held by the sign-in limit")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="the user held by the sign-in limit")],
     address: Annotated[
         str | None, typer.Option(help="also forget the failures from this client address")
     ] = None,
 ) -> None:
-    """Let a user try again now, after too many failed sign-ins (the limit holds for 15
-    minutes, across restarts, since the failures are kept in the database)."""
+    """Let a user held by the sign-in limit try again now.
+
+    The limit holds for 15 minutes, across restarts: failures are kept in the database."""
     from models.console_store import clear_failures
 
     cleared = clear_failures(open_engine(), name, address)
