@@ -200,6 +200,18 @@ def _back(key: str, notice: str) -> RedirectResponse:
     return RedirectResponse(f"/console/campaigns/{quote(key, safe='')}?notice={notice}", 303)
 
 
+def _missing(request: Request, what: str) -> Response:
+    """404: no campaign with this key (`what` names it and says what follows)."""
+    return page(
+        request,
+        "campaign.html",
+        status_code=404,
+        active="campaigns",
+        campaign=None,
+        problem=f"There is no campaign with the key {what}",
+    )
+
+
 def routes(context: ConsoleContext) -> list[BaseRoute]:
     engine = context.engine
 
@@ -222,16 +234,7 @@ def routes(context: ConsoleContext) -> list[BaseRoute]:
         if details is not None and details["moved"]:
             problem = details["moved"]
         if details is None:
-            return page(
-                request,
-                "campaign.html",
-                status_code=404,
-                active="campaigns",
-                campaign=None,
-                notice=None,
-                problem=f"There is no campaign with the key {key}: `abm campaign run FILE` "
-                "starts one.",
-            )
+            return _missing(request, f"{key}: `abm campaign run FILE` starts one.")
         return page(
             request,
             "campaign.html",
@@ -251,15 +254,7 @@ def routes(context: ConsoleContext) -> list[BaseRoute]:
         user = request.state.user
         found = await run_in_threadpool(campaign_row, engine, key, False)
         if found is None:
-            return page(
-                request,
-                "campaign.html",
-                status_code=404,
-                active="campaigns",
-                campaign=None,
-                notice=None,
-                problem=f"There is no campaign with the key {key}: nothing changed.",
-            )
+            return _missing(request, f"{key}: nothing changed.")
         if found["status"] == status:
             return _back(key, f"already-{status}")
         # a person's pause keeps no reason in the campaign row (a reason there means a
