@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from abm.cli.common import JsonOption, cells, err, open_engine, out, print_json
+from abm.cli.common import JsonOption, cells, err, open_engine, operator, out, print_json
 from core.settings import get_settings
 from core.vocabulary import PersonState
 
@@ -187,7 +187,6 @@ def _campaign_id(file: Path) -> int:
 
 def _audit(file: Path, action: str, detail: str | None = None) -> None:
     """The action in the audit log, by the login name, via the command line."""
-    from abm.cli.operations import operator
     from core.campaign_file import load_campaign
     from models.audit import record_action
 

@@ -3,7 +3,9 @@ written, and the database, checked to be migrated."""
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import sys
 from typing import Annotated, Any
 
@@ -48,3 +50,11 @@ def stage_option(value: str | None) -> str | None:
         return parse_stage(value)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def operator() -> str:
+    """Who runs the command, for the history: the login name, where the system knows it."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER") or "unknown"

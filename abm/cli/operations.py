@@ -4,8 +4,6 @@ the `campaign` group of abm.cli.campaigns."""
 
 from __future__ import annotations
 
-import getpass
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,7 +12,7 @@ import typer
 from rich.table import Table
 
 from abm.cli.campaigns import campaign_app
-from abm.cli.common import JsonOption, cells, err, open_engine, out, print_json
+from abm.cli.common import JsonOption, cells, err, open_engine, operator, out, print_json
 from core.errors import AbmError
 
 suppressions_app = typer.Typer(
@@ -46,14 +44,6 @@ def plural(count: int, word: str) -> str:
 def when(value: Any) -> str:
     """A stored time as ISO 8601 to the second, for JSON and tables alike."""
     return value.isoformat(timespec="seconds") if value is not None else ""
-
-
-def operator() -> str:
-    """Who runs the command, for the history: the login name, where the system knows it."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return os.environ.get("USER") or "unknown"
 
 
 @suppressions_app.command("list")
