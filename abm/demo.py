@@ -162,6 +162,9 @@ def run_demo(contacts: int, out: Console, err: Console) -> None:
         f"contacts list --account {example}",
     ):
         out.print(f"  {abm} {command}", highlight=False)
+    out.print('or in the browser, as a user you add (the console, README "The console"):')
+    for command in ("console add-user you --role operator", "serve"):
+        out.print(f"  {abm} {command}", highlight=False)
     out.print(
         "Your own data goes into the default database (.abm/abm.db), never mixed with "
         "the demo's: unset ABM_DATABASE_URL, then `abm init` and `abm import ...`.",

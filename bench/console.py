@@ -61,7 +61,7 @@ def seed(database_url: str, folder: Path, accounts: int, contacts: int) -> dict[
     from sqlalchemy import select
 
     from models.db import get_engine, migrate
-    from models.tables import Account, Campaign, Contact, Delivery, utcnow
+    from models.tables import Account, Campaign, Contact, Delivery, EngagementEvent, utcnow
 
     started = time.perf_counter()
     engine = get_engine(database_url)
@@ -142,10 +142,37 @@ def seed(database_url: str, folder: Path, accounts: int, contacts: int) -> dict[
                     if STATES[n % len(STATES)] == "sent"
                     else None,
                     "skip_reason": "capped" if STATES[n % len(STATES)] == "skipped" else None,
+                    "message_id": f"<bench-{n}@console.example>"
+                    if STATES[n % len(STATES)] == "sent"
+                    else None,
                     "attempts": 1,
                     **stamps,
                 }
                 for n, (contact, account) in enumerate(people)
+            ],
+        )
+        # responses to half the messages sent: an open each, a click every third, a reply
+        # every tenth (the funnel joins them to the ledger by message id)
+        connection.execute(
+            EngagementEvent.__table__.insert(),
+            [
+                {
+                    "provider": "bench",
+                    "provider_event_id": f"{kind}-{n}",
+                    "type": kind,
+                    "channel": "email",
+                    "occurred_at": now,
+                    "account_id": account,
+                    "contact_id": contact,
+                    "campaign_id": campaign_id,
+                    "message_id": f"<bench-{n}@console.example>",
+                    "data": {},
+                    "created_at": now,
+                }
+                for n, (contact, account) in enumerate(people)
+                if STATES[n % len(STATES)] == "sent" and n % 2 == 0
+                for kind in ("open", "click", "reply")
+                if kind == "open" or (kind == "click" and n % 3 == 0) or n % 10 == 0
             ],
         )
     from stages.delivery.people import campaign_people

@@ -156,6 +156,9 @@ class EngagementEvent(SQLModel, table=True):
             sqlite_where=text("type = 'intent'"),
             postgresql_where=text("type = 'intent'"),
         ),
+        # the responses to our messages (opens, clicks, replies by message id): the report's
+        # and the campaign page's funnel join the ledger to events on it
+        Index("ix_event_message_type", "message_id", "type"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

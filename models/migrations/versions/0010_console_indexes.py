@@ -10,7 +10,10 @@ role has an active contact", "no active approver") with one EXISTS per role and 
 contact rows: on SQLite the "every role covered" filter went from about 120 to 65 ms.
 `ix_delivery_campaign_funnel` counts a campaign's ledger by state, step and variant, and the
 accounts it reached, from the index alone: at 100,000 rows on SQLite the campaign page's
-counts went from about 190 to 45 ms.
+counts went from about 190 to 45 ms. `ix_event_message_type` finds the responses to a
+message (opens, clicks, replies) by its id: the funnel's join of the ledger to the events
+read every event for each message sent (the demo's campaign page: 450 ms for 1,869 messages
+and 2,923 events; 2.5 ms with it).
 """
 
 from collections.abc import Sequence
@@ -30,6 +33,8 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_contact_account_status_role", ["account_id", "status", "role"], unique=False
         )
+    with op.batch_alter_table("engagementevent", schema=None) as batch_op:
+        batch_op.create_index("ix_event_message_type", ["message_id", "type"], unique=False)
     with op.batch_alter_table("delivery", schema=None) as batch_op:
         batch_op.create_index(
             "ix_delivery_campaign_funnel",
@@ -42,5 +47,7 @@ def downgrade() -> None:
     """Downgrade schema."""
     with op.batch_alter_table("delivery", schema=None) as batch_op:
         batch_op.drop_index("ix_delivery_campaign_funnel")
+    with op.batch_alter_table("engagementevent", schema=None) as batch_op:
+        batch_op.drop_index("ix_event_message_type")
     with op.batch_alter_table("contact", schema=None) as batch_op:
         batch_op.drop_index("ix_contact_account_status_role")
