@@ -267,9 +267,11 @@ def live(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Iter
     yield from live_console(tmp_path_factory.mktemp("console"), PREFECT_API_URL.value())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless chromium for the session; each test opens a context of its own."""
+    """One headless chromium for the module; each test opens a context of its own. Not for
+    the session: Playwright's sync API keeps an event loop running in this thread while it
+    is open, and every later test calling asyncio.run() would fail."""
     executable = require_browser()
     from playwright.sync_api import sync_playwright
 

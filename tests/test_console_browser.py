@@ -15,7 +15,7 @@ import pytest
 from browser_support import CAMPAIGN_KEY, PEOPLE, LiveConsole, screenshot, sign_in
 from playwright.sync_api import expect
 
-# the fixtures: a session's chromium, the module's live console, a context per test
+# the fixtures: the module's chromium, the module's live console, a context per test
 browser, live, context = browser_support.browser, browser_support.live, browser_support.context
 
 pytestmark = pytest.mark.slow  # a temporary Prefect server, campaign runs, a browser
