@@ -264,11 +264,12 @@ def test_ses_rewrites_date_and_message_id_so_signing_before_it_is_refused(tmp_pa
 def test_signing_leaves_the_message_as_it_was_below_the_signature(tmp_path):
     plain, signed = tmp_path / "plain", tmp_path / "signed"
     key = pem_file(tmp_path, ED25519_KEY)
+    built = message(4)  # once: two builds a second apart differ in their Date header
     with OutboxBackend(plain) as unsigned_backend:
-        (first,) = unsigned_backend.send_messages([message(4)])
+        (first,) = unsigned_backend.send_messages([built])
     backend = get_backend(settings(email_backend="outbox", outbox_dir=signed, **dkim_settings(key)))
     with backend:
-        backend.send_messages([message(4)])
+        backend.send_messages([built])
     raw_signed = (signed / first.provider_id).read_bytes()
     raw_plain = (plain / first.provider_id).read_bytes()
     assert raw_signed.endswith(raw_plain)

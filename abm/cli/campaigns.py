@@ -70,7 +70,14 @@ def campaign_preview(
 @campaign_app.command("run")
 def campaign_run(
     file: Path,
-    limit: Annotated[int | None, typer.Option(min=1, help="plan at most N messages")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="at most N messages for each step in all, counting those planned by "
+            "earlier runs (a rehearsal of a few people; not a per-run batch size)",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="check and render, send nothing")
     ] = False,
