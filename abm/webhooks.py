@@ -66,6 +66,7 @@ from models.db import get_engine
 from models.tables import utcnow
 from stages.engagement.ingest import (
     contact_display,
+    contact_unsubscribed,
     ingest_sendgrid,
     reply_event,
     unsubscribe,
@@ -347,6 +348,14 @@ def create_app(
                 status_code=404,
             )
         who = html.escape(contact_display(engine, found[0]) or "this address")
+        if contact_unsubscribed(engine, found[0]):
+            return HTMLResponse(
+                PAGE.format(
+                    title="Unsubscribed",
+                    body=f"<h1>You are unsubscribed</h1><p>{who} gets no marketing email from "
+                    "us. Nothing more to do here.</p>",
+                )
+            )
         body = (
             f"<h1>Unsubscribe</h1><p>Stop all marketing email to {who}?</p>"
             '<form method="post"><button type="submit">Unsubscribe</button></form>'

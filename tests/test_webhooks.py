@@ -159,6 +159,9 @@ def test_one_click_unsubscribe_stops_the_next_send(client, engine):
     )
     assert response.status_code == 200
     assert client.post(f"/unsubscribe/{token}").status_code == 200
+    again = client.get(f"/unsubscribe/{token}")  # the link opened again: no second question
+    assert again.status_code == 200 and "You are unsubscribed" in again.text
+    assert "<form" not in again.text and "a***@acme.example" in again.text
     with engine.connect() as connection:
         status = connection.execute(select(Contact.status).where(Contact.id == ana_id)).scalar()
     assert status == "unsubscribed"

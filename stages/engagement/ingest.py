@@ -217,6 +217,14 @@ def contact_display(engine: Engine, contact_id: int) -> str | None:
     return f"{local[:1]}***@{domain}"
 
 
+def contact_unsubscribed(engine: Engine, contact_id: int) -> bool:
+    """True when this person has unsubscribed (and nobody lifted it at their request): the
+    unsubscribe page then says so instead of asking again."""
+    with engine.connect() as connection:
+        status = connection.execute(select(Contact.status).where(Contact.id == contact_id)).scalar()
+    return status == "unsubscribed"
+
+
 _MESSAGE_ID = re.compile(r"<[^<>\s]+@[^<>\s]+>")
 
 
