@@ -73,6 +73,15 @@ def engine(database_url: str) -> Engine:
 
 
 @pytest.fixture
+def db(engine: Engine, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Engine:
+    """The engine, with ABM_DATABASE_URL naming its database: the command line and the web
+    app a test drives use it too. Modules that seed data override this fixture."""
+    monkeypatch.setenv("ABM_DATABASE_URL", database_url)
+    reset_settings()
+    return engine
+
+
+@pytest.fixture
 def planned(engine: Engine, tmp_path: Path) -> tuple[int, Any]:
     """The demo campaign's first step planned for a few demo people (`sendgrid_delivery`)."""
     from sendgrid_delivery import plan_intro

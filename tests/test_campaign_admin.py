@@ -17,20 +17,12 @@ from cli_support import run_abm
 from sqlalchemy import Engine
 
 from core.campaign_file import load_campaign
-from core.settings import reset_settings
 from models.db import session_scope
 from models.store import upsert_accounts, upsert_contacts
 from models.tables import Delivery
 from stages.delivery.ledger import register_campaign, set_campaign_status
 
 CAMPAIGNS = Path(__file__).resolve().parents[1] / "campaigns"
-
-
-@pytest.fixture
-def db(engine: Engine, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Engine:
-    monkeypatch.setenv("ABM_DATABASE_URL", database_url)
-    reset_settings()
-    return engine
 
 
 def _ledger(engine: Engine, campaign_id: int, states: list[str]) -> None:

@@ -17,8 +17,7 @@ from tests_support import write_file
 from abm.console.pages.campaigns import BadParameter, parse_people
 from connectors.email.outbox import OutboxBackend
 from core.campaign_file import load_campaign
-from core.settings import get_settings, reset_settings
-from models.db import get_engine
+from core.settings import get_settings
 from models.store import upsert_accounts, upsert_contacts
 from models.tables import Account, AuditLog, Contact, Delivery, EngagementEvent, utcnow
 from stages.delivery.ledger import (
@@ -34,13 +33,6 @@ from stages.report.data import campaign_results, report_data
 from stages.targeting.audience import target_account_ids
 
 HREF = re.compile(r'(?:href|action)="([^"]*)"')
-
-
-@pytest.fixture
-def db(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Engine:
-    monkeypatch.setenv("ABM_DATABASE_URL", database_url)
-    reset_settings()
-    return get_engine(database_url)
 
 
 def _campaign_file(tmp_path: Path, key: str = "console-check", extra: str = "") -> Path:

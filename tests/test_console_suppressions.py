@@ -14,8 +14,7 @@ from sqlalchemy import Engine, select, update
 from abm.console.pages.suppressions import BadParameter, parse_listing
 from connectors.email.outbox import OutboxBackend
 from core.campaign_file import load_campaign
-from core.settings import get_settings, reset_settings
-from models.db import get_engine
+from core.settings import get_settings
 from models.store import add_suppressions, upsert_accounts, upsert_contacts
 from models.tables import Account, AuditLog, Contact, Delivery, LiftedSuppression, Suppression
 from stages.delivery.ledger import DeliveryContext, due_delivery_ids, plan_step, register_campaign
@@ -23,13 +22,6 @@ from stages.delivery.send import deliver
 from stages.targeting.audience import target_account_ids
 
 LINK = re.compile(r'(?:href|action)="([^"]*)"')
-
-
-@pytest.fixture
-def db(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Engine:
-    monkeypatch.setenv("ABM_DATABASE_URL", database_url)
-    reset_settings()
-    return get_engine(database_url)
 
 
 def _audit(engine: Engine) -> list[tuple]:
