@@ -111,6 +111,19 @@ def _account_order(sort: AccountSort) -> list[Any]:
     return [column.nulls_last(), Account.domain]
 
 
+def _listed_columns() -> tuple[Any, ...]:
+    """What every account listing shows of an account (the command line and the console)."""
+    return (
+        Account.id,
+        Account.domain,
+        Account.name,
+        Account.icp_score.label("score"),
+        Account.tier,
+        Account.stage,
+        Account.engagement_score,
+    )
+
+
 def list_accounts(
     engine: Engine, tier: int | None = None, stage: str | None = None
 ) -> list[dict[str, Any]]:
@@ -122,13 +135,7 @@ def list_accounts(
     )
     query = (
         select(
-            Account.id,
-            Account.domain,
-            Account.name,
-            Account.icp_score.label("score"),
-            Account.tier,
-            Account.stage,
-            Account.engagement_score,
+            *_listed_columns(),
             Account.industry,
             func.coalesce(contacts.c.contacts, 0).label("contacts"),
         )
@@ -151,13 +158,7 @@ def account_page(
     conditions = _account_conditions(filters)
     query = (
         select(
-            Account.id,
-            Account.domain,
-            Account.name,
-            Account.icp_score.label("score"),
-            Account.tier,
-            Account.stage,
-            Account.engagement_score,
+            *_listed_columns(),
             Account.engagement_sources,
             Account.updated_at,
         )
