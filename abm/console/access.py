@@ -340,7 +340,7 @@ class ConsoleAccess:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        gate = self.gate
+        gate = request.state.console_gate = self.gate  # the sign-in pages use this one
         if _has_nul(path, *(text for item in request.query_params.multi_items() for text in item)):
             response = refusal(request, 400, NUL_REFUSED)
             await response(scope, receive, send)
@@ -399,7 +399,6 @@ class ConsoleAccess:
             response = refusal(request, 401, "You are not signed in (or your session ended).")
             await response(scope, receive, send)
             return
-        request.state.console_gate = gate
         await self.app(scope, receive, send)
 
 

@@ -25,13 +25,17 @@ HOME = "/console/accounts"
 MAX_FIELD = 1024  # a name or password longer than this is no one's
 
 
-def routes(context: ConsoleContext) -> list[BaseRoute]:
-    gate = ConsoleGate(context)
+def _gate(request: Request) -> ConsoleGate:
+    """The middleware's gate (abm/console/access.py): one users file cache and one set of
+    keys for the whole console."""
+    return request.state.console_gate
 
+
+def routes(context: ConsoleContext) -> list[BaseRoute]:
     def form_page(
         request: Request, status: int = 200, problem: str = "", name: str = ""
     ) -> Response:
-        users = gate.directory.users()
+        users = _gate(request).directory.users()
         return page(
             request,
             "signin.html",
@@ -58,6 +62,7 @@ def routes(context: ConsoleContext) -> list[BaseRoute]:
                 form_page, request, 400, "Give both your name and your password."
             )
         name, password = name.strip()[:MAX_FIELD], password[:MAX_FIELD]
+        gate = _gate(request)
         address = gate.client_address(request)
         earlier = getattr(request.state, "console_session", None)
         if earlier is not None:  # signing in again ends the session this browser had
@@ -86,7 +91,7 @@ def routes(context: ConsoleContext) -> list[BaseRoute]:
                 400,
                 "You are signed in by the reverse proxy in front of the console: sign out there.",
             )
-        await run_in_threadpool(gate.sign_out, session_id)
+        await run_in_threadpool(_gate(request).sign_out, session_id)
         response = RedirectResponse("/console/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, **cookie_options())  # type: ignore[arg-type]
         return response
